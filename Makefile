@@ -1,0 +1,54 @@
+# nvme-agent developer entry points.  Run as root on Debian 12:
+#   make demo   -> set up, then simulate the bundled hot-swap scenario
+#   make test   -> set up, then lint, type-check and run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.nvme-agent-installed
+
+# Debian packages: build deps for systemd-python, the umockdev fake-udev testbed (with Debian's
+# python3-gi for its controller), and the filesystem tools real mounts need.
+APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
+	umockdev gir1.2-umockdev-1.0 libumockdev0 python3-gi \
+	e2fsprogs xfsprogs util-linux mount psmisc kmod systemd
+
+.PHONY: setup apt venv demo test lint unit check-root clean
+
+setup: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "setup: need root to install:$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "setup: Debian packages present"; fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+	@echo "setup: CLI at $(BIN)/nvme-agent"
+
+demo: setup
+	$(BIN)/nvme-agent simulate
+
+lint: setup
+	$(BIN)/ruff check nvme_agent tests
+	$(BIN)/ruff format --check nvme_agent tests
+	$(BIN)/mypy --strict nvme_agent
+
+unit: setup
+	$(BIN)/python -m pytest -q -m 'not e2e and not bench'
+
+test: setup lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""nvme-agent: turn NVMe namespace hotplug udev events into policy-driven actions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,106 @@
+"""Typed topology change records: what the topology emits and everything downstream consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from nvme_agent.model import Controller, Namespace, Partition
+
+
+class ChangeType(StrEnum):
+    """Kinds of topology change.  The values are the ``type`` field of every JSON line."""
+
+    NAMESPACE_ADDED = "namespace-added"
+    NAMESPACE_REMOVED = "namespace-removed"
+    NAMESPACE_RESIZED = "namespace-resized"
+    NAMESPACE_CHANGED = "namespace-changed"
+    PARTITION_ADDED = "partition-added"
+    PARTITION_REMOVED = "partition-removed"
+    CONTROLLER_ADDED = "controller-added"
+    CONTROLLER_REMOVED = "controller-removed"
+
+
+#: Change kinds whose policy hook is ``on_add`` / ``on_remove`` / ``on_resize``.
+ADD_KINDS = frozenset({ChangeType.NAMESPACE_ADDED, ChangeType.PARTITION_ADDED})
+REMOVE_KINDS = frozenset({ChangeType.NAMESPACE_REMOVED, ChangeType.PARTITION_REMOVED})
+RESIZE_KINDS = frozenset({ChangeType.NAMESPACE_RESIZED})
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One topology change.
+
+    ``namespace`` is the namespace after the change (before it, for a removal); ``previous`` is
+    the state before a resize or change.  ``partition`` is set for partition changes, and
+    ``namespace`` then is the namespace the partition belongs to (if known).
+    ``coldplug`` marks changes found by enumeration at start rather than by a live event.
+    """
+
+    type: ChangeType
+    seqnum: int = 0
+    namespace: Namespace | None = None
+    previous: Namespace | None = None
+    partition: Partition | None = None
+    controller: Controller | None = None
+    coldplug: bool = False
+    reason: str | None = None
+
+    @property
+    def nsid(self) -> int | None:
+        return self.namespace.nsid if self.namespace else None
+
+    @property
+    def ctrl(self) -> str | None:
+        if self.controller is not None:
+            return self.controller.name
+        return self.namespace.ctrl if self.namespace else None
+
+    @property
+    def devnode(self) -> str | None:
+        """The block device the change is about: the partition's, else the namespace's."""
+        if self.partition is not None:
+            return self.partition.devnode
+        return self.namespace.devnode if self.namespace else None
+
+    def summary(self) -> str:
+        """One human line, as printed by ``simulate`` and on stderr without a journal."""
+        ns = self.namespace
+        parts = [self.type.value]
+        if self.controller is not None and ns is None:
+            c = self.controller
+            parts.append(f"{c.name} serial={c.serial} nqn={c.subsysnqn}")
+        if ns is not None:
+            parts.append(f"nsid={ns.nsid} {ns.name}")
+            if self.partition is not None:
+                parts.append(f"partition={self.partition.name}")
+            parts.append(f"id={ns.identity}{' (weak)' if ns.identity.weak else ''}")
+            if ns.size_bytes is not None:
+                parts.append(f"size={ns.size_bytes}")
+            fs = self.partition.fs if self.partition is not None else ns.fs
+            if fs is not None:
+                parts.append(f"fs={fs.type}" + (f" label={fs.label!r}" if fs.label else ""))
+        now = ns.size_bytes if ns else None
+        if self.previous is not None and self.previous.size_bytes != now:
+            parts.append(f"was={self.previous.size_bytes}")
+        if self.reason:
+            parts.append(f"({self.reason})")
+        if self.coldplug:
+            parts.append("[coldplug]")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON line for this change (``type`` and ``nsid`` always present)."""
+        return {
+            "type": self.type.value,
+            "nsid": self.nsid,
+            "ctrl": self.ctrl,
+            "seqnum": self.seqnum,
+            "coldplug": self.coldplug,
+            "reason": self.reason,
+            "namespace": self.namespace.to_dict() if self.namespace else None,
+            "previous": self.previous.to_dict() if self.previous else None,
+            "partition": self.partition.to_dict() if self.partition else None,
+            "controller": self.controller.to_dict() if self.controller else None,
+        }

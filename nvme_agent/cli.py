@@ -1,0 +1,86 @@
+"""The one command line: ``nvme-agent SUBCOMMAND``.
+
+Each subcommand lives in ``nvme_agent.commands.<name>`` and exposes ``register(subparsers)``
+(which sets ``func``) so that this module stays a thin dispatcher and the man page can be
+generated from :func:`build_parser` alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from nvme_agent import __version__
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "run",
+    "status",
+    "history",
+    "watch",
+    "reload",
+    "eject",
+    "check",
+    "explain",
+    "simulate",
+    "replay",
+)
+
+DEFAULT_POLICY = "/etc/nvme-agent/policy.yaml"
+DEFAULT_RUNTIME_DIR = "/run/nvme-agent"
+DEFAULT_STATE_DIR = "/var/lib/nvme-agent"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The complete argparse tree (also the source of the man page)."""
+    parser = argparse.ArgumentParser(
+        prog="nvme-agent",
+        description=(
+            "Guest-side agent for NVMe namespace hotplug: watches udev for namespaces that "
+            "come and go, logs every topology change, and mounts, unmounts and notifies "
+            "applications as a YAML policy says."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (repeat for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"nvme_agent.commands.{name.replace('-', '_')}")
+        module.register(sub)
+    return parser
+
+
+def setup_logging(verbosity: int) -> None:
+    """Log to stderr; the daemon adds its journal handler itself."""
+    level = logging.WARNING - 10 * verbosity
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        rc: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``nvme-agent``; each module has ``register(subparsers)``."""

@@ -1,0 +1,179 @@
+"""Plans: what the policy engine decides and the action runner executes.
+
+A :class:`Plan` is the pure output of ``nvme_agent.policy.decide(change, topology, policy)``.
+Every value in an action spec is already rendered and sanitised: the runner never sees a
+template and never builds a path from device data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from nvme_agent.changes import Change
+
+OnBusy = Literal["fail", "signal", "lazy"]
+
+
+@dataclass(frozen=True, slots=True)
+class MountSpec:
+    """Mount ``source`` at ``target`` (an absolute path below ``mount_root``)."""
+
+    source: str
+    target: str
+    mount_root: str
+    fstype: str | None = None
+    options: tuple[str, ...] = ("nodev", "nosuid", "noatime")
+    fsck: bool = False
+    read_only: bool = False
+    mode: int | None = None
+    owner: str | None = None
+    group: str | None = None
+    timeout: float = 60.0
+    kind: Literal["mount"] = "mount"
+
+
+@dataclass(frozen=True, slots=True)
+class UnmountSpec:
+    """Unmount what the agent mounted from ``source`` (at ``target`` when given).
+
+    ``device_gone`` is true on hot-remove: the block device has already vanished, so there is
+    nothing to flush and the mount is lazily detached.  Otherwise the unmount is graceful:
+    holders are found, handled per ``on_busy``, waited for up to ``timeout``, then unmounted.
+    """
+
+    source: str
+    target: str | None
+    mount_root: str
+    device_gone: bool = False
+    timeout: float = 30.0
+    on_busy: OnBusy = "signal"
+    signal: str = "SIGTERM"
+    lazy_fallback: bool = True
+    remove_mountpoint: bool = True
+    kind: Literal["unmount"] = "unmount"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecSpec:
+    """Run ``argv`` (no shell) with extra environment ``env``."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    timeout: float = 30.0
+    user: str | None = None
+    kind: Literal["exec"] = "exec"
+
+
+@dataclass(frozen=True, slots=True)
+class SystemdSpec:
+    """``systemctl VERB UNIT`` (unit name already escaped)."""
+
+    verb: Literal["start", "stop", "restart", "reload"]
+    unit: str
+    timeout: float = 60.0
+    kind: Literal["systemd"] = "systemd"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSpec:
+    """Send ``signal`` to the processes named by exactly one of pidfile / process / unit."""
+
+    signal: str = "SIGHUP"
+    pidfile: str | None = None
+    process: str | None = None
+    unit: str | None = None
+    kind: Literal["signal"] = "signal"
+
+
+@dataclass(frozen=True, slots=True)
+class GrowSpec:
+    """Grow the filesystem on ``source`` (mounted at ``target`` for xfs) to the device size."""
+
+    source: str
+    fstype: str
+    target: str | None = None
+    timeout: float = 300.0
+    kind: Literal["grow"] = "grow"
+
+
+ActionSpec = MountSpec | UnmountSpec | ExecSpec | SystemdSpec | SignalSpec | GrowSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The ordered actions for one change, and why.
+
+    ``key`` groups plans that must run in order (one namespace: its identity string);
+    ``env`` is the hook environment (``NVME_AGENT_EVENT``, ``NVME_NSID``, ...) computed by the
+    policy engine, merged into every ``exec`` action by the runner.
+    """
+
+    change: Change
+    key: str
+    rule: str | None = None
+    actions: tuple[ActionSpec, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    explanation: tuple[str, ...] = ()
+    policy_generation: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "plan",
+            "nsid": self.change.nsid,
+            "ctrl": self.change.ctrl,
+            "change": self.change.type.value,
+            "key": self.key,
+            "rule": self.rule,
+            "actions": [spec_to_dict(a) for a in self.actions],
+            "explanation": list(self.explanation),
+        }
+
+
+def spec_to_dict(spec: ActionSpec) -> dict[str, Any]:
+    """A JSON-friendly dict of an action spec (tuples become lists)."""
+    return asdict(spec)
+
+
+class Status(StrEnum):
+    """Outcome of one action."""
+
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    DRY_RUN = "dry-run"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What happened when the runner executed (or skipped) one action of a plan."""
+
+    plan_key: str
+    action: str
+    status: Status
+    nsid: int | None
+    ctrl: str | None
+    rule: str | None
+    change: str
+    message: str = ""
+    error: str | None = None
+    duration: float = 0.0
+    details: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "action-result",
+            "action": self.action,
+            "status": self.status.value,
+            "nsid": self.nsid,
+            "ctrl": self.ctrl,
+            "rule": self.rule,
+            "change": self.change,
+            "key": self.plan_key,
+            "message": self.message,
+            "error": self.error,
+            "duration": round(self.duration, 6),
+            "details": dict(self.details),
+        }

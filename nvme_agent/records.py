@@ -1,0 +1,114 @@
+"""The one shape in which device events enter the agent.
+
+Intake (real pyudev), the capture replayer and unit tests all produce :class:`DeviceRecord`;
+the topology consumes nothing else.  Keeping pyudev objects out of the model means a record
+is a plain value that can be logged, compared and replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nvme_agent.model import Properties
+
+#: sysfs attributes read for each subsystem at intake.  A ``remove`` event has none: by the
+#: time it arrives the sysfs directory is gone, so the topology must remember what it saw.
+ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
+    "block": (
+        "nsid",
+        "wwid",
+        "uuid",
+        "nguid",
+        "eui",
+        "size",
+        "queue/logical_block_size",
+        "ro",
+        "hidden",
+        "partition",
+        "diskseq",
+    ),
+    "nvme": (
+        "serial",
+        "model",
+        "firmware_rev",
+        "subsysnqn",
+        "cntlid",
+        "transport",
+        "address",
+        "state",
+    ),
+    "nvme-subsystem": ("subsysnqn", "serial", "model", "firmware_rev", "iopolicy"),
+    "nvme-generic": (),
+}
+
+#: Subsystems the agent listens to.  ``bdi`` is deliberately absent: it carries nothing that
+#: the block device does not.
+SUBSYSTEMS: tuple[str, ...] = ("block", "nvme", "nvme-generic", "nvme-subsystem")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A udev event (or a coldplug enumeration result, with ``action='add'``).
+
+    ``parents`` lists (subsystem, sysname, attributes) of the ancestors that matter to NVMe
+    (the controller ``nvme``, the ``nvme-subsystem``), nearest first.
+    """
+
+    action: str
+    devpath: str
+    subsystem: str
+    sysname: str
+    devtype: str | None = None
+    seqnum: int = 0
+    properties: Properties = field(default_factory=Properties)
+    attributes: Properties = field(default_factory=Properties)
+    parents: tuple[tuple[str, str, Properties], ...] = ()
+    coldplug: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        action: str,
+        devpath: str,
+        subsystem: str,
+        properties: Mapping[str, str] | None = None,
+        attributes: Mapping[str, str] | None = None,
+        *,
+        devtype: str | None = None,
+        seqnum: int = 0,
+        parents: tuple[tuple[str, str, Properties], ...] = (),
+        coldplug: bool = False,
+    ) -> DeviceRecord:
+        props = dict(properties or {})
+        return cls(
+            action=action,
+            devpath=devpath,
+            subsystem=subsystem,
+            sysname=devpath.rstrip("/").rsplit("/", 1)[-1],
+            devtype=devtype if devtype is not None else props.get("DEVTYPE"),
+            seqnum=seqnum or int(props.get("SEQNUM", "0") or 0),
+            properties=Properties.of(props),
+            attributes=Properties.of(dict(attributes or {})),
+            parents=parents,
+            coldplug=coldplug,
+        )
+
+    def parent(self, subsystem: str) -> tuple[str, Properties] | None:
+        """Nearest ancestor of ``subsystem`` as (sysname, attributes), if any."""
+        for sub, name, attrs in self.parents:
+            if sub == subsystem:
+                return name, attrs
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "devpath": self.devpath,
+            "subsystem": self.subsystem,
+            "devtype": self.devtype,
+            "seqnum": self.seqnum,
+            "properties": dict(self.properties),
+            "attributes": dict(self.attributes),
+        }
