@@ -1,0 +1,165 @@
+"""Event intake through pyudev: the netlink monitor, coldplug enumeration, record building.
+
+The monitor listens to the ``udev`` source (events after rule processing, so blkid's
+``ID_FS_*`` properties are present) for the subsystems in :data:`SUBSYSTEMS`.  It is bound
+*before* enumerating, so nothing that happens during coldplug falls between the two.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pyudev
+
+from nvme_agent.model import Properties
+from nvme_agent.records import ATTRIBUTES, SUBSYSTEMS, DeviceRecord
+
+log = logging.getLogger(__name__)
+
+#: Netlink receive buffer.  A rescan of hundreds of namespaces emits several events each;
+#: the kernel default (~200 KiB) overruns.  libudev uses SO_RCVBUFFORCE, so root gets it all.
+RECEIVE_BUFFER = 128 * 1024 * 1024
+
+#: Order in which coldplug enumerates: parents before children.
+_COLDPLUG_ORDER = ("nvme-subsystem", "nvme", "block", "nvme-generic")
+
+
+class Overrun(Exception):
+    """The kernel dropped events (ENOBUFS): the caller must re-enumerate and diff."""
+
+
+def _read_attributes(device: Any, names: tuple[str, ...]) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    for name in names:
+        try:
+            value = device.attributes.get(name)
+        except (OSError, UnicodeDecodeError):
+            value = None
+        if value is None:
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        attrs[name] = text.strip()
+    return attrs
+
+
+def _parents(device: Any) -> tuple[tuple[str, str, Properties], ...]:
+    found: list[tuple[str, str, Properties]] = []
+    for subsystem in ("nvme", "nvme-subsystem"):
+        try:
+            parent = device.find_parent(subsystem)
+        except (OSError, ValueError):
+            parent = None
+        if parent is not None:
+            attrs = _read_attributes(parent, ATTRIBUTES.get(subsystem, ()))
+            found.append((subsystem, parent.sys_name, Properties.of(attrs)))
+    return tuple(found)
+
+
+def record_from_device(
+    device: Any, action: str | None = None, *, coldplug: bool = False
+) -> DeviceRecord:
+    """Build a :class:`DeviceRecord` from a ``pyudev.Device``.
+
+    Attributes and parents are read only for devices that still exist: a ``remove`` event
+    carries properties only, because its sysfs directory is already gone.
+    """
+    action = action or device.action or "add"
+    subsystem = device.subsystem or ""
+    props = {str(k): str(v) for k, v in device.properties.items()}
+    if action == "remove":
+        attrs: dict[str, str] = {}
+        parents: tuple[tuple[str, str, Properties], ...] = ()
+    else:
+        attrs = _read_attributes(device, ATTRIBUTES.get(subsystem, ()))
+        parents = _parents(device)
+    seqnum = device.sequence_number if not coldplug else 0
+    return DeviceRecord.build(
+        action,
+        device.device_path,
+        subsystem,
+        props,
+        attrs,
+        devtype=device.device_type,
+        seqnum=int(seqnum or 0),
+        parents=parents,
+        coldplug=coldplug,
+    )
+
+
+def enumerate_records(context: Any) -> list[DeviceRecord]:
+    """Coldplug: every device of interest that exists now, parents first.
+
+    Does not depend on ``is_initialized`` or tags: those need the udev database, which is
+    absent in containers and test beds.
+    """
+    records: list[DeviceRecord] = []
+    for subsystem in _COLDPLUG_ORDER:
+        devices = list(context.list_devices(subsystem=subsystem))
+        if subsystem == "block":
+            # Disks before partitions, so no partition waits for its disk.
+            devices.sort(key=lambda d: (d.device_type != "disk", d.device_path))
+        else:
+            devices.sort(key=lambda d: d.device_path)
+        for device in devices:
+            try:
+                records.append(record_from_device(device, "add", coldplug=True))
+            except (OSError, pyudev.DeviceNotFoundError) as exc:
+                log.debug("device %s vanished during enumeration: %s", device, exc)
+    return records
+
+
+class UdevIntake:
+    """A bound udev monitor plus enumeration, for a ``selectors``/``asyncio`` loop.
+
+    Use :meth:`start` (binds, then enumerates), register :meth:`fileno` for reading, and call
+    :meth:`drain` when it is readable.
+    """
+
+    def __init__(self, context: Any | None = None, receive_buffer: int = RECEIVE_BUFFER) -> None:
+        self.context = context if context is not None else pyudev.Context()
+        self.monitor = pyudev.Monitor.from_netlink(self.context, source="udev")
+        for subsystem in SUBSYSTEMS:
+            self.monitor.filter_by(subsystem=subsystem)
+        try:
+            self.monitor.set_receive_buffer_size(receive_buffer)
+        except OSError as exc:  # without CAP_NET_ADMIN the size is capped by rmem_max
+            log.warning("cannot enlarge the udev receive buffer to %d: %s", receive_buffer, exc)
+        self.events_received = 0
+
+    def start(self) -> list[DeviceRecord]:
+        """Bind the monitor, then enumerate: the coldplug records."""
+        self.monitor.start()
+        return self.enumerate()
+
+    def enumerate(self) -> list[DeviceRecord]:
+        return enumerate_records(self.context)
+
+    def fileno(self) -> int:
+        fd: int = self.monitor.fileno()
+        return fd
+
+    def drain(self) -> Iterator[DeviceRecord]:
+        """Every record readable now, without blocking.  Raises :class:`Overrun` on ENOBUFS."""
+        while True:
+            try:
+                device = self.monitor.poll(timeout=0)
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    raise Overrun("udev netlink receive buffer overrun") from exc
+                if exc.errno in (errno.EAGAIN, errno.EINTR):
+                    return
+                raise
+            if device is None:
+                return
+            self.events_received += 1
+            try:
+                yield record_from_device(device)
+            except (OSError, pyudev.DeviceNotFoundError) as exc:
+                log.warning("cannot read %s: %s", getattr(device, "device_path", device), exc)
+
+    def close(self) -> None:
+        # pyudev has no explicit close; dropping the monitor closes its socket.
+        del self.monitor
