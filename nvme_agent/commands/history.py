@@ -1,17 +1,51 @@
-"""`nvme-agent history` (placeholder until its issue lands)."""
+"""``nvme-agent history``: the recorded topology changes."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
+
+from nvme_agent.commands.common import add_json, add_state_dir
+from nvme_agent.output import Reporter
+from nvme_agent.state import History
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("history", help="(not yet implemented)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "history",
+        help="print the history of topology changes",
+        description="Print the append-only history of topology changes, oldest first.",
+    )
+    add_state_dir(p)
+    p.add_argument("-n", "--limit", type=int, default=0, help="only the last N records")
+    p.add_argument("--nsid", type=int, help="only changes of this namespace ID")
+    add_json(p)
     p.set_defaults(func=run)
 
 
+def describe(rec: dict[str, Any]) -> str:
+    ns = rec.get("namespace") or {}
+    part = rec.get("partition") or {}
+    ctrl = rec.get("controller") or {}
+    bits = [str(rec.get("type"))]
+    if ns:
+        bits.append(f"nsid={ns.get('nsid')} {ns.get('name')} id={ns.get('identity')}")
+    if part:
+        bits.append(f"partition={part.get('name')}")
+    if ctrl and not ns:
+        bits.append(str(ctrl.get("name")))
+    if rec.get("reason"):
+        bits.append(f"({rec['reason']})")
+    return " ".join(bits)
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger(__name__).error("nvme-agent history is not implemented yet")
-    return 2
+    records = list(History(args.state_dir / "history.jsonl").read())
+    if args.nsid is not None:
+        records = [r for r in records if r.get("nsid") == args.nsid]
+    if args.limit > 0:
+        records = records[-args.limit :]
+    out = Reporter(args.json)
+    for rec in records:
+        out.emit(rec, describe(rec))
+    return 0

@@ -1,17 +1,76 @@
-"""`nvme-agent run` (placeholder until its issue lands)."""
+"""``nvme-agent run``: the foreground daemon (for systemd ``Type=notify``)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from typing import Any
 
+from nvme_agent.commands.common import add_policy, add_runtime_dir, add_state_dir
+
+log = logging.getLogger(__name__)
+
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("run", help="(not yet implemented)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "run",
+        help="run the daemon in the foreground",
+        description=(
+            "Watch udev for NVMe namespaces, log every topology change and act on the policy. "
+            "Sends READY=1 to systemd once coldplug is reconciled; SIGHUP reloads the policy "
+            "(a broken file keeps the old one); SIGTERM drains running actions and exits 0."
+        ),
+    )
+    add_policy(p)
+    add_runtime_dir(p)
+    add_state_dir(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="plan and log every action without executing any",
+    )
+    p.add_argument(
+        "--log-target",
+        choices=("auto", "journal", "stderr"),
+        default="auto",
+        help="where the topology log goes (auto: the journal when journald runs)",
+    )
+    p.add_argument(
+        "--max-workers",
+        type=int,
+        default=4,
+        help="namespaces whose actions may run at the same time (default 4)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to let running actions finish on stop (default 30)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger(__name__).error("nvme-agent run is not implemented yet")
-    return 2
+    from nvme_agent.daemon import DaemonConfig, run_daemon
+    from nvme_agent.policy import PolicyError
+
+    if args.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    config = DaemonConfig(
+        policy_path=args.policy,
+        runtime_dir=args.runtime_dir,
+        state_dir=args.state_dir,
+        dry_run=args.dry_run,
+        log_target=args.log_target,
+        max_workers=args.max_workers,
+        drain_timeout=args.drain_timeout,
+    )
+    try:
+        return asyncio.run(run_daemon(config))
+    except PolicyError as exc:
+        log.error("cannot start with an invalid policy:\n%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1

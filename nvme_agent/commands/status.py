@@ -1,17 +1,122 @@
-"""`nvme-agent status` (placeholder until its issue lands)."""
+"""``nvme-agent status``: controllers, namespaces, identities, filesystems, mountpoints."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
+
+from nvme_agent.commands.common import add_json, add_runtime_dir, control_socket
+from nvme_agent.control import ControlError, request
+from nvme_agent.output import Reporter
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("status", help="(not yet implemented)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "status",
+        help="show NVMe controllers and namespaces (from the daemon, else from udev)",
+        description=(
+            "Show controllers, namespaces, identities (weak ones flagged), sizes, filesystems, "
+            "mountpoints and the matching policy rule. Asks the running daemon; when none "
+            "runs, reads udev and /proc/self/mountinfo directly (no rule shown then)."
+        ),
+    )
+    add_runtime_dir(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 
+def _local_status() -> dict[str, Any]:
+    import pyudev
+
+    from nvme_agent.intake import enumerate_records
+    from nvme_agent.topology import Topology
+
+    topo = Topology()
+    topo.apply_all(enumerate_records(pyudev.Context()))
+    snap = topo.snapshot()
+    mounts: dict[str, list[str]] = {}
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                fields, rfields = left.split(), right.split()
+                if len(fields) > 4 and len(rfields) > 1:
+                    target = fields[4].encode().decode("unicode_escape")
+                    mounts.setdefault(rfields[1], []).append(target)
+    except OSError as exc:
+        log.warning("cannot read mountinfo: %s", exc)
+    namespaces = []
+    for ns in snap.namespaces:
+        item = ns.to_dict()
+        item["rule"] = None
+        item["mountpoints"] = mounts.get(ns.devnode or "", [])
+        for part in item["partitions"]:
+            part["mountpoints"] = mounts.get(part["devnode"] or "", [])
+        namespaces.append(item)
+    return {
+        "controllers": [c.to_dict() for c in snap.controllers],
+        "namespaces": namespaces,
+        "source": "udev",
+    }
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger(__name__).error("nvme-agent status is not implemented yet")
-    return 2
+    path = control_socket(args.runtime_dir)
+    data: dict[str, Any]
+    if os.path.exists(path):
+        try:
+            data = request(path, {"cmd": "status"}, timeout=10)
+            data["source"] = "daemon"
+        except ControlError as exc:
+            log.warning("%s; reading udev directly", exc)
+            data = _local_status()
+    else:
+        data = _local_status()
+    out = Reporter(args.json)
+    if not args.json:
+        print(f"source: {data['source']}" + (f" ({data['status']})" if data.get("status") else ""))
+    for c in data.get("controllers", []):
+        out.emit(
+            {"type": "controller", **c},
+            f"{c['name']}: {c.get('model')} serial={c.get('serial')} "
+            f"transport={c.get('transport')} nqn={c.get('subsysnqn')}",
+        )
+    for ns in data.get("namespaces", []):
+        fs = ns.get("fs") or {}
+        weak = " (weak: cannot detect a swapped image)" if ns.get("identity_weak") else ""
+        lines = [
+            f"  nsid {ns['nsid']}: {ns.get('devnode')} {_size(ns.get('size_bytes'))} "
+            f"via {','.join(ns.get('controllers') or []) or '?'}"
+            + (" [multipath]" if ns.get("multipath") else ""),
+            f"    identity {ns.get('identity')}{weak}",
+        ]
+        if fs:
+            lines.append(f"    fs {fs.get('type')} label={fs.get('label')!r} uuid={fs.get('uuid')}")
+        for mp in ns.get("mountpoints", []):
+            lines.append(f"    mounted at {mp}")
+        for part in ns.get("partitions", []):
+            pfs = part.get("fs") or {}
+            desc = f"{pfs.get('type')} label={pfs.get('label')!r}" if pfs else "no filesystem"
+            lines.append(f"    partition {part.get('devnode')}: {desc}")
+            for mp in part.get("mountpoints", []):
+                lines.append(f"      mounted at {mp}")
+        if ns.get("rule"):
+            lines.append(f"    rule {ns['rule']}")
+        if ns.get("ejected"):
+            lines.append("    ejected: safe to remove")
+        out.emit({"type": "namespace", **ns}, "\n".join(lines))
+    return 0
