@@ -1,0 +1,227 @@
+"""The daemon's life through the real pyudev path (umockdev bed): notify, reload, control,
+eject, restart recovery.  Actions run in dry-run mode here; real mounts are in test_daemon_real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nvme_agent.harness.agentproc import AgentProcess, is_result, is_type
+from nvme_agent.harness.bed import Bed, unavailable_reason
+from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
+
+pytestmark = [
+    pytest.mark.umockdev,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+]
+
+POLICY_A = """\
+version: 1
+defaults:
+  mount_root: {root}
+rules:
+  - name: rule-a
+    match: {{fs_type: ext4}}
+    on_add:
+      - mount: {{path: "{root}/{{label}}"}}
+"""
+
+POLICY_B = POLICY_A.replace("rule-a", "rule-b")
+
+BROKEN = """\
+version: 1
+rules:
+  - name: broken
+    match: {fs_typo: ext4}
+"""
+
+
+@pytest.fixture(params=[True, False], ids=["multipath", "no-multipath"])
+def bed(request: pytest.FixtureRequest) -> Iterator[Bed]:
+    with Bed(multipath=request.param) as b:
+        b.add_controller(ControllerConfig("nvme0", serial="SN0001"))
+        yield b
+
+
+def write_policy(path: Path, template: str, root: Path) -> Path:
+    path.write_text(template.format(root=root))
+    return path
+
+
+@pytest.fixture
+def agent(bed: Bed, tmp_path: Path) -> Iterator[AgentProcess]:
+    policy = write_policy(tmp_path / "policy.yaml", POLICY_A, tmp_path / "mnt")
+    proc = AgentProcess(policy, tmp_path / "agent", bed.env(os.environ), dry_run=True)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def ns(nsid: int, label: str = "data", fs: str | None = "ext4", gen: int = 0) -> NamespaceConfig:
+    return NamespaceConfig("nvme0", nsid=nsid, fs=fs, label=label, generation=gen)
+
+
+def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: AgentProcess) -> None:
+    ready = next(m for m in agent.notify_messages if "READY=1" in m.splitlines())
+    assert "STATUS=0 namespaces" in ready
+    bed.add_namespace(ns(1, "data"))
+    added = agent.wait_for(is_type("namespace-added", 1))
+    assert added["namespace"]["identity_weak"] is True
+    plan = agent.wait_for(is_type("plan", 1))
+    assert plan["rule"] == "rule-a"
+    assert plan["actions"][0]["target"].endswith("/mnt/data")
+    result = agent.wait_for(is_result("mount", 1))
+    assert result["status"] == "dry-run"
+    agent.wait_notify("STATUS=1 namespaces, 0 mounted, 0 failures")
+
+
+def test_hot_swap_is_remove_then_add_with_new_contents(bed: Bed, agent: AgentProcess) -> None:
+    bed.add_namespace(ns(1, "old"))
+    agent.wait_for(is_type("namespace-added", 1))
+    bed.remove_namespace("nvme0", 1)
+    removed = agent.wait_for(is_type("namespace-removed", 1))
+    assert removed["namespace"]["fs"]["label"] == "old"
+    unmount = agent.wait_for(is_result("unmount", 1))
+    assert unmount["status"] == "dry-run"
+    bed.add_namespace(ns(1, "new", fs="ext4", gen=1))
+    added = agent.wait_for(is_type("namespace-added", 1))
+    assert added["namespace"]["fs"]["label"] == "new"
+    assert not [r for r in agent.seen if r.get("type") == "namespace-changed"]
+
+
+def test_sighup_with_broken_policy_keeps_the_old_one(
+    bed: Bed, agent: AgentProcess, tmp_path: Path
+) -> None:
+    agent.policy.write_text(BROKEN)
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGHUP)
+    failed = agent.wait_for(is_type("reload-failed"))
+    assert any("fs_typo" in e for e in failed["errors"])
+    assert any(":4:" in e for e in failed["errors"]), failed["errors"]  # file:line
+    agent.wait_notify("RELOADING=1")
+    bed.add_namespace(ns(2, "next"))
+    plan = agent.wait_for(is_type("plan", 2))
+    assert plan["rule"] == "rule-a"
+
+
+def test_control_reload_swaps_policy_and_reports_errors(
+    bed: Bed, agent: AgentProcess, tmp_path: Path
+) -> None:
+    write_policy(agent.policy, POLICY_B, tmp_path / "mnt")
+    answer = agent.control({"cmd": "reload"})
+    assert answer == {"ok": True, "generation": 2}
+    reloading = agent.wait_notify("RELOADING=1")
+    assert "MONOTONIC_USEC=" in reloading
+    bed.add_namespace(ns(3))
+    assert agent.wait_for(is_type("plan", 3))["rule"] == "rule-b"
+    agent.policy.write_text(BROKEN)
+    answer = agent.control({"cmd": "reload"})
+    assert answer["ok"] is False and answer["generation"] == 2
+    assert any("fs_typo" in e for e in answer["errors"])
+
+
+def test_bad_control_requests_get_errors_and_harm_nothing(agent: AgentProcess) -> None:
+    path = str(agent.runtime_dir / "control.sock")
+    for payload in (b"not json\n", b"[1,2]\n", b'{"cmd": 5}\n', b'{"cmd": "nope"}\n'):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+            s.sendall(payload)
+            answer = json.loads(s.makefile().readline())
+        assert answer["ok"] is False and answer["error"]
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        try:
+            s.sendall(b"x" * (200 * 1024))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = json.loads(s.makefile().readline() or '{"ok": false, "error": "closed"}')
+        assert answer["ok"] is False
+    assert agent.control({"cmd": "status"})["ok"] is True
+
+
+def test_events_during_reloads_are_all_handled_exactly_once(
+    bed: Bed, agent: AgentProcess, tmp_path: Path
+) -> None:
+    count = 120  # each namespace is bdi + disk + ng: ~360 udev events, plus 20 reloads
+    reload_answers: list[dict[str, object]] = []
+
+    def reloader() -> None:
+        for i in range(20):
+            template = POLICY_B if i % 2 else POLICY_A
+            write_policy(agent.policy, template, tmp_path / "mnt")
+            reload_answers.append(agent.control({"cmd": "reload"}))
+
+    thread = threading.Thread(target=reloader)
+    thread.start()
+    bed.burst(ns(100 + i, f"b{i}") for i in range(count))
+    thread.join()
+    added = agent.collect(lambda r: r.get("type") == "namespace-added", count, timeout=120)
+    assert sorted(r["nsid"] for r in added) == list(range(100, 100 + count))
+    plans = agent.collect(lambda r: r.get("type") == "plan", count, timeout=120)
+    assert sorted(r["nsid"] for r in plans) == list(range(100, 100 + count))
+    assert all(a["ok"] for a in reload_answers) and len(reload_answers) == 20
+    status = agent.control({"cmd": "status"})
+    assert len(status["namespaces"]) == count
+    assert status["counters"]["namespace-added"] == count
+
+
+def test_eject_runs_the_remove_plan_and_the_later_removal_does_not_repeat_it(
+    bed: Bed, agent: AgentProcess
+) -> None:
+    bed.add_namespace(ns(5, "ej"))
+    agent.wait_for(is_result("mount", 5))
+    answer = agent.control({"cmd": "eject", "nsid": 5})
+    assert answer["ok"] is True, answer
+    assert [r["action"] for r in answer["results"]] == ["unmount"]
+    agent.wait_for(is_type("ejected", 5))
+    status = agent.control({"cmd": "status"})
+    assert [n["ejected"] for n in status["namespaces"] if n["nsid"] == 5] == [True]
+    bed.remove_namespace("nvme0", 5)
+    agent.wait_for(is_type("namespace-removed", 5))
+    bed.add_namespace(ns(6, "after"))
+    agent.wait_for(is_type("plan", 6))
+    plans_for_5 = [r for r in agent.seen if r.get("type") == "plan" and r.get("nsid") == 5]
+    assert [p["change"] for p in plans_for_5] == ["namespace-added", "namespace-removed"]
+    assert agent.control({"cmd": "eject", "nsid": 42})["ok"] is False
+
+
+def test_kill_9_then_restart_logs_what_happened_while_down(
+    bed: Bed, agent: AgentProcess, tmp_path: Path
+) -> None:
+    bed.add_namespace(ns(1, "stays"))
+    bed.add_namespace(ns(2, "goes"))
+    agent.wait_for(is_result("mount", 2))
+    agent.kill()
+    bed.remove_namespace("nvme0", 2)
+    bed.add_namespace(ns(3, "arrives"))
+    again = AgentProcess(agent.policy, agent.workdir, bed.env(os.environ), dry_run=True)
+    again.start()
+    try:
+        status = again.control({"cmd": "status"})
+        assert sorted(n["nsid"] for n in status["namespaces"]) == [1, 3]
+        history = again.control({"cmd": "history"})["records"]
+        down = [
+            (r["type"], r["nsid"])
+            for r in history
+            if "while the agent was down" in str(r.get("reason"))
+        ]
+        assert sorted(down) == [("namespace-added", 3), ("namespace-removed", 2)]
+        # nsid 1 was already handled before the kill: no second plan for it.
+        assert status["counters"].get("namespace-added") == 1
+    finally:
+        assert again.stop() == 0
+
+
+def test_sigterm_sends_stopping_and_exits_zero(agent: AgentProcess) -> None:
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGTERM)
+    agent.wait_notify("STOPPING=1")
+    assert agent.proc.wait(30) == 0
