@@ -1,0 +1,128 @@
+"""Topology log fields and fallback, state file atomicity, history rotation."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from nvme_agent.changes import Change, ChangeType
+from nvme_agent.journal import CHANGE_MESSAGE_IDS, TopologyLog, change_fields
+from nvme_agent.model import Filesystem, Identity, Namespace
+from nvme_agent.state import History, read_json, write_json_atomic
+
+
+def namespace(nsid: int = 1) -> Namespace:
+    ident = Identity.derive(
+        uuid=None,
+        nguid=None,
+        eui64=None,
+        wwid=f"nvme.1b36-aa-bb-{nsid:08x}",
+        subsysnqn="nqn.x",
+        nsid=nsid,
+    )
+    return Namespace(
+        nsid=nsid,
+        name=f"nvme0n{nsid}",
+        devpath=f"/devices/x/nvme0n{nsid}",
+        devnode=f"/dev/nvme0n{nsid}",
+        identity=ident,
+        subsysnqn="nqn.x",
+        controllers=("nvme0",),
+        size_bytes=1 << 30,
+        wwid=f"nvme.1b36-aa-bb-{nsid:08x}",
+        fs=Filesystem("ext4", "filesystem", "data", "1234"),
+    )
+
+
+def test_every_change_type_has_a_distinct_message_id() -> None:
+    assert set(CHANGE_MESSAGE_IDS) == set(ChangeType)
+    ids = list(CHANGE_MESSAGE_IDS.values())
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_change_fields_carry_identity_and_device() -> None:
+    fields = change_fields(Change(ChangeType.NAMESPACE_ADDED, namespace=namespace(3)))
+    assert fields["NVME_NSID"] == "3"
+    assert fields["NVME_CTRL"] == "nvme0"
+    assert fields["NVME_WWID"].endswith("00000003")
+    assert fields["NVME_IDENTITY_WEAK"] == "1"
+    assert fields["DEVNAME"] == "/dev/nvme0n3"
+    assert fields["SIZE_BYTES"] == str(1 << 30)
+    assert fields["ID_FS_LABEL"] == "data"
+    assert "NVME_NS_UUID" not in fields  # absent identifiers are not invented
+
+
+def test_without_journal_records_go_to_stderr_readably() -> None:
+    stream = io.StringIO()
+    tlog = TopologyLog("stderr", stream)
+    tlog.change(Change(ChangeType.NAMESPACE_ADDED, namespace=namespace(1)))
+    line = stream.getvalue()
+    assert line.startswith("nvme-agent[info]: namespace-added nsid=1")
+    assert "weak" in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a private mount namespace")
+def test_journal_target_sends_native_fields(tmp_path: Path) -> None:
+    # Bind a datagram socket where journald would listen, in a private mount namespace,
+    # and check the real systemd-python sendmsg reaches it with our fields.
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import os, socket, sys\n"
+        "os.makedirs('/run/systemd/journal', exist_ok=True)\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "s.bind('/run/systemd/journal/socket')\n"
+        "from nvme_agent.journal import TopologyLog, MSG_DAEMON_READY\n"
+        "TopologyLog('auto').event('hello', MSG_DAEMON_READY, fields={'NVME_NSID': '7'})\n"
+        "s.settimeout(5); sys.stdout.buffer.write(s.recv(65536))\n"
+    )
+    unshare = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f"mount -t tmpfs tmpfs /run/systemd && {sys.executable} {script}",
+    ]
+    try:
+        out = subprocess.run(unshare, capture_output=True, timeout=30, check=True).stdout
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot make a private mount namespace here: {exc}")
+    assert b"MESSAGE=hello" in out
+    assert b"MESSAGE_ID=777515e766af45cb9b766bb2b65e26a7" in out
+    assert b"NVME_NSID=7" in out
+    assert b"SYSLOG_IDENTIFIER=nvme-agent" in out
+
+
+def test_state_file_is_replaced_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "topology.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"a": 2})
+    assert read_json(path) == {"a": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["topology.json"]  # no temp left
+    path.write_text("{broken")
+    assert read_json(path) is None
+    assert read_json(tmp_path / "missing.json") is None
+
+
+def test_history_rotates_and_reads_oldest_first(tmp_path: Path) -> None:
+    hist = History(tmp_path / "history.jsonl", max_bytes=200, backups=2)
+    for i in range(30):
+        hist.append({"type": "namespace-added", "nsid": i})
+    got = [r["nsid"] for r in hist.read()]
+    assert got == sorted(got) and got[-1] == 29
+    assert len(got) < 30  # the oldest were rotated away, bounded by backups
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["history.jsonl", "history.jsonl.1", "history.jsonl.2"]
+    assert all(p.stat().st_size <= 200 for p in tmp_path.iterdir())
+    (tmp_path / "history.jsonl").open("a").write("garbage\n")
+    assert [r["nsid"] for r in hist.read()][-1] == 29
+    assert json.loads(json.dumps(list(hist.read())))  # plain JSON
