@@ -1,17 +1,88 @@
-"""`nvme-agent check` (placeholder until its issue lands)."""
+"""``nvme-agent check [POLICY]``: validate a policy file and report every problem at once."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import sys
 from typing import Any
+
+from nvme_agent.cli import DEFAULT_POLICY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from nvme_agent.output import Reporter
+from nvme_agent.policy import PolicyError, PolicyIssue, load_policy, schema_text
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("check", help="(not yet implemented)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "check",
+        help="validate a policy file",
+        description=(
+            "Validate a policy file: YAML syntax, the schema (unknown keys, wrong types), and "
+            "meaning (globs, size units, absolute paths, signal names, templates, mount paths "
+            "below mount_root).  Every error is reported as FILE:LINE:COLUMN: KEY.PATH: MESSAGE. "
+            "Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error."
+        ),
+    )
+    p.add_argument(
+        "policy",
+        nargs="?",
+        default=DEFAULT_POLICY,
+        metavar="POLICY",
+        help=f"policy file to check (default: {DEFAULT_POLICY})",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines: one 'policy-issue' object per problem, then one 'policy-check' summary",
+    )
+    p.add_argument(
+        "--print-schema",
+        action="store_true",
+        help="print the policy's JSON Schema (for editors) and exit",
+    )
     p.set_defaults(func=run)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger(__name__).error("nvme-agent check is not implemented yet")
-    return 2
+    if args.print_schema:
+        sys.stdout.write(schema_text())
+        return EXIT_OK
+    out = Reporter(args.json)
+    issues: list[PolicyIssue]
+    try:
+        policy = load_policy(args.policy)
+    except OSError as exc:
+        print(
+            f"nvme-agent check: cannot read {args.policy}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    except PolicyError as exc:
+        issues = exc.issues
+        valid, rules = False, 0
+    else:
+        issues = list(policy.warnings)
+        valid, rules = True, len(policy.rules)
+    errors = sum(1 for i in issues if i.severity == "error")
+    warnings = len(issues) - errors
+    for issue in issues:
+        out.emit(issue.to_dict(), str(issue))
+    parts = [_plural(errors, "error")] if not valid else [_plural(rules, "rule")]
+    if warnings or valid:
+        parts.append(_plural(warnings, "warning"))
+    summary = f"{args.policy}: {'valid' if valid else 'invalid'}, {', '.join(parts)}"
+    out.emit(
+        {
+            "type": "policy-check",
+            "nsid": None,
+            "file": args.policy,
+            "valid": valid,
+            "rules": rules,
+            "errors": errors,
+            "warnings": warnings,
+        },
+        summary,
+    )
+    return EXIT_OK if valid else EXIT_FAILURE

@@ -1,0 +1,362 @@
+"""The decision engine: ``decide(change, topology, policy) -> Plan``.  Pure: no I/O, no clock.
+
+Semantics (also in the README):
+
+* The target of a change is the partition for ``partition-*`` changes, else the whole disk.
+* Rules are tried in order; the first that matches decides.  ``ignore: true`` stops with no
+  actions.  No match: no actions (the change is still logged and streamed by the daemon).
+* ``namespace-added`` / ``partition-added`` run ``on_add``; ``*-removed`` run ``on_remove``;
+  ``namespace-resized`` runs ``on_resize``.  ``namespace-changed`` (e.g. a filesystem appeared
+  on a blank namespace) runs ``on_add`` of the rule that matches now, unless the same rule
+  matched before and the target was already as mountable as it is now.
+* ``on_remove`` ends with an implied unmount of the rule's ``on_add`` mount (same path,
+  rendered from the removed namespace's last snapshot) unless the rule says
+  ``implied_unmount: false`` or has its own ``unmount`` action.  ``device_gone`` is false only
+  for an operator eject (``reason == "eject"``).
+* A mount is skipped (with a note) when the target has no mountable filesystem, e.g. a whole
+  disk that only carries a partition table.
+* A template that cannot be rendered safely makes the plan for an add or resize *refuse*: no
+  actions, and an explanation line starting with ``refused:``.  On a removal only the
+  offending action is dropped, so that the unmount still happens.  ``decide`` does not raise.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nvme_agent.changes import ADD_KINDS, REMOVE_KINDS, RESIZE_KINDS, Change, ChangeType
+from nvme_agent.model import TopologySnapshot
+from nvme_agent.plan import (
+    ActionSpec,
+    ExecSpec,
+    GrowSpec,
+    MountSpec,
+    Plan,
+    SignalSpec,
+    SystemdSpec,
+    UnmountSpec,
+)
+from nvme_agent.policy.explain import evaluate
+from nvme_agent.policy.facts import Facts, facts_for
+from nvme_agent.policy.spec import (
+    Action,
+    ExecAction,
+    GrowAction,
+    MountAction,
+    Policy,
+    Rule,
+    SignalAction,
+    SystemdAction,
+    UnmountAction,
+)
+from nvme_agent.policy.templates import (
+    Template,
+    TemplateError,
+    check_unit_name,
+    component,
+    systemd_escape,
+)
+
+#: Filesystems ``grow`` knows how to grow.
+GROWABLE = frozenset({"ext4", "xfs"})
+PATH_MAX = 4095
+REFUSED = "refused: "
+
+
+def plan_key(change: Change) -> str:
+    """``<subsysnqn>#<nsid>``: shared by every plan about one namespace slot, so that the
+    removal of an old namespace and the arrival of its replacement run in order."""
+    if change.namespace is not None:
+        return f"{change.namespace.subsysnqn or '?'}#{change.namespace.nsid}"
+    if change.controller is not None:
+        return f"ctrl:{change.controller.name}"
+    return "unknown"
+
+
+def mount_target(tpl: Template, facts: Facts, mount_root: str) -> str:
+    """Render a mount path: every value one safe component, the result below ``mount_root``.
+
+    Raises :class:`TemplateError` if the result would escape (defence in depth: validation
+    already checked the template's fixed parts).
+    """
+    values = facts.template_values()
+    rendered = tpl.render(values, lambda _f, v: component(v, facts.fallback))
+    target = os.path.normpath(rendered)
+    root = os.path.normpath(mount_root)
+    if not target.startswith("/") or target == root or os.path.commonpath([target, root]) != root:
+        raise TemplateError(f"mount path {rendered!r} is not below {root}")
+    if len(target.encode("utf-8", errors="surrogateescape")) > PATH_MAX:
+        raise TemplateError(f"mount path for {facts.devname} is longer than {PATH_MAX} bytes")
+    return target
+
+
+def hook_env(
+    change: Change, facts: Facts, rule: Rule | None, mountpoint: str | None
+) -> dict[str, str]:
+    """The environment every ``exec`` hook of this plan gets (values raw, NUL removed)."""
+    raw: dict[str, str | None] = {
+        "NVME_AGENT_EVENT": change.type.value,
+        "NVME_AGENT_RULE": rule.ident if rule else None,
+        "NVME_AGENT_REASON": change.reason,
+        "NVME_AGENT_COLDPLUG": "1" if change.coldplug else None,
+        "NVME_NSID": str(facts.nsid),
+        "NVME_CTRL": facts.ctrl,
+        "NVME_SUBSYSNQN": facts.subsysnqn,
+        "NVME_SERIAL": facts.serial,
+        "NVME_MODEL": facts.model,
+        "DEVNAME": facts.devnode,
+        "NVME_PARTN": None if facts.partn is None else str(facts.partn),
+        "MOUNTPOINT": mountpoint,
+        "NVME_NS_UUID": facts.uuid,
+        "NVME_NS_NGUID": facts.nguid,
+        "NVME_NS_EUI64": facts.eui64,
+        "NVME_NS_WWID": facts.wwid,
+        "NVME_IDENTITY": facts.identity,
+        "NVME_IDENTITY_WEAK": "1" if facts.identity_weak else "0",
+        "ID_FS_TYPE": facts.fs_type,
+        "ID_FS_LABEL": facts.fs_label,
+        "ID_FS_UUID": facts.fs_uuid,
+    }
+    return {k: v.replace("\0", "") for k, v in raw.items() if v is not None}
+
+
+class _Builder:
+    """Turns one rule's action templates into specs for one target."""
+
+    def __init__(self, change: Change, facts: Facts, rule: Rule, policy: Policy) -> None:
+        self.change = change
+        self.facts = facts
+        self.rule = rule
+        self.root = policy.defaults.mount_root
+        self.notes: list[str] = []
+        self.values = facts.template_values()
+        self.mountpoint: str | None = None
+        self.mountpoint_error: str | None = None
+        mount = rule.mount
+        if mount is not None:
+            try:
+                self.mountpoint = mount_target(mount.path, facts, self.root)
+            except TemplateError as exc:
+                self.mountpoint_error = str(exc)
+        self.mounted = False
+
+    # value converters -----------------------------------------------------------------
+    def _plain(self, fld: str, value: str) -> str:
+        if fld == "mountpoint":
+            if self.mountpoint is None:
+                raise TemplateError(self.mountpoint_error or "this rule has no mount path")
+            return self.mountpoint
+        return component(value, self.facts.fallback)
+
+    def _unit(self, fld: str, value: str) -> str:
+        if fld == "mountpoint":
+            return systemd_escape(self._plain(fld, value), path=True)
+        return systemd_escape(component(value, self.facts.fallback))
+
+    def render_unit(self, tpl: Template) -> str:
+        unit = tpl.render(self.values, self._unit)
+        check_unit_name(unit)
+        return unit
+
+    # actions ------------------------------------------------------------------------
+    def build(self, action: Action) -> ActionSpec | None:
+        """The spec for ``action``, or None (with a note) when it does not apply."""
+        if isinstance(action, MountAction):
+            return self.mount(action)
+        if isinstance(action, UnmountAction):
+            return self.unmount(action)
+        if isinstance(action, ExecAction):
+            return ExecSpec(
+                argv=tuple(t.render(self.values, self._plain) for t in action.argv),
+                env=tuple((k, t.render(self.values, self._plain)) for k, t in action.env),
+                timeout=action.timeout,
+                user=action.user,
+            )
+        if isinstance(action, SystemdAction):
+            return SystemdSpec(action.verb, self.render_unit(action.unit), action.timeout)
+        if isinstance(action, SignalAction):
+            return SignalSpec(
+                signal=action.signal,
+                pidfile=action.pidfile,
+                process=action.process,
+                unit=self.render_unit(action.unit) if action.unit is not None else None,
+            )
+        return self.grow(action)
+
+    def mount(self, action: MountAction) -> MountSpec | None:
+        f = self.facts
+        if not f.mountable:
+            if f.fs_type:
+                why = f"{f.fs_type} (usage {f.fs_usage}) is not a mountable filesystem"
+            elif f.partition_table and not f.partition:
+                why = (
+                    f"the disk carries a {f.partition_table} partition table and no "
+                    "filesystem; its partitions are matched on their own"
+                )
+            else:
+                why = "no filesystem was detected"
+            self.notes.append(f"mount skipped: {why}")
+            return None
+        if self.mountpoint is None:
+            raise TemplateError(self.mountpoint_error or "no mount path")
+        if not f.devnode:
+            raise TemplateError("the device has no device node")
+        self.mounted = True
+        ns = self.change.namespace
+        return MountSpec(
+            source=f.devnode,
+            target=self.mountpoint,
+            mount_root=self.root,
+            fstype=action.fstype or f.fs_type,
+            options=action.options,
+            fsck=action.fsck,
+            read_only=action.read_only or bool(ns and ns.read_only),
+            mode=action.mode,
+            owner=action.owner,
+            group=action.group,
+            timeout=action.timeout,
+        )
+
+    def unmount(self, action: UnmountAction) -> UnmountSpec | None:
+        if not self.facts.devnode:
+            self.notes.append("unmount skipped: the device had no device node")
+            return None
+        if self.mountpoint is None:
+            # Still unmount: the runner finds what the agent mounted from this source.
+            self.notes.append(f"unmount by source only: {self.mountpoint_error}")
+        return UnmountSpec(
+            source=self.facts.devnode,
+            target=self.mountpoint,
+            mount_root=self.root,
+            device_gone=self.change.reason != "eject",
+            timeout=action.timeout,
+            on_busy=action.on_busy,
+            signal=action.signal,
+            lazy_fallback=action.lazy_fallback,
+        )
+
+    def grow(self, action: GrowAction) -> GrowSpec | None:
+        f = self.facts
+        if f.fs_type not in GROWABLE or not f.devnode:
+            self.notes.append(f"grow skipped: filesystem {f.fs_type or 'none'} is not ext4 or xfs")
+            return None
+        if f.fs_type == "xfs" and self.mountpoint is None:
+            self.notes.append(
+                "grow skipped: xfs grows only while mounted, and this rule mounts nothing"
+            )
+            return None
+        return GrowSpec(
+            source=f.devnode, fstype=f.fs_type, target=self.mountpoint, timeout=action.timeout
+        )
+
+
+def _hook(change: Change, rule: Rule) -> tuple[str, tuple[Action, ...]]:
+    if change.type in REMOVE_KINDS:
+        return "on_remove", rule.on_remove
+    if change.type in RESIZE_KINDS:
+        return "on_resize", rule.on_resize
+    return "on_add", rule.on_add
+
+
+def decide(change: Change, topology: TopologySnapshot, policy: Policy) -> Plan:
+    """The plan for ``change``.  Never raises for device data; see the module docstring."""
+    key = plan_key(change)
+    base = Plan(change=change, key=key, policy_generation=policy.generation)
+    ns = change.namespace
+    if change.type in (ChangeType.CONTROLLER_ADDED, ChangeType.CONTROLLER_REMOVED):
+        return _with(
+            base, explanation=("controller changes have no policy hook: logged and streamed",)
+        )
+    if ns is None:
+        return _with(
+            base, explanation=("no namespace is known for this change: nothing to decide",)
+        )
+    facts = facts_for(ns, change.partition, topology)
+    what = "partition" if facts.partition else "whole disk"
+    target = f"target {facts.devnode or facts.devname} ({what}, {change.type.value})"
+    verdicts, rule = evaluate(facts, policy)
+    lines = [target, *(v.line() for v in verdicts)]
+    env = hook_env(change, facts, rule, None)
+    if rule is None:
+        lines.append("no rule matched: the change is logged and streamed, nothing else happens")
+        return _with(base, env=env, explanation=tuple(lines))
+    if rule.ignore:
+        return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
+    if change.type == ChangeType.NAMESPACE_CHANGED:
+        skip = _already_applied(change, topology, policy, rule, facts)
+        if skip:
+            lines.append(skip)
+            return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
+    elif change.type not in ADD_KINDS | REMOVE_KINDS | RESIZE_KINDS:  # pragma: no cover
+        lines.append(f"{change.type.value} has no policy hook")
+        return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
+
+    hook, actions = _hook(change, rule)
+    builder = _Builder(change, facts, rule, policy)
+    removal = change.type in REMOVE_KINDS
+    specs: list[ActionSpec] = []
+    todo: list[tuple[str, Action]] = [(f"{hook}[{i}]", a) for i, a in enumerate(actions)]
+    if (
+        removal
+        and rule.implied_unmount
+        and rule.mount is not None
+        and not any(isinstance(a, UnmountAction) for a in actions)
+    ):
+        todo.append(("implied unmount", UnmountAction(timeout=policy.defaults.timeouts.unmount)))
+    for where, action in todo:
+        try:
+            spec = builder.build(action)
+        except TemplateError as exc:
+            if not removal:
+                lines.append(f"{REFUSED}{rule.label} {where} ({action.kind}): {exc}")
+                return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
+            lines.append(f"{where} ({action.kind}) dropped: {exc}")
+            continue
+        if spec is not None:
+            specs.append(spec)
+    lines.extend(builder.notes)
+    mountpoint = builder.mountpoint if (builder.mounted or removal) else None
+    if not specs:
+        lines.append(f"{rule.label} has no actions to run for {change.type.value}")
+    return _with(
+        base,
+        rule=rule.ident,
+        actions=tuple(specs),
+        env=hook_env(change, facts, rule, mountpoint),
+        explanation=tuple(lines),
+    )
+
+
+def _already_applied(
+    change: Change, topology: TopologySnapshot, policy: Policy, rule: Rule, facts: Facts
+) -> str | None:
+    """Why a ``namespace-changed`` needs no action, or None when ``on_add`` should run."""
+    prev = change.previous
+    if prev is None:
+        return None
+    prev_facts = facts_for(prev, None, topology)
+    _, prev_rule = evaluate(prev_facts, policy)
+    if prev_rule is None or prev_rule.index != rule.index:
+        return None
+    if facts.mountable and not prev_facts.mountable and rule.mount is not None:
+        return None
+    return f"{rule.label} already applied before this change: nothing to do"
+
+
+def _with(
+    base: Plan,
+    *,
+    rule: str | None = None,
+    actions: tuple[ActionSpec, ...] = (),
+    env: dict[str, str] | None = None,
+    explanation: tuple[str, ...] = (),
+) -> Plan:
+    return Plan(
+        change=base.change,
+        key=base.key,
+        rule=rule,
+        actions=actions,
+        env=tuple(sorted((env or {}).items())),
+        explanation=explanation,
+        policy_generation=base.policy_generation,
+    )

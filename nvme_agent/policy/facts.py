@@ -1,0 +1,142 @@
+"""The facts about one target block device that rules match on and templates render.
+
+A change concerns one block device: the partition for ``partition-*`` changes, the whole
+namespace disk otherwise.  :func:`facts_for` flattens namespace, partition, controller and
+filesystem data into one read-only record so matchers and templates never need to know where
+a value came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nvme_agent.model import Namespace, Partition, Properties, TopologySnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything a rule can look at.  ``None`` means "not known / not present"."""
+
+    nsid: int
+    devnode: str | None
+    devname: str | None
+    ctrl: str | None
+    serial: str | None
+    model: str | None
+    subsysnqn: str | None
+    transport: str | None
+    uuid: str | None
+    nguid: str | None
+    eui64: str | None
+    wwid: str | None
+    identity: str
+    identity_weak: bool
+    partition: bool
+    partn: int | None
+    partlabel: str | None
+    size: int | None
+    fs_type: str | None
+    fs_label: str | None
+    fs_uuid: str | None
+    fs_usage: str | None
+    partition_table: str | None
+    properties: Properties = field(default_factory=Properties)
+
+    @property
+    def fallback(self) -> str:
+        """What an empty template value renders as."""
+        if self.partition and self.partn is not None:
+            return f"ns{self.nsid}p{self.partn}"
+        return f"ns{self.nsid}"
+
+    @property
+    def mountable(self) -> bool:
+        """A filesystem was detected on this block device.
+
+        A whole disk with a partition table and no filesystem signature is not mountable
+        (its partitions are); neither is a blank one.
+        """
+        # LUKS, LVM and RAID members and swap carry an ID_FS_TYPE but are not mountable.
+        return bool(self.fs_type) and self.fs_usage in (None, "filesystem")
+
+    def template_values(self) -> dict[str, str]:
+        """Raw (unsanitised) strings for every template field except ``mountpoint``."""
+        return {
+            "nsid": str(self.nsid),
+            "ctrl": self.ctrl or "",
+            "devname": self.devname or "",
+            "label": self.fs_label or "",
+            "fs_uuid": self.fs_uuid or "",
+            "fs_type": self.fs_type or "",
+            "uuid": self.uuid or "",
+            "nguid": self.nguid or "",
+            "eui64": self.eui64 or "",
+            "wwid": self.wwid or "",
+            "serial": self.serial or "",
+            "model": self.model or "",
+            "subsysnqn": self.subsysnqn or "",
+            "partn": "" if self.partn is None else str(self.partn),
+            "partlabel": self.partlabel or "",
+            "identity": self.identity,
+        }
+
+
+def _basename(devnode: str | None, name: str | None) -> str | None:
+    if devnode:
+        return devnode.rstrip("/").rsplit("/", 1)[-1]
+    return name
+
+
+def _first(*values: str | None) -> str | None:
+    for v in values:
+        if v:
+            return v
+    return None
+
+
+def facts_for(
+    ns: Namespace, partition: Partition | None, topology: TopologySnapshot | None
+) -> Facts:
+    """Facts for ``partition`` of ``ns`` (or the whole disk ``ns`` when ``partition`` is None).
+
+    Controller attributes missing on the namespace are taken from the topology's controller.
+    """
+    ctrl_obj = topology.controller(ns.ctrl) if (topology is not None and ns.ctrl) else None
+    serial = _first(ns.serial, ctrl_obj.serial if ctrl_obj else None)
+    model = _first(ns.model, ctrl_obj.model if ctrl_obj else None)
+    transport = _first(ns.transport, ctrl_obj.transport if ctrl_obj else None)
+    subsysnqn = _first(ns.subsysnqn, ctrl_obj.subsysnqn if ctrl_obj else None)
+    if partition is not None:
+        fs = partition.fs
+        props = partition.properties
+        devnode, name, size = partition.devnode, partition.name, partition.size_bytes
+    else:
+        fs = ns.fs
+        props = ns.properties
+        devnode, name, size = ns.devnode, ns.name, ns.size_bytes
+    return Facts(
+        nsid=ns.nsid,
+        devnode=devnode,
+        devname=_basename(devnode, name),
+        ctrl=ns.ctrl,
+        serial=serial.strip() if serial else None,
+        model=model.strip() if model else None,
+        subsysnqn=subsysnqn,
+        transport=transport,
+        uuid=ns.uuid,
+        nguid=ns.nguid,
+        eui64=ns.eui64,
+        wwid=ns.wwid,
+        identity=str(ns.identity),
+        identity_weak=ns.identity.weak,
+        partition=partition is not None,
+        partn=partition.number if partition is not None else None,
+        partlabel=partition.partlabel if partition is not None else None,
+        size=size,
+        fs_type=fs.type if fs else None,
+        fs_label=fs.label if fs else None,
+        fs_uuid=fs.uuid if fs else None,
+        fs_usage=fs.usage if fs else None,
+        partition_table=props.get("ID_PART_TABLE_TYPE") or None,
+        properties=props,
+    )

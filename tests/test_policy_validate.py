@@ -1,0 +1,482 @@
+"""Policy loading and validation: positions, key paths, every error at once, the schema, `check`."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nvme_agent.cli import main
+from nvme_agent.policy import (
+    PolicyError,
+    PolicyIssue,
+    default_policy_text,
+    load_policy,
+    load_policy_mapping,
+    load_policy_text,
+    schema_text,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "policy.yaml"
+
+
+def issues_of(text: str) -> list[PolicyIssue]:
+    with pytest.raises(PolicyError) as info:
+        load_policy_text(textwrap.dedent(text), "policy.yaml")
+    return info.value.errors
+
+
+# (policy text, line, column, key path, part of the message).  Line/column are 1-based and point
+# at the offending value (or key, for unknown keys).
+BROKEN = [
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - match: {fs_lable: data}
+        """,
+        3,
+        13,
+        "rules[0].match.fs_lable",
+        "did you mean 'fs_label'",
+        id="unknown-match-key",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - match: {fs_label: data}
+            on_add:
+              - mount: {path: "/etc/{label}"}
+        """,
+        5,
+        23,
+        "rules[0].on_add[0].mount.path",
+        "not below mount_root",
+        id="mount-path-outside-root",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - mount:
+                  path: "/run/media/nvme-agent/../../etc/{label}"
+        """,
+        5,
+        17,
+        "rules[0].on_add[0].mount.path",
+        ". or .. components",
+        id="mount-path-dotdot",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - mount: {path: "relative/{label}"}
+        """,
+        4,
+        23,
+        "rules[0].on_add[0].mount.path",
+        "relative path",
+        id="mount-path-relative",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - name: a
+          - name: b
+            match:
+              size_min: 12 parsecs
+        """,
+        6,
+        17,
+        "rules[1].match.size_min",
+        "unknown size unit",
+        id="bad-size-unit",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - match: {serial: "S4EW[0-9"}
+        """,
+        3,
+        21,
+        "rules[0].match.serial",
+        "unterminated character class",
+        id="bad-glob",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - signal: {signal: SIGBOGUS, process: nginx}
+        """,
+        4,
+        26,
+        "rules[0].on_add[0].signal.signal",
+        "unknown signal",
+        id="unknown-signal",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - exec:
+                  argv: "rm -rf /"
+        """,
+        5,
+        17,
+        "rules[0].on_add[0].exec.argv",
+        "never a shell string",
+        id="exec-shell-string",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - exec: {argv: [run-me]}
+        """,
+        4,
+        23,
+        "rules[0].on_add[0].exec.argv[0]",
+        "fixed absolute path",
+        id="exec-relative-program",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - systemd: {start: "backup@{label.__class__}.service"}
+        """,
+        4,
+        26,
+        "rules[0].on_add[0].systemd.start",
+        "unknown template field {label.__class__}",
+        id="template-attribute-access",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - exec: {argv: [/bin/echo, "{label[0]}"]}
+        """,
+        4,
+        34,
+        "rules[0].on_add[0].exec.argv[1]",
+        "unknown template field",
+        id="template-index-access",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - exec: {argv: [/bin/echo, "{label!r}"]}
+        """,
+        4,
+        34,
+        "rules[0].on_add[0].exec.argv[1]",
+        "conversions and format specs",
+        id="template-conversion",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - grow: {}
+        """,
+        4,
+        9,
+        "rules[0].on_add[0].grow",
+        "only allowed in on_resize",
+        id="grow-outside-resize",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        defaults:
+          mount_root: run/media
+        """,
+        3,
+        15,
+        "defaults.mount_root",
+        "relative path",
+        id="relative-mount-root",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        defaults:
+          timeouts: {mount: -5}
+        """,
+        3,
+        21,
+        "defaults.timeouts.mount",
+        "positive number",
+        id="negative-timeout",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - match: {nsid: [1, "two"]}
+        """,
+        3,
+        23,
+        "rules[0].match.nsid[1]",
+        "namespace ID",
+        id="nsid-not-int",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - ignore: true
+            on_add:
+              - exec: {argv: [/bin/true]}
+        """,
+        5,
+        7,
+        "rules[0].on_add",
+        "cannot have actions",
+        id="ignore-with-actions",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - name: x
+          - name: x
+        """,
+        4,
+        11,
+        "rules[1].name",
+        "duplicate rule name",
+        id="duplicate-rule-name",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        version: 1
+        """,
+        2,
+        1,
+        "version",
+        "duplicate key",
+        id="duplicate-yaml-key",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - match: {fs_label: data
+        """,
+        4,
+        1,
+        "(syntax)",
+        "flow mapping",
+        id="yaml-syntax",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_remove:
+              - unmount: {on_busy: wait}
+        """,
+        4,
+        9,
+        "rules[0].on_remove[0].unmount",
+        "needs a mount action",
+        id="unmount-without-mount",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "column", "path", "message"), BROKEN)
+def test_broken_policy_reports_position_and_keypath(
+    text: str, line: int, column: int, path: str, message: str
+) -> None:
+    found = issues_of(text)
+    hits = [i for i in found if i.keypath == path and message in i.message]
+    assert hits, f"no {path!r} issue with {message!r} in {[str(i) for i in found]}"
+    assert (hits[0].line, hits[0].column) == (line, column), str(hits[0])
+    assert str(hits[0]).startswith(f"policy.yaml:{line}:{column}: {path}: ")
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    found = issues_of(
+        """\
+        version: 3
+        defaults: {mount_root: /run/x, bogus: 1}
+        rules:
+          - match: {fs_type: 7, size_min: 2TB, size_max: 1TB}
+            on_add:
+              - mount: {path: "/srv/{label}"}
+              - systemd: {start: "not a unit"}
+              - signal: {pidfile: run.pid}
+        """
+    )
+    paths = {i.keypath for i in found}
+    assert {
+        "version",
+        "defaults.bogus",
+        "rules[0].match.fs_type",
+        "rules[0].match.size_max",
+        "rules[0].on_add[0].mount.path",
+        "rules[0].on_add[1].systemd.start",
+        "rules[0].on_add[2].signal.pidfile",
+    } <= paths
+    lines = [i.line or 0 for i in found]
+    assert lines == sorted(lines)
+
+
+def test_error_text_lists_every_error_as_file_line_column_keypath() -> None:
+    with pytest.raises(PolicyError) as info:
+        load_policy_text("version: 1\nrules:\n  - match: {nsid: 0}\n  - bogus: 1\n", "p.yaml")
+    text = str(info.value).splitlines()
+    assert text[0].startswith("p.yaml:3:19: rules[0].match.nsid: ")
+    assert text[1].startswith("p.yaml:4:5: rules[1].bogus: unknown key")
+
+
+def test_missing_nodev_is_a_warning_not_an_error() -> None:
+    policy = load_policy_text(
+        "version: 1\nrules:\n  - on_add:\n      - mount: {options: [noatime]}\n", "w.yaml"
+    )
+    assert len(policy.rules) == 1
+    (warning,) = policy.warnings
+    assert warning.severity == "warning"
+    assert warning.keypath == "rules[0].on_add[0].mount.options"
+    assert "nodev, nosuid" in warning.message
+
+
+def test_yaml_tags_are_refused() -> None:
+    found = issues_of("version: 1\nrules:\n  - name: !!python/object:os.system x\n")
+    assert found and found[0].keypath == "rules[0].name"
+
+
+def test_mapping_policy_has_keypaths_without_positions() -> None:
+    with pytest.raises(PolicyError) as info:
+        load_policy_mapping({"version": 1, "rules": [{"match": {"nsid": "x"}}]}, "scenario.yaml")
+    (issue,) = info.value.errors
+    assert issue.line is None
+    assert str(issue) == (
+        "scenario.yaml: rules[0].match.nsid: expected a namespace ID (1..4294967294), "
+        "got string 'x'"
+    )
+    ok = load_policy_mapping({"version": 1, "rules": [{"name": "a", "match": {"nsid": 2}}]})
+    assert ok.rules[0].name == "a"
+
+
+def test_defaults_and_their_overrides() -> None:
+    p = load_policy_text("version: 1\n")
+    assert p.defaults.mount_root == "/run/media/nvme-agent"
+    assert p.defaults.mount_options == ("nodev", "nosuid", "noatime")
+    assert not p.defaults.reconcile_on_reload and not p.defaults.unmount_on_stop
+    p = load_policy_text(
+        "version: 1\ndefaults:\n  mount_root: /mnt/nvme/\n  mount_options: nodev,nosuid\n"
+        "  timeouts: {unmount: 5}\n  reconcile_on_reload: true\n  unmount_on_stop: true\n"
+    )
+    assert p.defaults.mount_root == "/mnt/nvme"
+    assert p.defaults.mount_options == ("nodev", "nosuid")
+    assert p.defaults.timeouts.unmount == 5.0
+    assert p.defaults.reconcile_on_reload and p.defaults.unmount_on_stop
+
+
+def test_shipped_policies_load_cleanly() -> None:
+    example = load_policy(EXAMPLE)
+    assert len(example.rules) >= 5 and not example.warnings
+    default = load_policy_text(default_policy_text(), "default-policy.yaml")
+    assert default.rules == ()
+
+
+def test_example_uses_every_feature() -> None:
+    text = EXAMPLE.read_text()
+    schema = json.loads(schema_text())
+    match_keys = schema["$defs"]["match"]["oneOf"][1]["properties"]
+    action_keys = [next(iter(a["properties"])) for a in schema["$defs"]["action"]["oneOf"]]
+    for key in [*match_keys, *action_keys, "ignore", "on_resize", "implied_unmount"]:
+        assert f"{key}:" in text, key
+
+
+def test_schema_accepts_shipped_policies_and_rejects_shape_errors() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(schema_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for text in (EXAMPLE.read_text(), default_policy_text()):
+        assert list(validator.iter_errors(yaml.safe_load(text))) == []
+    for bad in (
+        {"version": 1, "rules": [{"match": {"fs_lable": "x"}}]},
+        {"version": 1, "rules": [{"on_add": [{"exec": {"argv": "rm -rf /"}}]}]},
+        {"version": 1, "rules": [{"on_add": [{"mount": {}, "exec": {"argv": ["/x"]}}]}]},
+        {"version": 2},
+        {"version": 1, "defaults": {"mount_root": "relative"}},
+    ):
+        assert list(validator.iter_errors(bad)), bad
+        with pytest.raises(PolicyError):
+            load_policy_mapping(bad)
+
+
+# --- nvme-agent check -------------------------------------------------------------------------
+
+
+def test_check_valid_policy_exits_0_with_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "policy.yaml"
+    f.write_text(
+        "version: 1\nrules:\n  - match: {nsid: 1}\n    on_add:\n"
+        "      - mount: {options: [ro]}\n  - name: b\n"
+    )
+    assert main(["check", str(f)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{f}: valid, 2 rules, 1 warning"
+    assert "warning: rules[0].on_add[0].mount.options" in out[0]
+
+
+def test_check_invalid_policy_exits_1_with_every_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "policy.yaml"
+    f.write_text("version: 1\nrules:\n  - match: {nsid: 0}\n  - bogus: 1\n")
+    assert main(["check", str(f)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{f}:3:19: rules[0].match.nsid:")
+    assert out[1].startswith(f"{f}:4:5: rules[1].bogus:")
+    assert out[2] == f"{f}: invalid, 2 errors"
+
+
+def test_check_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "policy.yaml"
+    f.write_text("version: 1\nrules:\n  - match: {nsid: 0}\n")
+    assert main(["check", "--json", str(f)]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["type"] for r in records] == ["policy-issue", "policy-check"]
+    assert all("nsid" in r for r in records)
+    assert records[0]["line"] == 3 and records[0]["keypath"] == "rules[0].match.nsid"
+    assert records[1]["valid"] is False and records[1]["errors"] == 1
+
+
+def test_check_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(tmp_path / "absent.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_check_print_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--print-schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "nvme-agent policy"
