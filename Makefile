@@ -8,10 +8,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.nvme-agent-installed
 
 # Debian packages: build deps for systemd-python, the umockdev fake-udev testbed (with Debian's
-# python3-gi for its controller), and the filesystem tools real mounts need.
+# python3-gi for its controller), and the filesystem tools real mounts need.  The last line:
+# what `make deb` and tests/test_packaging*.py need (the build deps of packaging/debian/control,
+# lintian, and groff/man for rendering the generated man page).
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	umockdev gir1.2-umockdev-1.0 libumockdev0 python3-gi \
-	e2fsprogs xfsprogs util-linux mount psmisc kmod systemd
+	e2fsprogs xfsprogs util-linux mount psmisc kmod systemd \
+	debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel \
+	python3-pyudev python3-psutil python3-yaml python3-systemd lintian groff-base man-db
 
 .PHONY: setup apt venv demo test lint unit check-root clean
 
@@ -52,3 +56,35 @@ test: setup lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# --- Packaging (appended) --------------------------------------------------------------------
+DEB_OUT ?= dist
+
+.PHONY: deb man
+
+# The .deb, built from a clean copy of the tree, then lintian (overrides are justified in
+# packaging/debian/nvme-agent.lintian-overrides).
+deb: setup
+	packaging/build-deb.sh $(DEB_OUT)
+	lintian --fail-on error,warning $(DEB_OUT)/nvme-agent_*.changes
+
+# The man page generated from the argparse definitions, into build/man/.
+man: setup
+	@mkdir -p build/man
+	$(BIN)/python -m nvme_agent.manpage -o build/man/nvme-agent.8
+	@echo "man: build/man/nvme-agent.8 (view: man -l build/man/nvme-agent.8)"
+
+# End-to-end suite (tests/e2e): boots Debian 12 guests in QEMU, see tests/e2e/README.md.
+E2E_APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap fdisk e2fsprogs xfsprogs
+
+.PHONY: e2e
+e2e: setup
+	@missing=""; for p in $(E2E_APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "e2e: installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "e2e: need root to install:$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "e2e: Debian packages present"; fi
+	$(BIN)/python -m pytest -m e2e tests/e2e $(PYTEST_ARGS)

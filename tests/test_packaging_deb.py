@@ -1,0 +1,218 @@
+"""The Debian package: built once per run with packaging/build-deb.sh (about 10 s), then
+inspected with dpkg-deb, lintian, systemd-analyze and Debian's own python3.
+
+Installing it into a clean Debian system and checking that the service is enabled is the
+real-guest e2e suite's job (tests/e2e); here the extracted package is checked instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from packaging_helpers import REPO, UNIT_NAME, add_host_units, require_tools, verify_unit
+
+from nvme_agent import __version__
+from nvme_agent.cli import build_parser
+from nvme_agent.clidoc import describe
+
+POLICY_SOURCE = Path("nvme_agent/data/default-policy.yaml")
+
+#: Debian packages the .deb must depend on (upstream names map to these).
+PYTHON_DEPENDS = {"python3-pyudev", "python3-psutil", "python3-yaml", "python3-systemd"}
+
+EXPECTED_FILES = (
+    "usr/bin/nvme-agent",
+    "usr/lib/python3/dist-packages/nvme_agent/__init__.py",
+    "usr/lib/python3/dist-packages/nvme_agent/cli.py",
+    "lib/systemd/system/nvme-agent.service",
+    "usr/lib/tmpfiles.d/nvme-agent.conf",
+    "usr/lib/sysusers.d/nvme-agent.conf",
+    "etc/nvme-agent/policy.yaml",
+    "usr/share/man/man8/nvme-agent.8.gz",
+    "usr/share/bash-completion/completions/nvme-agent",
+    "usr/share/doc/nvme-agent/copyright",
+)
+
+
+@dataclass(frozen=True)
+class Built:
+    deb: Path
+    changes: Path
+    tree: Path  # the package extracted with dpkg-deb -x
+    control: Path  # its control area (dpkg-deb -e)
+    source: Path  # the tree it was built from
+
+
+def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def source_tree(tmp: Path) -> Path:
+    """The tree to build: the checkout, or a temporary copy with a placeholder policy while
+    the default policy has not been written yet (never written into the checkout)."""
+    if (REPO / POLICY_SOURCE).exists():
+        return REPO
+    copy = tmp / "src"
+    shutil.copytree(
+        REPO,
+        copy,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "*.egg-info", "build", "dist", "__pycache__", ".*_cache", ".cache"
+        ),
+    )
+    (copy / POLICY_SOURCE).parent.mkdir(parents=True, exist_ok=True)
+    (copy / POLICY_SOURCE).write_text("# placeholder for the packaging test\n")
+    return copy
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    require_tools("dpkg-buildpackage", "dpkg-deb", "dh", "dpkg-checkbuilddeps")
+    tmp = tmp_path_factory.mktemp("deb")
+    top = source_tree(tmp)
+    out = tmp / "out"
+    done = run([str(top / "packaging/build-deb.sh"), str(out)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    deb = Path(done.stdout.strip().splitlines()[-1])
+    assert deb.parent == out and re.fullmatch(r"nvme-agent_.+_all\.deb", deb.name), deb
+    (changes,) = out.glob("nvme-agent_*.changes")
+    tree, control = tmp / "tree", tmp / "control"
+    for argv in (
+        ["dpkg-deb", "-x", str(deb), str(tree)],
+        ["dpkg-deb", "-e", str(deb), str(control)],
+    ):
+        step = run(argv)
+        assert step.returncode == 0, step.stderr
+    yield Built(deb=deb, changes=changes, tree=tree, control=control, source=top)
+
+
+def field(built: Built, name: str) -> str:
+    done = run(["dpkg-deb", "-f", str(built.deb), name])
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def relations(value: str) -> set[str]:
+    """Package names of a Depends-style field (alternatives flattened, versions dropped)."""
+    names: set[str] = set()
+    for clause in value.split(","):
+        for alt in clause.split("|"):
+            if alt.strip():
+                names.add(re.split(r"[\s(:]", alt.strip(), maxsplit=1)[0])
+    return names
+
+
+def test_contents(built: Built) -> None:
+    done = run(["dpkg-deb", "-c", str(built.deb)])
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[-1].removeprefix("./") for line in done.stdout.splitlines()}
+    missing = [path for path in EXPECTED_FILES if path not in listed]
+    assert not missing, missing
+    # nothing from the developer's checkout
+    assert not [p for p in listed if re.search(r"(\.venv|\.git|__pycache__|\.pyc$|tests/)", p)]
+
+
+def test_every_command_module_is_packaged(built: Built) -> None:
+    package = built.tree / "usr/lib/python3/dist-packages/nvme_agent"
+    for src in (REPO / "nvme_agent").rglob("*.py"):
+        assert (package / src.relative_to(REPO / "nvme_agent")).exists(), src
+
+
+def test_version_matches_the_code(built: Built) -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == __version__
+    assert field(built, "Version").split("-")[0] == __version__
+    assert built.deb.name == f"nvme-agent_{__version__}_all.deb"
+
+
+def test_depends_on_debian_python_packages(built: Built) -> None:
+    depends = relations(field(built, "Depends"))
+    assert depends >= PYTHON_DEPENDS | {"systemd", "udev", "mount"}
+    # upstream (PyPI) names must not leak into the Debian dependencies
+    assert not depends & {"python3-systemd-python", "python3-pyyaml", "systemd-python"}
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    upstream = " ".join(pyproject["project"]["dependencies"]).lower()
+    assert ("python3-jsonschema" in depends) == ("jsonschema" in upstream)
+
+
+def test_policy_is_a_conffile(built: Built) -> None:
+    conffiles = (built.control / "conffiles").read_text().split()
+    assert "/etc/nvme-agent/policy.yaml" in conffiles
+    packaged = (built.tree / "etc/nvme-agent/policy.yaml").read_bytes()
+    assert packaged == (built.source / POLICY_SOURCE).read_bytes()
+
+
+def test_postinst_creates_group_then_dirs_then_enables(built: Built) -> None:
+    postinst = (built.control / "postinst").read_text()
+    order = [
+        postinst.find("systemd-sysusers"),
+        postinst.find("systemd-tmpfiles"),
+        postinst.find("deb-systemd-helper enable 'nvme-agent.service'"),
+        postinst.find("deb-systemd-invoke $_dh_action 'nvme-agent.service'"),
+    ]
+    assert -1 not in order, postinst
+    assert order == sorted(order)
+
+
+def test_installed_unit_verifies(built: Built, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(built.tree, root, symlinks=True)
+    add_host_units(root)
+    result = verify_unit(root)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+    packaged = (root / "lib/systemd/system" / UNIT_NAME).read_text()
+    assert packaged == (REPO / "systemd" / UNIT_NAME).read_text()
+
+
+def test_packaged_cli_runs_on_debian_python(built: Built) -> None:
+    """The packaged entry point, with Debian's python3 and python3-* libraries only."""
+    python = Path("/usr/bin/python3")
+    if not python.exists():
+        pytest.skip("no /usr/bin/python3")
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONPATH": str(built.tree / "usr/lib/python3/dist-packages"),
+        "LC_ALL": "C.UTF-8",
+    }
+    script = built.tree / "usr/bin/nvme-agent"
+    assert script.read_text().startswith("#!/usr/bin/python3")
+    version = run([str(python), "-s", str(script), "--version"], env=env)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"nvme-agent {__version__}"
+    helped = run([str(python), "-s", str(script), "--help"], env=env)
+    assert helped.returncode == 0, helped.stderr
+    for sub in describe(build_parser()).subcommands:
+        assert sub.path[-1] in helped.stdout
+
+
+def test_packaged_man_page_and_completion(built: Built) -> None:
+    require_tools("man")
+    page = built.tree / "usr/share/man/man8/nvme-agent.8.gz"
+    done = run(["man", "--warnings", "-l", str(page)], env={**os.environ, "MANWIDTH": "80"})
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    text = re.sub(".\b", "", done.stdout)
+    for sub in describe(build_parser()).subcommands:
+        assert sub.name in text
+    completion = built.tree / "usr/share/bash-completion/completions/nvme-agent"
+    assert "complete -o filenames -F _nvme_agent nvme-agent" in completion.read_text()
+
+
+def test_lintian_clean(built: Built) -> None:
+    require_tools("lintian")
+    done = run(["lintian", "--fail-on", "error,warning", "--pedantic", str(built.changes)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Every override carries a justification comment above it.
+    overrides = (REPO / "packaging/debian/nvme-agent.lintian-overrides").read_text().splitlines()
+    for i, line in enumerate(overrides):
+        if line.strip() and not line.startswith("#"):
+            assert i > 0 and overrides[i - 1].startswith("#"), line
