@@ -114,6 +114,8 @@ class Daemon:
         self.ejected: dict[tuple[str, int], int | None] = {}  # key -> diskseq when ejected
         self._waiters: list[_Waiter] = []
         self._stop = asyncio.Event()
+        self._status_pending = False
+        self._status_sent = ""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ policy
@@ -300,7 +302,7 @@ class Daemon:
             for change in self.topology.reconcile(self._intake.enumerate()):
                 self._handle_change(change)
         self._save_state()
-        self.notifier.status(self.status_line())
+        self._status_changed()
 
     # ------------------------------------------------------------------ changes and plans
     def _handle_change(self, change: Change) -> None:
@@ -348,7 +350,7 @@ class Daemon:
                 waiter.results.append(result)
                 if len(waiter.results) >= waiter.expected:
                     waiter.done.set()
-        self.notifier.status(self.status_line())
+        self._status_changed()
 
     # ------------------------------------------------------------------ control requests
     async def _handle_request(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -510,6 +512,24 @@ class Daemon:
             )
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.config.state_file, exc)
+
+    def _status_changed(self) -> None:
+        """Coalesce STATUS= updates: at most one per loop iteration, and only when it differs.
+
+        A burst of hundreds of events must not become hundreds of datagrams to the manager.
+        """
+        if self._status_pending or self._loop is None:
+            return
+        self._status_pending = True
+
+        def flush() -> None:
+            self._status_pending = False
+            line = self.status_line()
+            if line != self._status_sent:
+                self._status_sent = line
+                self.notifier.status(line)
+
+        self._loop.call_soon(flush)
 
     def _start_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()

@@ -9,13 +9,15 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nvme_agent.harness.agentproc import AgentProcess, is_result, is_type
+from nvme_agent.harness.agent import AgentProcess, EventFeed
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
 
@@ -45,6 +47,77 @@ rules:
 """
 
 
+Record = dict[str, Any]
+
+
+def is_type(kind: str, nsid: int | None = None) -> Callable[[Record], bool]:
+    return lambda r: r.get("type") == kind and (nsid is None or r.get("nsid") == nsid)
+
+
+def is_result(action: str, nsid: int | None = None) -> Callable[[Record], bool]:
+    return lambda r: (
+        r.get("type") == "action-result"
+        and r.get("action") == action
+        and (nsid is None or r.get("nsid") == nsid)
+    )
+
+
+class Agent:
+    """The daemon under test plus a cursor over its event stream."""
+
+    def __init__(self, policy: Path, workdir: Path, env: dict[str, str]) -> None:
+        self.policy = policy
+        self.workdir = workdir
+        self.runtime_dir = workdir / "run"
+        self.process = AgentProcess(policy, env, dry_run=True, workdir=workdir)
+        self.feed: EventFeed | None = None
+        self.cursor = 0
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc
+
+    def start(self) -> Agent:
+        workdir_sock = self.workdir / "notify.sock"
+        if workdir_sock.exists():  # left by a killed predecessor
+            workdir_sock.unlink()
+        self.process.start()
+        self.feed = EventFeed(self.process.events_socket)
+        return self
+
+    def wait_for(self, pred: Callable[[Record], bool], timeout: float = 30.0) -> Record:
+        assert self.feed is not None
+        index, record = self.feed.wait(pred, timeout, start=self.cursor)
+        self.cursor = index + 1
+        return record
+
+    def collect(self, pred: Callable[[Record], bool], count: int, timeout: float) -> list[Record]:
+        return [self.wait_for(pred, timeout) for _ in range(count)]
+
+    @property
+    def seen(self) -> list[Record]:
+        assert self.feed is not None
+        return self.feed.snapshot()
+
+    def wait_notify(self, line: str, timeout: float = 30.0) -> None:
+        self.process.wait_notify(line, timeout)
+
+    def control(self, payload: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+        return self.process.request(payload, timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stop()
+
+    def stop(self) -> int | None:
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
+        return self.process.stop()
+
+
 @pytest.fixture(params=[True, False], ids=["multipath", "no-multipath"])
 def bed(request: pytest.FixtureRequest) -> Iterator[Bed]:
     with Bed(multipath=request.param) as b:
@@ -58,10 +131,10 @@ def write_policy(path: Path, template: str, root: Path) -> Path:
 
 
 @pytest.fixture
-def agent(bed: Bed, tmp_path: Path) -> Iterator[AgentProcess]:
+def agent(bed: Bed, tmp_path: Path) -> Iterator[Agent]:
     policy = write_policy(tmp_path / "policy.yaml", POLICY_A, tmp_path / "mnt")
-    proc = AgentProcess(policy, tmp_path / "agent", bed.env(os.environ), dry_run=True)
-    proc.start()
+    (tmp_path / "agent").mkdir()
+    proc = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()
     yield proc
     proc.stop()
 
@@ -70,9 +143,9 @@ def ns(nsid: int, label: str = "data", fs: str | None = "ext4", gen: int = 0) ->
     return NamespaceConfig("nvme0", nsid=nsid, fs=fs, label=label, generation=gen)
 
 
-def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: AgentProcess) -> None:
-    ready = next(m for m in agent.notify_messages if "READY=1" in m.splitlines())
-    assert "STATUS=0 namespaces" in ready
+def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: Agent) -> None:
+    assert "READY=1" in agent.process.notified
+    assert "STATUS=0 namespaces, 0 mounted, 0 failures" in agent.process.notified
     bed.add_namespace(ns(1, "data"))
     added = agent.wait_for(is_type("namespace-added", 1))
     assert added["namespace"]["identity_weak"] is True
@@ -84,7 +157,7 @@ def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: AgentProcess) ->
     agent.wait_notify("STATUS=1 namespaces, 0 mounted, 0 failures")
 
 
-def test_hot_swap_is_remove_then_add_with_new_contents(bed: Bed, agent: AgentProcess) -> None:
+def test_hot_swap_is_remove_then_add_with_new_contents(bed: Bed, agent: Agent) -> None:
     bed.add_namespace(ns(1, "old"))
     agent.wait_for(is_type("namespace-added", 1))
     bed.remove_namespace("nvme0", 1)
@@ -99,7 +172,7 @@ def test_hot_swap_is_remove_then_add_with_new_contents(bed: Bed, agent: AgentPro
 
 
 def test_sighup_with_broken_policy_keeps_the_old_one(
-    bed: Bed, agent: AgentProcess, tmp_path: Path
+    bed: Bed, agent: Agent, tmp_path: Path
 ) -> None:
     agent.policy.write_text(BROKEN)
     assert agent.proc is not None
@@ -114,13 +187,13 @@ def test_sighup_with_broken_policy_keeps_the_old_one(
 
 
 def test_control_reload_swaps_policy_and_reports_errors(
-    bed: Bed, agent: AgentProcess, tmp_path: Path
+    bed: Bed, agent: Agent, tmp_path: Path
 ) -> None:
     write_policy(agent.policy, POLICY_B, tmp_path / "mnt")
     answer = agent.control({"cmd": "reload"})
     assert answer == {"ok": True, "generation": 2}
-    reloading = agent.wait_notify("RELOADING=1")
-    assert "MONOTONIC_USEC=" in reloading
+    agent.wait_notify("RELOADING=1")
+    assert any(line.startswith("MONOTONIC_USEC=") for line in agent.process.notified)
     bed.add_namespace(ns(3))
     assert agent.wait_for(is_type("plan", 3))["rule"] == "rule-b"
     agent.policy.write_text(BROKEN)
@@ -129,7 +202,7 @@ def test_control_reload_swaps_policy_and_reports_errors(
     assert any("fs_typo" in e for e in answer["errors"])
 
 
-def test_bad_control_requests_get_errors_and_harm_nothing(agent: AgentProcess) -> None:
+def test_bad_control_requests_get_errors_and_harm_nothing(agent: Agent) -> None:
     path = str(agent.runtime_dir / "control.sock")
     for payload in (b"not json\n", b"[1,2]\n", b'{"cmd": 5}\n', b'{"cmd": "nope"}\n'):
         with socket.socket(socket.AF_UNIX) as s:
@@ -147,7 +220,7 @@ def test_bad_control_requests_get_errors_and_harm_nothing(agent: AgentProcess) -
 
 
 def test_events_during_reloads_are_all_handled_exactly_once(
-    bed: Bed, agent: AgentProcess, tmp_path: Path
+    bed: Bed, agent: Agent, tmp_path: Path
 ) -> None:
     count = 120  # each namespace is bdi + disk + ng: ~360 udev events, plus 20 reloads
     reload_answers: list[dict[str, object]] = []
@@ -164,6 +237,7 @@ def test_events_during_reloads_are_all_handled_exactly_once(
     thread.join()
     added = agent.collect(lambda r: r.get("type") == "namespace-added", count, timeout=120)
     assert sorted(r["nsid"] for r in added) == list(range(100, 100 + count))
+    agent.cursor = 0  # plans interleave with the changes: scan the stream from the start
     plans = agent.collect(lambda r: r.get("type") == "plan", count, timeout=120)
     assert sorted(r["nsid"] for r in plans) == list(range(100, 100 + count))
     assert all(a["ok"] for a in reload_answers) and len(reload_answers) == 20
@@ -173,7 +247,7 @@ def test_events_during_reloads_are_all_handled_exactly_once(
 
 
 def test_eject_runs_the_remove_plan_and_the_later_removal_does_not_repeat_it(
-    bed: Bed, agent: AgentProcess
+    bed: Bed, agent: Agent
 ) -> None:
     bed.add_namespace(ns(5, "ej"))
     agent.wait_for(is_result("mount", 5))
@@ -193,7 +267,7 @@ def test_eject_runs_the_remove_plan_and_the_later_removal_does_not_repeat_it(
 
 
 def test_kill_9_then_restart_logs_what_happened_while_down(
-    bed: Bed, agent: AgentProcess, tmp_path: Path
+    bed: Bed, agent: Agent, tmp_path: Path
 ) -> None:
     bed.add_namespace(ns(1, "stays"))
     bed.add_namespace(ns(2, "goes"))
@@ -201,8 +275,7 @@ def test_kill_9_then_restart_logs_what_happened_while_down(
     agent.kill()
     bed.remove_namespace("nvme0", 2)
     bed.add_namespace(ns(3, "arrives"))
-    again = AgentProcess(agent.policy, agent.workdir, bed.env(os.environ), dry_run=True)
-    again.start()
+    again = Agent(agent.policy, agent.workdir, bed.env(os.environ)).start()
     try:
         status = again.control({"cmd": "status"})
         assert sorted(n["nsid"] for n in status["namespaces"]) == [1, 3]
@@ -219,7 +292,7 @@ def test_kill_9_then_restart_logs_what_happened_while_down(
         assert again.stop() == 0
 
 
-def test_sigterm_sends_stopping_and_exits_zero(agent: AgentProcess) -> None:
+def test_sigterm_sends_stopping_and_exits_zero(agent: Agent) -> None:
     assert agent.proc is not None
     agent.proc.send_signal(signal.SIGTERM)
     agent.wait_notify("STOPPING=1")
