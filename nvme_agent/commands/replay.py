@@ -1,17 +1,92 @@
-"""`nvme-agent replay` (placeholder until its issue lands)."""
+"""``nvme-agent replay``: feed a recorded ``udevadm monitor`` capture to the agent."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import sys
+from pathlib import Path
 from typing import Any
+
+from nvme_agent.output import Reporter
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("replay", help="(not yet implemented)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "replay",
+        help="replay a udevadm monitor capture through the agent and print what it does",
+        description=(
+            "Replay a capture made on a real guest with `udevadm monitor --udev --property` "
+            "(KERNEL events are ignored) through the real agent: each event's device is "
+            "recreated in a fake-udev test bed and delivered to the daemon's pyudev monitor.  "
+            "Prints every topology change, the rule that matched and each action (dry-run by "
+            "default), so a new policy can be tried against what real machines emit."
+        ),
+    )
+    p.add_argument("capture", metavar="CAPTURE", help="udevadm monitor --property output file")
+    p.add_argument("--policy", metavar="P", help="policy file (default: log changes only)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=True,
+        help="plan and report actions without executing them (always on: replayed devices "
+        "are fake)",
+    )
+    p.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    p.add_argument(
+        "--subsysnqn",
+        metavar="NQN",
+        default=None,
+        help="subsystem NQN to give the replayed controller (captures do not contain it)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the agent's reaction to each event",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger(__name__).error("nvme-agent replay is not implemented yet")
-    return 2
+    from nvme_agent.harness.bed import unavailable_reason
+    from nvme_agent.harness.replay import DEFAULT_NQN, Replay
+    from nvme_agent.policy import PolicyError, load_policy
+
+    try:
+        text = Path(args.capture).read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"cannot read {args.capture}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    policy = None
+    if args.policy:
+        try:
+            load_policy(args.policy)
+        except (OSError, PolicyError) as exc:
+            print(f"policy {args.policy}: {exc}", file=sys.stderr)
+            return 2
+        policy = Path(args.policy).resolve()
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"cannot replay: {reason}", file=sys.stderr)
+        return 2
+    reporter = Reporter(args.json)
+    replay = Replay(
+        text,
+        lambda record, line: reporter.emit(record, line),
+        policy=policy,
+        subsysnqn=args.subsysnqn or DEFAULT_NQN,
+        timeout=args.timeout,
+    )
+    result = replay.run()
+    if result.error:
+        reporter.emit(
+            {"type": "error", "nsid": None, "error": result.error}, f"error: {result.error}"
+        )
+        return 1
+    if not result.records:
+        reporter.emit(
+            {"type": "summary", "nsid": None, "changes": 0},
+            "no UDEV events for NVMe devices in this capture: no topology change",
+        )
+    return 0
