@@ -1,0 +1,161 @@
+"""The mount ledger: which mounts the agent made and which directories it created.
+
+Persisted as JSON in the state directory (``mounts.json``), written atomically (temporary
+file, fsync, rename, fsync of the directory), so a restarted daemon knows what is its own
+and never unmounts or removes anything else.  All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+log = logging.getLogger("nvme_agent.actions")
+
+LEDGER_FILE = "mounts.json"
+_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One mount the agent made (``mounted``), or the directories it left behind.
+
+    ``dev`` is the ``major:minor`` of the device at mount time: after a hot-remove the device
+    node is gone, but mountinfo still shows that number, so it identifies the mount.
+    ``created_dirs`` lists every directory the agent created for it, outermost first.
+    """
+
+    target: str
+    source: str
+    dev: str
+    fstype: str | None = None
+    created_dirs: tuple[str, ...] = ()
+    mounted: bool = True
+    mounted_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["created_dirs"] = list(self.created_dirs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LedgerEntry:
+        return cls(
+            target=str(d["target"]),
+            source=str(d["source"]),
+            dev=str(d["dev"]),
+            fstype=d.get("fstype"),
+            created_dirs=tuple(str(x) for x in d.get("created_dirs", ())),
+            mounted=bool(d.get("mounted", True)),
+            mounted_at=float(d.get("mounted_at", 0.0)),
+        )
+
+
+class MountLedger:
+    """The agent's record of its own mounts, keyed by mount point."""
+
+    def __init__(self, path: str | None) -> None:
+        """``path`` is the JSON file; ``None`` keeps the ledger in memory only (dry runs)."""
+        self.path = path
+        self._lock = threading.Lock()
+        self._entries: dict[str, LedgerEntry] = {}
+        if path is not None:
+            self._load(path)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str) -> MountLedger:
+        """The ledger file ``mounts.json`` in ``state_dir`` (created 0700 if missing)."""
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        return cls(os.path.join(state_dir, LEDGER_FILE))
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            entries = [LedgerEntry.from_dict(d) for d in data.get("mounts", [])]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Forgetting is the safe direction: the agent then touches none of those mounts.
+            aside = f"{path}.corrupt.{int(time.time())}"
+            log.error("mount ledger %s unreadable (%s); moved aside to %s", path, exc, aside)
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            return
+        self._entries = {e.target: e for e in entries}
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        tmp = f"{self.path}.tmp.{os.getpid()}.{threading.get_ident()}"
+        payload = {"version": _VERSION, "mounts": [e.to_dict() for e in self._entries.values()]}
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(payload, fh, indent=1, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def entries(self) -> list[LedgerEntry]:
+        """A snapshot of every entry."""
+        with self._lock:
+            return list(self._entries.values())
+
+    def get(self, target: str) -> LedgerEntry | None:
+        with self._lock:
+            return self._entries.get(os.path.normpath(target))
+
+    def find(self, *, source: str | None = None, dev: str | None = None) -> list[LedgerEntry]:
+        """Mounted entries whose source path or device number matches."""
+        with self._lock:
+            return [
+                e
+                for e in self._entries.values()
+                if e.mounted
+                and (
+                    (source is not None and e.source == source)
+                    or (dev is not None and e.dev == dev)
+                )
+            ]
+
+    def record_mount(self, entry: LedgerEntry) -> None:
+        """Remember a mount the agent made (replacing a leftover entry at the same target)."""
+        with self._lock:
+            self._entries[entry.target] = entry
+            self._save()
+
+    def mark_unmounted(self, target: str, remaining_dirs: tuple[str, ...]) -> None:
+        """The mount is gone; keep the entry only while directories it created remain."""
+        with self._lock:
+            entry = self._entries.get(target)
+            if entry is None:
+                return
+            if remaining_dirs:
+                self._entries[target] = replace(entry, mounted=False, created_dirs=remaining_dirs)
+            else:
+                del self._entries[target]
+            self._save()
+
+    def forget(self, target: str) -> None:
+        with self._lock:
+            if self._entries.pop(target, None) is not None:
+                self._save()

@@ -1,0 +1,176 @@
+"""Create and remove mount point directories below a mount root without following symlinks.
+
+Every component below the mount root is opened relative to its parent's file descriptor with
+``O_NOFOLLOW | O_DIRECTORY``, so a symlink planted inside the mount root (say ``data -> /etc``)
+is refused instead of followed, and there is no window between check and use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import threading
+
+from nvme_agent.actions.outcome import ActionError
+
+log = logging.getLogger("nvme_agent.actions")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def components(mount_root: str, target: str) -> list[str]:
+    """The path components of ``target`` below ``mount_root``; refuses anything outside it."""
+    if "\0" in target or "\0" in mount_root:
+        raise ActionError(f"NUL byte in path {target!r}")
+    if not os.path.isabs(mount_root) or not os.path.isabs(target):
+        raise ActionError(f"mount root {mount_root!r} and target {target!r} must be absolute")
+    root = os.path.normpath(mount_root)
+    norm = os.path.normpath(target)
+    if norm != target.rstrip("/") or norm == root or not norm.startswith(root.rstrip("/") + "/"):
+        raise ActionError(f"target {target!r} is not a clean path below mount root {root!r}")
+    parts = norm[len(root.rstrip("/")) + 1 :].split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ActionError(f"target {target!r} has an empty or relative component")
+    return parts
+
+
+def _open_child(parent_fd: int, name: str, shown: str) -> int:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as exc:
+        # O_NOFOLLOW|O_DIRECTORY on a symlink fails with ENOTDIR (or ELOOP): tell them apart.
+        is_link = False
+        with contextlib.suppress(OSError):
+            is_link = stat.S_ISLNK(os.lstat(name, dir_fd=parent_fd).st_mode)
+        if exc.errno == errno.ELOOP or is_link:
+            raise ActionError(
+                f"{shown} is a symlink inside the mount root; not following it"
+            ) from exc
+        if exc.errno == errno.ENOTDIR:
+            raise ActionError(f"{shown} exists and is not a directory") from exc
+        raise
+
+
+def open_root(mount_root: str, *, create: bool = True) -> int:
+    """Open (creating if asked, mode 0755) the mount root; it must not itself be a symlink."""
+    root = os.path.normpath(mount_root)
+    if create:
+        os.makedirs(root, mode=0o755, exist_ok=True)
+    try:
+        return os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ActionError(f"mount root {root} is a symlink; refusing") from exc
+        raise
+
+
+def make_dirs(
+    mount_root: str,
+    target: str,
+    *,
+    mode: int | None = None,
+    uid: int = -1,
+    gid: int = -1,
+) -> tuple[int, list[str]]:
+    """Create ``target`` and its parents below ``mount_root``.
+
+    Returns an open descriptor of the target directory (the caller closes it) and the
+    directories created, outermost first.  Intermediate directories get 0755 root:root; the
+    target gets ``mode``/``uid``/``gid`` when it is created by this call.
+    """
+    parts = components(mount_root, target)
+    created: list[str] = []
+    fd = open_root(mount_root)
+    path = os.path.normpath(mount_root)
+    try:
+        for i, name in enumerate(parts):
+            path = os.path.join(path, name)
+            last = i == len(parts) - 1
+            try:
+                os.mkdir(name, 0o700, dir_fd=fd)
+                made = True
+            except FileExistsError:
+                made = False
+            child = _open_child(fd, name, path)
+            os.close(fd)
+            fd = child
+            if made:
+                created.append(path)
+                # chmod explicitly: mkdir's mode is filtered by the umask.
+                os.fchmod(fd, (mode if mode is not None else 0o755) if last else 0o755)
+                if last and (uid != -1 or gid != -1):
+                    os.fchown(fd, uid, gid)
+        return fd, created
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_dir(mount_root: str, target: str) -> int:
+    """Open an existing directory below ``mount_root`` without following symlinks."""
+    fd = open_root(mount_root, create=False)
+    path = os.path.normpath(mount_root)
+    try:
+        for name in components(mount_root, target):
+            path = os.path.join(path, name)
+            child = _open_child(fd, name, path)
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def remove_dirs(
+    mount_root: str, dirs: tuple[str, ...] | list[str], *, busy_wait: float = 2.0
+) -> list[str]:
+    """``rmdir`` the given directories, deepest first; never deletes contents.
+
+    A directory that is not empty stops the removal of its parents.  ``EBUSY`` (the
+    mount point is still in use in another mount namespace just after a lazy detach) is
+    retried with back-off for up to ``busy_wait`` seconds.  Returns the directories left.
+    """
+    ordered = sorted(dirs, key=lambda d: d.count("/"), reverse=True)
+    left: list[str] = []
+    waiter = threading.Event()  # only used for its bounded wait()
+    for d in ordered:
+        if any(x.startswith(d.rstrip("/") + "/") for x in left):
+            left.append(d)
+            continue
+        parent, name = os.path.split(os.path.normpath(d))
+        try:
+            if parent == os.path.normpath(mount_root):
+                pfd = open_root(mount_root, create=False)
+            else:
+                pfd = open_dir(mount_root, parent)
+        except (ActionError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                continue
+            log.warning("not removing %s: %s", d, exc)
+            left.append(d)
+            continue
+        try:
+            delay, waited = 0.02, 0.0
+            while True:
+                try:
+                    os.rmdir(name, dir_fd=pfd)
+                    log.debug("removed mount point directory %s", d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EBUSY and waited < busy_wait:
+                        waiter.wait(delay)
+                        waited += delay
+                        delay = min(delay * 2, 0.5)
+                        continue
+                    log.warning("leaving directory %s in place: %s", d, exc.strerror)
+                    left.append(d)
+                    break
+        finally:
+            os.close(pfd)
+    return sorted(left, key=lambda d: d.count("/"))

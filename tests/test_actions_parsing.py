@@ -1,0 +1,104 @@
+"""Pure parts of the actions: mountinfo, fstab, ledger persistence, safe directories."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from nvme_agent.actions import mountinfo, safedirs
+from nvme_agent.actions.guard import Guard, parse_fstab
+from nvme_agent.actions.ledger import LedgerEntry, MountLedger
+from nvme_agent.actions.outcome import ActionError
+
+MOUNTINFO = (
+    "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+    "40 22 259:3 / /srv/nvme/my\\040data rw,nosuid,nodev shared:2 - xfs /dev/nvme0n1 rw\n"
+    "41 40 259:5 / /srv/nvme/my\\040data rw - ext4 /dev/nvme0n2 rw\n"
+    "42 22 0:5 / /tab\\011new\\012line\\134 rw - tmpfs none\\040x rw\n"
+)
+
+
+def test_mountinfo_unescapes_and_finds_the_top_of_a_stack() -> None:
+    entries = mountinfo.parse(MOUNTINFO)
+    assert entries[1].mountpoint == "/srv/nvme/my data"
+    assert entries[1].options == ("rw", "nosuid", "nodev") and entries[1].fstype == "xfs"
+    assert entries[3].mountpoint == "/tab\tnew\nline\\" and entries[3].source == "none x"
+    top = mountinfo.top_mount_at(entries, "/srv/nvme/my data")
+    assert top is not None and top.dev == "259:5"
+    assert [e.mountpoint for e in mountinfo.mounts_of(entries, "259:3")] == ["/srv/nvme/my data"]
+    assert mountinfo.top_mount_at(entries, "/srv/nvme") is None
+    with pytest.raises(ValueError, match="malformed"):
+        mountinfo.parse_line("1 2 3")
+
+
+def test_fstab_parsing_and_target_guard(tmp_path: Path) -> None:
+    text = "# c\n\nUUID=abc /data ext4 defaults 0 2\nLABEL=x\\040y /mnt/x\\040y xfs\nbad\n"
+    entries = parse_fstab(text)
+    assert [(e.spec, e.file, e.line_no) for e in entries] == [
+        ("UUID=abc", "/data", 3),
+        ("LABEL=x y", "/mnt/x y", 4),
+    ]
+    fstab = tmp_path / "fstab"
+    fstab.write_text(text)
+    guard = Guard(fstab=str(fstab))
+    with pytest.raises(ActionError, match=r"fstab:4"):
+        guard.check_target("/mnt/x y/")
+    guard.check_target("/srv/nvme/ok")
+
+
+def test_guard_matches_fstab_tags_through_the_probe(tmp_path: Path) -> None:
+    fstab = tmp_path / "fstab"
+    fstab.write_text('PARTLABEL="rig-data" /data ext4 defaults 0 2\n')
+    guard = Guard(fstab=str(fstab), probe=lambda dev: {"PARTLABEL": "rig-data"})
+    # /dev/null is not a block device, so only path rules apply and the probe is skipped.
+    guard.check_device("/dev/null")
+
+
+def test_ledger_roundtrip_is_atomic_and_survives_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "mounts.json"
+    ledger = MountLedger(str(path))
+    entry = LedgerEntry("/srv/nvme/a", "/dev/nvme0n1", "259:1", "ext4", ("/srv/nvme/a",))
+    ledger.record_mount(entry)
+    assert json.loads(path.read_text())["mounts"][0]["target"] == "/srv/nvme/a"
+    assert [p.name for p in path.parent.iterdir()] == ["mounts.json"]  # no temp file left
+    assert MountLedger(str(path)).get("/srv/nvme/a/") == entry
+    assert MountLedger(str(path)).find(dev="259:1") == [entry]
+    ledger.mark_unmounted("/srv/nvme/a", ("/srv/nvme/a",))
+    again = MountLedger(str(path)).get("/srv/nvme/a")
+    assert again is not None and not again.mounted and again.created_dirs == ("/srv/nvme/a",)
+    assert MountLedger(str(path)).find(dev="259:1") == []
+    ledger.mark_unmounted("/srv/nvme/a", ())
+    assert MountLedger(str(path)).entries() == []
+    path.write_text("{not json")
+    assert MountLedger(str(path)).entries() == []
+    assert any(p.name.startswith("mounts.json.corrupt.") for p in path.parent.iterdir())
+
+
+def test_make_dirs_records_what_it_created_and_refuses_symlinks(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "pre").mkdir(parents=True)
+    fd, created = safedirs.make_dirs(str(root), str(root / "pre" / "a" / "b"), mode=0o710)
+    os.close(fd)
+    assert created == [str(root / "pre" / "a"), str(root / "pre" / "a" / "b")]
+    assert (root / "pre" / "a" / "b").stat().st_mode & 0o777 == 0o710
+    assert (root / "pre" / "a").stat().st_mode & 0o777 == 0o755
+    (root / "link").symlink_to(tmp_path)
+    with pytest.raises(ActionError, match="is a symlink inside the mount root"):
+        safedirs.make_dirs(str(root), str(root / "link" / "x"))
+    assert not (tmp_path / "x").exists()
+    (root / "file").write_text("")
+    with pytest.raises(ActionError, match="not a directory"):
+        safedirs.make_dirs(str(root), str(root / "file" / "x"))
+    for bad in (str(root), "/elsewhere/x", f"{root}/a/../../x", "relative/x"):
+        with pytest.raises(ActionError):
+            safedirs.components(str(root), bad)
+    # rmdir only: a directory with content stays, and so do its parents.
+    (root / "pre" / "a" / "b" / "keep").write_text("data")
+    left = safedirs.remove_dirs(str(root), created)
+    assert left == created and (root / "pre" / "a" / "b" / "keep").exists()
+    (root / "pre" / "a" / "b" / "keep").unlink()
+    assert safedirs.remove_dirs(str(root), created) == []
+    assert (root / "pre").is_dir() and not (root / "pre" / "a").exists()
