@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from typing import Any
 
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.runner import ActionRunner
-from nvme_agent.changes import REMOVE_KINDS, Change, ChangeType
+from nvme_agent.changes import ADD_KINDS, REMOVE_KINDS, Change, ChangeType
 from nvme_agent.control import ControlServer
 from nvme_agent.events import EventStream
 from nvme_agent.intake import Overrun, UdevIntake
@@ -50,6 +51,8 @@ from nvme_agent.state import History, read_json, write_json_atomic
 from nvme_agent.topology import Topology, diff_snapshots
 
 log = logging.getLogger(__name__)
+
+_ADD_VALUES = frozenset(k.value for k in ADD_KINDS)
 
 #: Built-in policy when the configured file does not exist: log and stream, act on nothing.
 FALLBACK_POLICY = "version: 1\nrules: []\n"
@@ -116,6 +119,12 @@ class Daemon:
         self._stop = asyncio.Event()
         self._status_pending = False
         self._status_sent = ""
+        self._state_pending = False
+        # Namespaces whose add plan finished (subsysnqn, nsid, diskseq), persisted so that a
+        # restart after kill -9 re-runs exactly the add plans that were interrupted.
+        self.handled: set[tuple[str, int, int | None]] = set()
+        self._outstanding: Counter[str] = Counter()
+        self._awaiting: dict[str, tuple[str, int, int | None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ policy
@@ -245,6 +254,16 @@ class Daemon:
                     MSG_RECOVERY,
                     PRIORITY_NOTICE,
                 )
+            handled = {(str(a), int(b), c) for a, b, c in previous_data.get("handled", [])}
+            touched = {c.namespace.key for c in changes if c.namespace is not None}
+            for change in _present_changes(current, coldplug=True):
+                ns = change.namespace
+                assert ns is not None
+                if ns.key in touched or _handled_key(ns) in handled:
+                    if ns.key not in touched:
+                        self.handled.add(_handled_key(ns))
+                    continue
+                changes.append(_interrupted(change))
             # An eject survives a restart only while the very same disk is still present.
             for nqn, nsid, diskseq in previous_data.get("ejected", []):
                 ns = current.namespace(int(nsid), str(nqn) or None)
@@ -252,7 +271,8 @@ class Daemon:
                     self.ejected[ns.key] = diskseq
         for change in changes:
             self._handle_change(change)
-        self._recover_orphan_mounts(current)
+        gone = {c.devnode for c in changes if c.type in REMOVE_KINDS and c.devnode is not None}
+        self._recover_orphan_mounts(current, gone)
         self._save_state()
 
     @staticmethod
@@ -262,10 +282,14 @@ class Daemon:
             for c in snap.controllers
         ]
 
-    def _recover_orphan_mounts(self, snap: TopologySnapshot) -> None:
-        """Lazily detach mounts we made for devices that no longer exist."""
+    def _recover_orphan_mounts(self, snap: TopologySnapshot, planned: set[str]) -> None:
+        """Lazily detach mounts we made for devices that no longer exist.
+
+        ``planned`` are devices whose removal plan (with its implied unmount) already runs.
+        """
         present = {ns.devnode for ns in snap.namespaces}
         present |= {p.devnode for ns in snap.namespaces for p in ns.partitions}
+        present |= planned
         for entry in self.ledger.entries():
             if entry.source in present or not entry.mounted:
                 continue
@@ -287,11 +311,18 @@ class Daemon:
             self._submit(Plan(change=change, key=f"orphan:{entry.target}", actions=(spec,)))
 
     def _on_readable(self) -> None:
+        """Take every pending record, persist the new topology, then act on the changes.
+
+        Persisting before any plan is submitted means that whatever an action did, the state
+        file already knows the namespace it did it for: a kill -9 at any point loses no
+        topology, only (at worst) the mark that an add plan finished, and that plan is
+        idempotent and simply runs again after the restart.
+        """
         assert self._intake is not None
+        changes: list[Change] = []
         try:
             for record in self._intake.drain():
-                for change in self.topology.apply(record):
-                    self._handle_change(change)
+                changes.extend(self.topology.apply(record))
         except Overrun:
             self.counters["overruns"] += 1
             self.tlog.event(
@@ -299,9 +330,12 @@ class Daemon:
                 MSG_EVENTS_OVERRUN,
                 PRIORITY_WARNING,
             )
-            for change in self.topology.reconcile(self._intake.enumerate()):
-                self._handle_change(change)
+            changes.extend(self.topology.reconcile(self._intake.enumerate()))
+        if not changes:
+            return
         self._save_state()
+        for change in changes:
+            self._handle_change(change)
         self._status_changed()
 
     # ------------------------------------------------------------------ changes and plans
@@ -328,6 +362,15 @@ class Daemon:
 
     def _submit(self, plan: Plan) -> None:
         self.events.publish(plan.to_dict())
+        ns = plan.change.namespace
+        if ns is not None and plan.change.type in REMOVE_KINDS:
+            self.handled.discard(_handled_key(ns))
+        elif ns is not None and plan.change.type in ADD_KINDS:
+            if plan.actions:
+                self._outstanding[plan.key] += len(plan.actions)
+                self._awaiting[plan.key] = _handled_key(ns)
+            elif not self._outstanding[plan.key]:
+                self.handled.add(_handled_key(ns))
         if plan.rule is not None or plan.actions:
             log.info(
                 "%s: rule %s, %d action(s)", plan.change.summary(), plan.rule, len(plan.actions)
@@ -344,6 +387,14 @@ class Daemon:
     def _on_result(self, result: ActionResult) -> None:
         if result.status is Status.FAILED:
             self.counters["failures"] += 1
+        if result.change in _ADD_VALUES and self._outstanding[result.plan_key] > 0:
+            self._outstanding[result.plan_key] -= 1
+            if not self._outstanding[result.plan_key]:
+                del self._outstanding[result.plan_key]
+                key = self._awaiting.pop(result.plan_key, None)
+                if key is not None:
+                    self.handled.add(key)
+                    self._state_changed()
         self.events.publish(result.to_dict())
         for waiter in list(self._waiters):
             if result.plan_key in waiter.keys:
@@ -365,6 +416,13 @@ class Daemon:
             limit = int(req.get("limit", 100))
             records = list(self.history.read())
             return {"ok": True, "records": records[-limit:] if limit > 0 else records}
+        if cmd == "settle":
+            # Like `udevadm settle`: answer once every submitted plan has finished.
+            timeout = float(req.get("timeout", 60))
+            idle = self.runner is None or await self.runner.drain(timeout)
+            return {"ok": idle, "status": self.status_line()} | (
+                {} if idle else {"error": f"actions still running after {timeout:.0f}s"}
+            )
         if cmd == "watch":
             return {"ok": True, "events": self.config.events_socket}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
@@ -507,11 +565,24 @@ class Daemon:
                 {
                     "topology": self.topology.snapshot().to_dict(),
                     "ejected": [[k[0], k[1], v] for k, v in self.ejected.items()],
+                    "handled": sorted(self.handled, key=str),
                     "policy_generation": self.generation,
                 },
             )
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.config.state_file, exc)
+
+    def _state_changed(self) -> None:
+        """Coalesce state-file writes to one per loop iteration."""
+        if self._state_pending or self._loop is None:
+            return
+        self._state_pending = True
+
+        def flush() -> None:
+            self._state_pending = False
+            self._save_state()
+
+        self._loop.call_soon(flush)
 
     def _status_changed(self) -> None:
         """Coalesce STATUS= updates: at most one per loop iteration, and only when it differs.
@@ -557,20 +628,19 @@ def _present_changes(snap: TopologySnapshot, coldplug: bool = False) -> list[Cha
     return changes
 
 
+def _handled_key(ns: Namespace) -> tuple[str, int, int | None]:
+    return (ns.subsysnqn or "", ns.nsid, ns.diskseq)
+
+
+def _interrupted(change: Change) -> Change:
+    return dataclasses.replace(change, reason="add plan interrupted by a restart")
+
+
 def _while_down(change: Change) -> Change:
-    reason = change.reason or "while the agent was down"
+    reason = "while the agent was down"
     if change.reason:
-        reason = f"{change.reason} (while the agent was down)"
-    return Change(
-        change.type,
-        change.seqnum,
-        namespace=change.namespace,
-        previous=change.previous,
-        partition=change.partition,
-        controller=change.controller,
-        coldplug=True,
-        reason=reason,
-    )
+        reason = f"{change.reason} ({reason})"
+    return dataclasses.replace(change, coldplug=True, reason=reason)
 
 
 def _mount_root_of(entry: LedgerEntry) -> str:

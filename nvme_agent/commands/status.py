@@ -25,6 +25,12 @@ def register(sub: Any) -> None:
         ),
     )
     add_runtime_dir(p)
+    p.add_argument(
+        "--settle",
+        type=float,
+        metavar="SECONDS",
+        help="first wait (up to SECONDS) until the daemon has no action queued or running",
+    )
     add_json(p)
     p.set_defaults(func=run)
 
@@ -79,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
     data: dict[str, Any]
     if os.path.exists(path):
         try:
+            if args.settle is not None:
+                settled = request(
+                    path, {"cmd": "settle", "timeout": args.settle}, timeout=args.settle + 10
+                )
+                if not settled.get("ok"):
+                    log.warning("not settled: %s", settled.get("error"))
             data = request(path, {"cmd": "status"}, timeout=10)
             data["source"] = "daemon"
         except ControlError as exc:
