@@ -9,15 +9,13 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from daemon_support import Agent, is_result, is_type
 
-from nvme_agent.harness.agent import AgentProcess, EventFeed
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
 
@@ -45,77 +43,6 @@ rules:
   - name: broken
     match: {fs_typo: ext4}
 """
-
-
-Record = dict[str, Any]
-
-
-def is_type(kind: str, nsid: int | None = None) -> Callable[[Record], bool]:
-    return lambda r: r.get("type") == kind and (nsid is None or r.get("nsid") == nsid)
-
-
-def is_result(action: str, nsid: int | None = None) -> Callable[[Record], bool]:
-    return lambda r: (
-        r.get("type") == "action-result"
-        and r.get("action") == action
-        and (nsid is None or r.get("nsid") == nsid)
-    )
-
-
-class Agent:
-    """The daemon under test plus a cursor over its event stream."""
-
-    def __init__(self, policy: Path, workdir: Path, env: dict[str, str]) -> None:
-        self.policy = policy
-        self.workdir = workdir
-        self.runtime_dir = workdir / "run"
-        self.process = AgentProcess(policy, env, dry_run=True, workdir=workdir)
-        self.feed: EventFeed | None = None
-        self.cursor = 0
-
-    @property
-    def proc(self) -> subprocess.Popen[bytes] | None:
-        return self.process.proc
-
-    def start(self) -> Agent:
-        workdir_sock = self.workdir / "notify.sock"
-        if workdir_sock.exists():  # left by a killed predecessor
-            workdir_sock.unlink()
-        self.process.start()
-        self.feed = EventFeed(self.process.events_socket)
-        return self
-
-    def wait_for(self, pred: Callable[[Record], bool], timeout: float = 30.0) -> Record:
-        assert self.feed is not None
-        index, record = self.feed.wait(pred, timeout, start=self.cursor)
-        self.cursor = index + 1
-        return record
-
-    def collect(self, pred: Callable[[Record], bool], count: int, timeout: float) -> list[Record]:
-        return [self.wait_for(pred, timeout) for _ in range(count)]
-
-    @property
-    def seen(self) -> list[Record]:
-        assert self.feed is not None
-        return self.feed.snapshot()
-
-    def wait_notify(self, line: str, timeout: float = 30.0) -> None:
-        self.process.wait_notify(line, timeout)
-
-    def control(self, payload: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
-        return self.process.request(payload, timeout)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-        self.stop()
-
-    def stop(self) -> int | None:
-        if self.feed is not None:
-            self.feed.close()
-            self.feed = None
-        return self.process.stop()
 
 
 @pytest.fixture(params=[True, False], ids=["multipath", "no-multipath"])

@@ -1,0 +1,200 @@
+"""The daemon with REAL mounts: fake udev (umockdev bed) in front of loop devices holding real
+filesystems.  Root only; this is where eject, hot-remove and restart recovery are proven."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_support import Agent, is_result
+
+from nvme_agent.actions import mountinfo
+from nvme_agent.harness.bed import Bed, unavailable_reason
+from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
+from nvme_agent.harness.real import RealBacking
+
+pytestmark = [
+    pytest.mark.umockdev,
+    pytest.mark.root,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+    pytest.mark.skipif(os.geteuid() != 0, reason="real mounts need root"),
+]
+
+POLICY = """\
+version: 1
+defaults:
+  mount_root: {root}
+rules:
+  - name: data
+    match: {{fs_type: [ext4, xfs]}}
+    on_add:
+      - mount: {{path: "{root}/{{label}}"}}
+    on_remove:
+      - unmount: {{on_busy: fail, timeout: 5}}
+"""
+
+
+#: Holds a file open under the mount until its stdin closes.
+HOLDER = "import sys; f = open(sys.argv[1], 'w'); print('ready', flush=True); sys.stdin.read()"
+
+
+class Rig:
+    """A bed, real loop-backed namespaces, and the daemon acting for real."""
+
+    def __init__(self, bed: Bed, backing: RealBacking, tmp: Path) -> None:
+        self.bed = bed
+        self.backing = backing
+        self.root = tmp / "mnt"
+        self.root.mkdir()
+        self.policy = tmp / "policy.yaml"
+        self.policy.write_text(POLICY.format(root=self.root))
+        self.workdir = tmp / "agent"
+        self.workdir.mkdir()
+
+    def agent(self) -> Agent:
+        return Agent(self.policy, self.workdir, self.bed.env(os.environ), dry_run=False).start()
+
+    def add(self, nsid: int, label: str, fs: str = "ext4") -> NamespaceConfig:
+        cfg = self.backing.back(
+            NamespaceConfig("nvme0", nsid=nsid, fs=fs, label=label), lambda record, text: None
+        )
+        self.bed.add_namespace(cfg)
+        return cfg
+
+    def mounted(self) -> dict[str, str]:
+        """target -> source of every mount below our mount root."""
+        return {
+            m.mountpoint: m.source
+            for m in mountinfo.read()
+            if m.mountpoint.startswith(str(self.root) + "/")
+        }
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with Bed(multipath=True) as bed, RealBacking(tmp_path / "images", str(tmp_path / "mnt")) as b:
+        bed.add_controller(ControllerConfig("nvme0", serial="SN0001"))
+        yield Rig(bed, b, tmp_path)
+
+
+def test_hot_remove_lazily_detaches_the_dead_mount(rig: Rig) -> None:
+    agent = rig.agent()
+    try:
+        cfg = rig.add(1, "data")
+        assert agent.wait_for(is_result("mount", 1))["status"] == "ok"
+        target = str(rig.root / "data")
+        assert rig.mounted() == {target: cfg.devname}
+        subprocess.run(["losetup", "-d", str(cfg.devname)], check=True)  # the disk is gone
+        rig.bed.remove_namespace("nvme0", 1)
+        result = agent.wait_for(is_result("unmount", 1))
+        assert result["status"] == "ok", result
+        assert "lost" in result["message"]
+        assert rig.mounted() == {}
+        assert not (rig.root / "data").exists()  # the directory we created is gone too
+    finally:
+        assert agent.stop() == 0
+
+
+def test_eject_of_a_busy_mount_names_the_holder_and_keeps_the_mount(rig: Rig) -> None:
+    agent = rig.agent()
+    holder = None
+    try:
+        rig.add(2, "busy")
+        assert agent.wait_for(is_result("mount", 2))["status"] == "ok"
+        target = rig.root / "busy"
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                HOLDER,
+                str(target / "file"),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        answer = agent.control({"cmd": "eject", "nsid": 2})
+        assert answer["ok"] is False
+        assert str(holder.pid) in str(answer["holders"]) + answer["error"]
+        assert str(target) in rig.mounted()
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nvme_agent",
+                "eject",
+                "--nsid",
+                "2",
+                "--runtime-dir",
+                str(agent.runtime_dir),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 1
+        assert "NOT safe" in out.stdout and str(holder.pid) in out.stdout
+        holder.communicate("", timeout=10)  # the holder closes its file and exits
+        answer = agent.control({"cmd": "eject", "nsid": 2})
+        assert answer["ok"] is True, answer
+        assert rig.mounted() == {}
+        assert not target.exists()
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        assert agent.stop() == 0
+
+
+def test_kill_9_mid_burst_then_restart_ends_with_exactly_the_right_mounts(rig: Rig) -> None:
+    agent = rig.agent()
+    first = [rig.add(10, "keep"), rig.add(11, "vanish")]
+    for nsid in (10, 11):
+        assert agent.wait_for(is_result("mount", nsid))["status"] == "ok"
+    burst = [
+        rig.backing.back(
+            NamespaceConfig("nvme0", nsid=20 + i, fs="ext4", label=f"b{i}"),
+            lambda record, text: None,
+        )
+        for i in range(6)
+    ]
+    rig.bed.burst(burst)
+    agent.kill()  # mid-burst: some plans ran, some did not
+    vanished = first[1]
+    rig.bed.remove_namespace("nvme0", 11)  # while the agent is down
+    subprocess.run(["losetup", "-d", str(vanished.devname)], check=True)
+    again = rig.agent()
+    try:
+        assert again.control({"cmd": "settle", "timeout": 120})["ok"] is True
+        expected = {str(rig.root / "keep"): first[0].devname}
+        expected |= {str(rig.root / f"b{i}"): cfg.devname for i, cfg in enumerate(burst)}
+        assert rig.mounted() == expected
+        targets = [m.mountpoint for m in mountinfo.read()]
+        assert all(targets.count(t) == 1 for t in expected)  # nothing mounted twice
+        history = again.control({"cmd": "history"})["records"]
+        assert ("namespace-removed", 11) in [
+            (r["type"], r["nsid"]) for r in history if "down" in str(r.get("reason"))
+        ]
+        assert not (rig.root / "vanish").exists()
+    finally:
+        assert again.stop() == 0
+
+
+def test_restart_detaches_a_mount_left_behind_without_state(rig: Rig) -> None:
+    agent = rig.agent()
+    cfg = rig.add(30, "orphan")
+    assert agent.wait_for(is_result("mount", 30))["status"] == "ok"
+    agent.kill()
+    (rig.workdir / "run" / "topology.json").unlink()  # e.g. /run was wiped: only the ledger knows
+    rig.bed.remove_namespace("nvme0", 30)
+    subprocess.run(["losetup", "-d", str(cfg.devname)], check=True)
+    again = rig.agent()
+    try:
+        assert again.control({"cmd": "settle", "timeout": 60})["ok"] is True
+        assert rig.mounted() == {}
+        assert not (rig.root / "orphan").exists()
+    finally:
+        assert again.stop() == 0
