@@ -52,6 +52,9 @@ from nvme_agent.topology import Topology, diff_snapshots
 
 log = logging.getLogger(__name__)
 
+#: (subsystem NQN, nsid, DISKSEQ): one disk instance of one namespace.
+HandledKey = tuple[str, int, int | None]
+
 _ADD_VALUES = frozenset(k.value for k in ADD_KINDS)
 
 #: Built-in policy when the configured file does not exist: log and stream, act on nothing.
@@ -69,6 +72,7 @@ class DaemonConfig:
     log_target: LogTarget = "auto"
     max_workers: int = 4
     drain_timeout: float = 30.0
+    ready_timeout: float = 60.0
 
     @property
     def events_socket(self) -> str:
@@ -122,9 +126,9 @@ class Daemon:
         self._state_pending = False
         # Namespaces whose add plan finished (subsysnqn, nsid, diskseq), persisted so that a
         # restart after kill -9 re-runs exactly the add plans that were interrupted.
-        self.handled: set[tuple[str, int, int | None]] = set()
+        self.handled: dict[HandledKey, str] = {}  # -> digest of the policy that handled it
         self._outstanding: Counter[str] = Counter()
-        self._awaiting: dict[str, tuple[str, int, int | None]] = {}
+        self._awaiting: dict[str, tuple[HandledKey, str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ policy
@@ -196,6 +200,14 @@ class Daemon:
         self._intake = intake
         coldplug = intake.start()
         self._coldplug(coldplug)
+        # READY=1 means "what was present at start is handled": units ordered after us see the
+        # mounts.  Udev events meanwhile wait in the (enlarged) netlink buffer.
+        assert self.runner is not None
+        if not await self.runner.drain(self.config.ready_timeout):
+            log.warning(
+                "coldplug actions still running after %.0fs; reporting ready anyway",
+                self.config.ready_timeout,
+            )
         self._loop.add_reader(intake.fileno(), self._on_readable)
         for signum, handler in (
             (signal.SIGTERM, self.stop),
@@ -254,16 +266,21 @@ class Daemon:
                     MSG_RECOVERY,
                     PRIORITY_NOTICE,
                 )
-            handled = {(str(a), int(b), c) for a, b, c in previous_data.get("handled", [])}
+            handled = {
+                (str(a), int(b), c): str(d) for a, b, c, d in previous_data.get("handled", [])
+            }
             touched = {c.namespace.key for c in changes if c.namespace is not None}
             for change in _present_changes(current, coldplug=True):
                 ns = change.namespace
                 assert ns is not None
-                if ns.key in touched or _handled_key(ns) in handled:
-                    if ns.key not in touched:
-                        self.handled.add(_handled_key(ns))
+                if ns.key in touched:
                     continue
-                changes.append(_interrupted(change))
+                digest = handled.get(_handled_key(ns))
+                if digest == self.policy.digest:
+                    self.handled[_handled_key(ns)] = digest
+                    continue
+                why = "policy changed since" if digest else "add plan interrupted by"
+                changes.append(dataclasses.replace(change, reason=f"{why} the last run"))
             # An eject survives a restart only while the very same disk is still present.
             for nqn, nsid, diskseq in previous_data.get("ejected", []):
                 ns = current.namespace(int(nsid), str(nqn) or None)
@@ -364,13 +381,13 @@ class Daemon:
         self.events.publish(plan.to_dict())
         ns = plan.change.namespace
         if ns is not None and plan.change.type in REMOVE_KINDS:
-            self.handled.discard(_handled_key(ns))
+            self.handled.pop(_handled_key(ns), None)
         elif ns is not None and plan.change.type in ADD_KINDS:
             if plan.actions:
                 self._outstanding[plan.key] += len(plan.actions)
-                self._awaiting[plan.key] = _handled_key(ns)
+                self._awaiting[plan.key] = (_handled_key(ns), self.policy.digest)
             elif not self._outstanding[plan.key]:
-                self.handled.add(_handled_key(ns))
+                self.handled[_handled_key(ns)] = self.policy.digest
         if plan.rule is not None or plan.actions:
             log.info(
                 "%s: rule %s, %d action(s)", plan.change.summary(), plan.rule, len(plan.actions)
@@ -391,9 +408,9 @@ class Daemon:
             self._outstanding[result.plan_key] -= 1
             if not self._outstanding[result.plan_key]:
                 del self._outstanding[result.plan_key]
-                key = self._awaiting.pop(result.plan_key, None)
-                if key is not None:
-                    self.handled.add(key)
+                awaited = self._awaiting.pop(result.plan_key, None)
+                if awaited is not None:
+                    self.handled[awaited[0]] = awaited[1]
                     self._state_changed()
         self.events.publish(result.to_dict())
         for waiter in list(self._waiters):
@@ -565,7 +582,7 @@ class Daemon:
                 {
                     "topology": self.topology.snapshot().to_dict(),
                     "ejected": [[k[0], k[1], v] for k, v in self.ejected.items()],
-                    "handled": sorted(self.handled, key=str),
+                    "handled": sorted([*k, d] for k, d in self.handled.items()),
                     "policy_generation": self.generation,
                 },
             )
@@ -628,12 +645,8 @@ def _present_changes(snap: TopologySnapshot, coldplug: bool = False) -> list[Cha
     return changes
 
 
-def _handled_key(ns: Namespace) -> tuple[str, int, int | None]:
+def _handled_key(ns: Namespace) -> HandledKey:
     return (ns.subsysnqn or "", ns.nsid, ns.diskseq)
-
-
-def _interrupted(change: Change) -> Change:
-    return dataclasses.replace(change, reason="add plan interrupted by a restart")
 
 
 def _while_down(change: Change) -> Change:

@@ -17,7 +17,7 @@ import pytest
 from daemon_support import Agent, is_result, is_type
 
 from nvme_agent.harness.bed import Bed, unavailable_reason
-from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
+from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
 
 pytestmark = [
     pytest.mark.umockdev,
@@ -224,3 +224,71 @@ def test_sigterm_sends_stopping_and_exits_zero(agent: Agent) -> None:
     agent.proc.send_signal(signal.SIGTERM)
     agent.wait_notify("STOPPING=1")
     assert agent.proc.wait(30) == 0
+
+
+def test_burst_of_256_namespaces_in_one_rescan_is_recorded_in_order(bed: Bed, agent: Agent) -> None:
+    bed.burst(ns(1000 + i, f"n{i}") for i in range(256))
+    added = agent.collect(is_type("namespace-added"), 256, timeout=120)
+    assert [r["nsid"] for r in added] == list(range(1000, 1256))
+    seqnums = [r["seqnum"] for r in added]
+    assert seqnums == sorted(seqnums) and len(set(seqnums)) == 256
+    history = agent.control({"cmd": "history", "limit": 0})["records"]
+    recorded = [r["nsid"] for r in history if r["type"] == "namespace-added"]
+    assert recorded == list(range(1000, 1256))
+
+
+def test_resize_partitions_and_a_filesystem_appearing(bed: Bed, agent: Agent) -> None:
+    bed.add_namespace(
+        NamespaceConfig(
+            "nvme0",
+            nsid=7,
+            size_bytes=256 << 20,
+            partitions=(
+                PartitionConfig(1, 100 << 20, fs="ext4", label="p1", partlabel="rig-data"),
+                PartitionConfig(2, 100 << 20),
+            ),
+        )
+    )
+    agent.wait_for(is_type("namespace-added", 7))
+    parts = agent.collect(is_type("partition-added", 7), 2, timeout=30)
+    assert [p["partition"]["number"] for p in parts] == [1, 2]
+    assert parts[0]["partition"]["partlabel"] == "rig-data"
+    bed.resize_namespace("nvme0", 7, 512 << 20)
+    resized = agent.wait_for(is_type("namespace-resized", 7))
+    assert (resized["previous"]["size_bytes"], resized["namespace"]["size_bytes"]) == (
+        256 << 20,
+        512 << 20,
+    )
+    bed.add_namespace(ns(8, fs=None))
+    agent.wait_for(is_type("namespace-added", 8))
+    bed.change_namespace("nvme0", 8, fs="ext4", label="late")
+    changed = agent.wait_for(is_type("namespace-changed", 8))
+    assert changed["namespace"]["fs"]["label"] == "late"
+    plan = agent.wait_for(is_type("plan", 8))
+    assert plan["rule"] == "rule-a"  # the filesystem that appeared is now mountable
+
+
+def test_reconcile_on_reload_mounts_what_now_matches(
+    bed: Bed, agent: Agent, tmp_path: Path
+) -> None:
+    agent.policy.write_text(
+        POLICY_A.format(root=tmp_path / "mnt").replace(
+            "match: {fs_type: ext4}", "match: {fs_label: only-this}"
+        )
+    )
+    assert agent.control({"cmd": "reload"})["ok"] is True
+    bed.add_namespace(ns(9, "other"))
+    assert agent.wait_for(is_type("plan", 9))["rule"] is None
+    policy_b = POLICY_B.format(root=tmp_path / "mnt").replace(
+        "rules:", "  reconcile_on_reload: true\nrules:"
+    )
+    agent.policy.write_text(policy_b)
+    assert agent.control({"cmd": "reload"})["ok"] is True
+    plan = agent.wait_for(is_type("plan", 9))
+    assert plan["rule"] == "rule-b" and plan["actions"][0]["kind"] == "mount"
+    # A second reload of the same policy changes no rule: no second mount plan.
+    assert agent.control({"cmd": "reload"})["ok"] is True
+    bed.add_namespace(ns(10, "marker"))
+    agent.wait_for(is_type("plan", 10))
+    plans_9 = [r for r in agent.seen if r.get("type") == "plan" and r.get("nsid") == 9]
+    assert len(plans_9) == 2

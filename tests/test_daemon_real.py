@@ -16,6 +16,7 @@ from nvme_agent.actions import mountinfo
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
 from nvme_agent.harness.real import RealBacking
+from nvme_agent.state import History
 
 pytestmark = [
     pytest.mark.umockdev,
@@ -198,3 +199,24 @@ def test_restart_detaches_a_mount_left_behind_without_state(rig: Rig) -> None:
         assert not (rig.root / "orphan").exists()
     finally:
         assert again.stop() == 0
+
+
+def test_ready_means_coldplug_is_mounted_and_restart_applies_a_changed_policy(rig: Rig) -> None:
+    cfg = rig.add(40, "cold")
+    rig.policy.write_text(POLICY.format(root=rig.root).replace("[ext4, xfs]", "[xfs]"))
+    agent = rig.agent()  # returns once READY=1 arrived
+    assert rig.mounted() == {}  # this policy does not mount ext4
+    assert agent.stop() == 0
+    history = History(rig.workdir / "state" / "history.jsonl")
+    again = rig.agent()  # same policy: nothing to redo
+    assert again.stop() == 0
+    added = [r for r in history.read() if r["type"] == "namespace-added" and r["nsid"] == 40]
+    assert len(added) == 1 and added[0]["coldplug"]  # the first start only
+    rig.policy.write_text(POLICY.format(root=rig.root))
+    third = rig.agent()
+    try:
+        assert rig.mounted() == {str(rig.root / "cold"): cfg.devname}  # before READY=1
+        history = third.control({"cmd": "history"})["records"]
+        assert any("policy changed" in str(r.get("reason")) for r in history if r["nsid"] == 40)
+    finally:
+        assert third.stop() == 0

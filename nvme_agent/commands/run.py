@@ -48,6 +48,12 @@ def register(sub: Any) -> None:
         default=30.0,
         help="seconds to let running actions finish on stop (default 30)",
     )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to let coldplug actions finish before reporting READY=1 (default 60)",
+    )
     p.set_defaults(func=run)
 
 
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         log_target=args.log_target,
         max_workers=args.max_workers,
         drain_timeout=args.drain_timeout,
+        ready_timeout=args.ready_timeout,
     )
     try:
         return asyncio.run(run_daemon(config))

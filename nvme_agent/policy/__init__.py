@@ -10,6 +10,8 @@ Public API (used by the daemon, ``check``, ``explain`` and the harness):
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -45,7 +47,8 @@ __all__ = [
 
 def load_policy_text(text: str, origin: str = "<policy>") -> Policy:
     """Parse and validate YAML ``text``; ``origin`` names it in messages."""
-    return compile_document(parse_yaml(text, origin))
+    policy = compile_document(parse_yaml(text, origin))
+    return dataclasses.replace(policy, digest=hashlib.sha256(text.encode()).hexdigest())
 
 
 def load_policy(path: str | Path) -> Policy:

@@ -145,3 +145,6 @@ class Policy:
     source: str = "<default>"
     warnings: tuple[PolicyIssue, ...] = ()
     generation: int = 0
+    #: SHA-256 of the text it was loaded from: tells a restarted daemon whether the namespaces
+    #: it handled before were handled under this very policy.
+    digest: str = ""
