@@ -22,14 +22,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
 setup: apt venv
 
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do \
-		dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "setup: installing Debian packages:$$missing"; \
-		if [ "$$(id -u)" != 0 ]; then echo "setup: need root to install:$$missing" >&2; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "setup: Debian packages present"; fi
+	@scripts/ensure-apt-packages.sh setup $(APT_PACKAGES)
 
 venv: $(STAMP)
 
@@ -79,12 +72,5 @@ E2E_APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap fdisk e2fsprogs xfspr
 
 .PHONY: e2e
 e2e: setup
-	@missing=""; for p in $(E2E_APT_PACKAGES); do \
-		dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "e2e: installing Debian packages:$$missing"; \
-		if [ "$$(id -u)" != 0 ]; then echo "e2e: need root to install:$$missing" >&2; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "e2e: Debian packages present"; fi
+	@scripts/ensure-apt-packages.sh e2e $(E2E_APT_PACKAGES)
 	$(BIN)/python -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
