@@ -17,7 +17,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel \
 	python3-pyudev python3-psutil python3-yaml python3-systemd lintian groff-base man-db
 
-.PHONY: setup apt venv demo test lint unit check-root clean
+.PHONY: setup apt venv demo test lint unit bench clean
 
 setup: apt venv
 
@@ -46,6 +46,10 @@ unit: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Benchmarks (throughput, memory): figures, not pass/fail targets.
+bench: setup
+	$(BIN)/python -m pytest -q -s -m bench tests/bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
