@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,3 +294,47 @@ def test_reconcile_on_reload_mounts_what_now_matches(
     agent.wait_for(is_type("plan", 10))
     plans_9 = [r for r in agent.seen if r.get("type") == "plan" and r.get("nsid") == 9]
     assert len(plans_9) == 2
+
+
+def _cli(bed: Bed, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nvme_agent", *args],
+        env=bed.env(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_status_history_and_reload_against_the_daemon(
+    bed: Bed, agent: Agent, tmp_path: Path
+) -> None:
+    bed.add_namespace(ns(4, "cli"))
+    agent.wait_for(is_result("mount", 4))
+    run_dir = str(agent.runtime_dir)
+    out = _cli(bed, "status", "--json", "--settle", "30", "--runtime-dir", run_dir)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert all("type" in r and "nsid" in r for r in lines)
+    nss = [r for r in lines if r["type"] == "namespace"]
+    assert [(r["nsid"], r["rule"], r["identity_weak"]) for r in nss] == [(4, "rule-a", True)]
+    human = _cli(bed, "status", "--runtime-dir", run_dir)
+    assert "source: daemon" in human.stdout and "weak" in human.stdout
+    hist = _cli(
+        bed, "history", "--json", "--nsid", "4", "--state-dir", str(agent.workdir / "state")
+    )
+    assert [json.loads(line)["type"] for line in hist.stdout.splitlines()] == ["namespace-added"]
+    assert _cli(bed, "reload", "--runtime-dir", run_dir).returncode == 0
+    agent.policy.write_text(BROKEN)
+    bad = _cli(bed, "reload", "--runtime-dir", run_dir)
+    assert bad.returncode == 1 and "fs_typo" in bad.stderr and "NOT reloaded" in bad.stderr
+
+
+def test_cli_status_without_a_daemon_reads_udev(bed: Bed, tmp_path: Path) -> None:
+    bed.add_namespace(ns(6, "direct"))
+    out = _cli(bed, "status", "--json", "--runtime-dir", str(tmp_path / "none"))
+    assert out.returncode == 0, out.stderr
+    nss = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["type"], r["nsid"], r["fs"]["label"]) for r in nss if r["type"] == "namespace"] == [
+        ("namespace", 6, "direct")
+    ]
