@@ -384,6 +384,9 @@ class Daemon:
             self.handled.pop(_handled_key(ns), None)
         elif ns is not None and plan.change.type in ADD_KINDS:
             if plan.actions:
+                # A partition's plan shares its namespace's key: until it has run, the
+                # namespace is not handled, even if the disk's own plan had nothing to do.
+                self.handled.pop(_handled_key(ns), None)
                 self._outstanding[plan.key] += len(plan.actions)
                 self._awaiting[plan.key] = (_handled_key(ns), self.policy.digest)
             elif not self._outstanding[plan.key]:

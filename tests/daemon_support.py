@@ -28,12 +28,20 @@ class Agent:
     """The daemon under test plus a cursor over its event stream."""
 
     def __init__(
-        self, policy: Path, workdir: Path, env: dict[str, str], *, dry_run: bool = True
+        self,
+        policy: Path,
+        workdir: Path,
+        env: dict[str, str],
+        *,
+        dry_run: bool = True,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.policy = policy
         self.workdir = workdir
         self.runtime_dir = workdir / "run"
-        self.process = AgentProcess(policy, env, dry_run=dry_run, workdir=workdir)
+        self.process = AgentProcess(
+            policy, env, dry_run=dry_run, workdir=workdir, extra_args=extra_args
+        )
         self.feed: EventFeed | None = None
         self.cursor = 0
 

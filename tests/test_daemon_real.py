@@ -3,9 +3,11 @@ filesystems.  Root only; this is where eject, hot-remove and restart recovery ar
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from daemon_support import Agent, is_result
 
 from nvme_agent.actions import mountinfo
 from nvme_agent.harness.bed import Bed, unavailable_reason
-from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
+from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
 from nvme_agent.harness.real import RealBacking
 from nvme_agent.state import History
 
@@ -220,3 +222,63 @@ def test_ready_means_coldplug_is_mounted_and_restart_applies_a_changed_policy(ri
         assert any("policy changed" in str(r.get("reason")) for r in history if r["nsid"] == 40)
     finally:
         assert third.stop() == 0
+
+
+HOOK_POLICY = """\
+version: 1
+rules:
+  - name: parts
+    match: {{partition: true}}
+    on_add:
+      - exec: {{argv: [/usr/bin/cat, "{fifo}"], timeout: 120}}
+"""
+
+
+def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(HOOK_POLICY.format(fifo=fifo))
+    workdir = tmp_path / "agent"
+    workdir.mkdir()
+
+    def release_gate() -> None:
+        with open(fifo, "w"):  # blocks until the hook opens it; closing ends the hook
+            pass
+
+    def release_any_reader() -> None:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # ENXIO: no hook is waiting
+            pass
+
+    with Bed(multipath=True) as bed:
+        bed.add_controller(ControllerConfig("nvme0", serial="SN0001"))
+        bed.add_namespace(
+            NamespaceConfig("nvme0", nsid=7, partitions=(PartitionConfig(1, 64 << 20, fs="ext4"),))
+        )
+        env = bed.env(os.environ)
+        first = Agent(policy, workdir, env, dry_run=False, extra_args=("--ready-timeout", "0"))
+        first.start()  # READY while the partition's hook still blocks on the gate
+        state = json.loads((workdir / "run" / "topology.json").read_text())
+        assert [h for h in state["handled"] if h[1] == 7] == []
+        first.kill()
+        release_gate()  # the orphaned hook of the killed daemon
+        gate = threading.Thread(target=release_gate)
+        gate.start()
+        second = Agent(policy, workdir, env, dry_run=False).start()
+        try:
+            gate.join(30)
+            assert second.control({"cmd": "settle", "timeout": 60})["ok"] is True
+            history = second.control({"cmd": "history"})["records"]
+            again = [
+                r
+                for r in history
+                if r["type"] == "partition-added" and "interrupted" in str(r.get("reason"))
+            ]
+            assert [r["nsid"] for r in again] == [7]
+            state = json.loads((workdir / "run" / "topology.json").read_text())
+            assert [h[1] for h in state["handled"]] == [7]
+        finally:
+            release_any_reader()  # a failed assertion must not leave a hook blocked
+            assert second.stop() == 0
