@@ -72,7 +72,7 @@ man: setup
 	@echo "man: build/man/nvme-agent.8 (view: man -l build/man/nvme-agent.8)"
 
 # End-to-end suite (tests/e2e): boots Debian 12 guests in QEMU, see tests/e2e/README.md.
-E2E_APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap fdisk e2fsprogs xfsprogs
+E2E_APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap debian-archive-keyring fdisk e2fsprogs xfsprogs
 
 .PHONY: e2e
 e2e: setup

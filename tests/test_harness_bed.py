@@ -47,12 +47,26 @@ class Listener:
         self.coldplug: list[dict[str, Any]] = first["coldplug"]
         # Read continuously: a full stdout pipe would stall the listener, then the bed.
         self.lines: list[str] = []
+        self.arrived = threading.Condition()
+        self.eof = False
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        self.lines.extend(self.proc.stdout)
+        for line in self.proc.stdout:
+            with self.arrived:
+                self.lines.append(line)
+                self.arrived.notify_all()
+        with self.arrived:
+            self.eof = True
+            self.arrived.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        """Block until the listener printed ``count`` event lines (or exited)."""
+        with self.arrived:
+            ok = self.arrived.wait_for(lambda: len(self.lines) >= count or self.eof, timeout)
+        assert ok and len(self.lines) >= count, f"listener printed {len(self.lines)}/{count}"
 
     def finish(self) -> list[dict[str, Any]]:
         assert self.proc.wait(timeout=30) == 0
@@ -78,6 +92,9 @@ def test_add_and_remove_reach_a_pyudev_monitor(bed: Bed) -> None:
     visible = [e for e in scratch.attach(ns) + scratch.detach("nvme0", 4) if _reaches_agent(e)]
     listener = Listener(bed, count=len(visible))
     added = bed.add_namespace(ns)
+    # The listener looks each added block device up by number in sysfs: let it handle the adds
+    # before the devices go away, or that lookup races the removal.
+    listener.wait_for(sum(1 for e in added if _reaches_agent(e)))
     removed = bed.remove_namespace("nvme0", 4)
     events = listener.finish()
 

@@ -185,9 +185,15 @@ class Bed:
 
     def write_attribute(self, devpath: str, key: str, value: str) -> None:
         path = os.path.join(self.real("/sys" + devpath), key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        # Write aside, then rename: a `change` rewrites every attribute while a listener may
+        # still be reading them for the previous event, and a real sysfs attribute never
+        # reads empty (open(path, "w") would truncate it first).
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(value if value.endswith("\n") or value == "" else value + "\n")
+        os.replace(tmp, path)
 
     def dematerialize(self, dev: Dev) -> None:
         devpath, subsystem, name = (

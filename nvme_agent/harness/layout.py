@@ -87,6 +87,15 @@ class Device:
             "devnode": self.devnode,
         }
 
+    def snapshot(self) -> Device:
+        """A copy whose ``attributes`` and ``properties`` no later change of ``self`` touches.
+
+        Parents are shared: they are the controller chain, which events never change.
+        """
+        return dataclasses.replace(
+            self, attributes=dict(self.attributes), properties=dict(self.properties)
+        )
+
     def record(self, action: str, seqnum: int = 0, *, coldplug: bool = False) -> DeviceRecord:
         """The :class:`DeviceRecord` intake would build for this device and ``action``.
 
@@ -135,10 +144,19 @@ def _pick(attributes: Mapping[str, str], names: Iterable[str]) -> dict[str, str]
 
 @dataclass(frozen=True)
 class Event:
-    """One uevent the guest would emit: ``action`` of ``device``."""
+    """One uevent the guest would emit: ``action`` of ``device``.
+
+    The event keeps a snapshot of the device as it was when the event was built, like a real
+    uevent: a later change of the layout's device (e.g. udev adding ``NVME_HOST_IFACE`` on the
+    multipath ``change`` that follows the disk's ``add``) does not leak into earlier events.
+    """
 
     action: str
     device: Device
+
+    def __post_init__(self) -> None:
+        # Frozen dataclass: replace the field through object.__setattr__ (the documented way).
+        object.__setattr__(self, "device", self.device.snapshot())
 
     def wire(self) -> dict[str, Any]:
         return {"action": self.action, "device": self.device.wire(), "silent": self.device.silent}
@@ -492,10 +510,10 @@ class Layout:
         att.disk.attributes["size"] = sectors
         if att.path is not None:
             att.path.attributes["size"] = sectors
-        att.disk.properties["RESIZE"] = "1"
-        event = Event("change", dataclasses.replace(att.disk, properties=dict(att.disk.properties)))
-        del att.disk.properties["RESIZE"]
-        return [event]
+        # RESIZE=1 belongs to this one uevent, not to the device's udev database entry.
+        resized = att.disk.snapshot()
+        resized.properties["RESIZE"] = "1"
+        return [Event("change", resized)]
 
     def change(
         self, ctrl: str, nsid: int, *, fs: str | None, label: str | None = None
@@ -506,7 +524,15 @@ class Layout:
             att.config, fs=fs, label=label, fs_uuid=None, generation=att.config.generation + 1
         )
         props = {k: v for k, v in att.disk.properties.items() if not k.startswith("ID_FS_")}
-        props.update(_fs_properties(att.config, att.config.fs, att.config.label, "disk"))
+        fs_props = _fs_properties(att.config, att.config.fs, att.config.label, "disk")
+        props.update(fs_props)
+        # udev recomputes the links on the change: by-label/by-uuid follow the new contents.
+        links = [
+            link
+            for link in props.get("DEVLINKS", "").split()
+            if not link.startswith(("/dev/disk/by-label/", "/dev/disk/by-uuid/"))
+        ]
+        props["DEVLINKS"] = " ".join(links + _fs_links(fs_props))
         att.disk.properties = props
         return [Event("change", att.disk)]
 
@@ -573,9 +599,7 @@ class Layout:
             "CURRENT_TAGS": ":systemd:",
         }
         links = [
-            f"/dev/disk/by-id/nvme-{serial}",
-            f"/dev/disk/by-id/nvme-{ids['wwid']}",
-            f"/dev/disk/by-path/{id_path}",
+            *_by_id_links(cfg, ids["wwid"], serial, id_path),
             f"/dev/disk/by-diskseq/{diskseq}",
         ]
         if ns.partitions:
@@ -584,10 +608,7 @@ class Layout:
         else:
             fs_props = _fs_properties(ns, ns.fs, ns.label, "disk")
             props.update(fs_props)
-            if fs_props.get("ID_FS_LABEL"):
-                links.append(f"/dev/disk/by-label/{fs_props['ID_FS_LABEL']}")
-            if "ID_FS_UUID" in fs_props:
-                links.append(f"/dev/disk/by-uuid/{fs_props['ID_FS_UUID']}")
+            links += _fs_links(fs_props)
         props["DEVLINKS"] = " ".join(links)
         return props
 
@@ -631,14 +652,24 @@ class Layout:
         if part.partlabel:
             props["PARTNAME"] = part.partlabel
             props["ID_PART_ENTRY_NAME"] = part.partlabel
-        props.update(
-            _fs_properties(
-                dataclasses.replace(ns, generation=ns.generation * 100 + part.number),
-                part.fs,
-                part.label,
-                "part",
-            )
+        fs_props = _fs_properties(
+            dataclasses.replace(ns, generation=ns.generation * 100 + part.number),
+            part.fs,
+            part.label,
+            "part",
         )
+        props.update(fs_props)
+        # 60-persistent-storage.rules: the disk's by-id/by-path links with -partN, plus
+        # by-partuuid, by-partlabel and the filesystem's by-uuid/by-label.
+        disk_links = _by_id_links(
+            cfg, props.get("ID_WWN", ""), props.get("ID_SERIAL", ""), props.get("ID_PATH", "")
+        )
+        links = [f"{link}-part{part.number}" for link in disk_links]
+        links.append(f"/dev/disk/by-partuuid/{partuuid}")
+        if part.partlabel:
+            links.append(f"/dev/disk/by-partlabel/{part.partlabel}")
+        links += _fs_links(fs_props)
+        props["DEVLINKS"] = " ".join(links)
         return Device(
             devpath=f"{disk.devpath}/{name}",
             subsystem="block",
@@ -657,6 +688,28 @@ class Layout:
             devnode=f"/dev/{name}",
             parents=disk.parents,
         )
+
+
+def _by_id_links(cfg: ControllerConfig, wwid: str, serial: str, id_path: str) -> list[str]:
+    """The disk's by-id and by-path links (udev 252 also keeps the legacy
+    ``nvme-<model>_<serial>`` link without the NSID, shared by every namespace)."""
+    legacy = f"{cfg.model.strip().replace(' ', '_')}_{cfg.serial.strip()}"
+    return [
+        f"/dev/disk/by-id/nvme-{serial}",
+        f"/dev/disk/by-id/nvme-{wwid}",
+        f"/dev/disk/by-id/nvme-{legacy}",
+        f"/dev/disk/by-path/{id_path}",
+    ]
+
+
+def _fs_links(fs_props: Mapping[str, str]) -> list[str]:
+    """by-label/by-uuid links of a filesystem's ``ID_FS_*`` properties."""
+    links = []
+    if fs_props.get("ID_FS_LABEL"):
+        links.append(f"/dev/disk/by-label/{fs_props['ID_FS_LABEL']}")
+    if "ID_FS_UUID" in fs_props:
+        links.append(f"/dev/disk/by-uuid/{fs_props['ID_FS_UUID']}")
+    return links
 
 
 def _fs_properties(

@@ -1,0 +1,276 @@
+"""The packaged agent in the guest: mounts, hooks, journal, reload, eject, status, restart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from .guest import PAYLOAD_MOUNT, Guest
+
+journal = pytest.importorskip("nvme_agent.journal")
+changes = pytest.importorskip("nvme_agent.changes")
+
+HERE = Path(__file__).resolve().parent
+POLICY = (HERE / "policies" / "e2e.yaml").read_text()
+MOUNT_ROOT = "/run/media/nvme-agent"
+NSEXT4, NSXFS, NSPART1 = (f"{MOUNT_ROOT}/{label}" for label in ("nsext4", "nsxfs", "nspart1"))
+HOOK_ADD = '["/usr/local/libexec/e2e-hook", "add"]'
+HOOK = """#!/bin/sh
+# e2e hook: record the environment the agent gave us, one file per event and NSID.
+mkdir -p /run/e2e-hooks
+env > "/run/e2e-hooks/$1-${NVME_NSID:-unknown}.env.tmp"
+mv "/run/e2e-hooks/$1-${NVME_NSID:-unknown}.env.tmp" "/run/e2e-hooks/$1-${NVME_NSID:-unknown}.env"
+"""
+INSTALL_SOURCE = f"""set -e
+cp -r {PAYLOAD_MOUNT}/src/nvme_agent /usr/lib/python3/dist-packages/
+printf '#!/usr/bin/python3\\nimport sys\\nfrom nvme_agent.cli import main\\nsys.exit(main())\\n' \\
+  > /usr/bin/nvme-agent
+chmod 755 /usr/bin/nvme-agent
+install -m644 {PAYLOAD_MOUNT}/systemd/nvme-agent.service /usr/lib/systemd/system/
+install -m644 {PAYLOAD_MOUNT}/systemd/nvme-agent.tmpfiles /usr/lib/tmpfiles.d/nvme-agent.conf
+install -m644 {PAYLOAD_MOUNT}/systemd/nvme-agent.sysusers /usr/lib/sysusers.d/nvme-agent.conf
+systemd-sysusers
+systemd-tmpfiles --create /usr/lib/tmpfiles.d/nvme-agent.conf
+systemctl daemon-reload
+systemctl enable nvme-agent
+"""
+INSTALL_DEB = f"""set -e
+cp {PAYLOAD_MOUNT}/nvme-agent_*_all.deb /root/
+cd /root
+# Offline: the image carries every dependency, so apt has nothing to download.
+DEBIAN_FRONTEND=noninteractive apt-get install -y ./nvme-agent_*_all.deb
+"""
+
+
+def _install(g: Guest) -> None:
+    if g.payload.kind == "none":
+        pytest.skip(f"agent not available: {g.payload.why}")
+    g.sh(INSTALL_DEB if g.payload.kind == "deb" else INSTALL_SOURCE, timeout=300)
+    g.sh("mkdir -p /usr/local/libexec /etc/nvme-agent")
+    g.qga.write_file("/usr/local/libexec/e2e-hook", HOOK)
+    g.sh("chmod 755 /usr/local/libexec/e2e-hook")
+    g.agent_installed = True
+
+
+@pytest.fixture
+def agent(guest: Guest) -> Iterator[Guest]:
+    """The guest with the agent installed and (re)started on the e2e policy, boot layout."""
+    g = guest
+    if not g.agent_installed:
+        _install(g)
+    g.sh("systemctl stop nvme-agent || true")
+    g.reset()
+    g.sh("rm -rf /run/e2e-hooks")
+    g.qga.write_file("/etc/nvme-agent/policy.yaml", POLICY)
+    g.agent_cursor = g.journal_cursor()
+    res = g.sh("systemctl restart nvme-agent", check=False, timeout=300)
+    if res.exitcode != 0:
+        pytest.fail(f"nvme-agent did not start ({g.payload.kind}): {res.stderr}\n{_agent_log(g)}")
+    # Type=notify: restart returned after READY=1, i.e. coldplug (ns1) is reconciled.
+    yield g
+
+
+def _agent_log(g: Guest) -> str:
+    return g.sh("journalctl -b -u nvme-agent --no-pager | tail -40", check=False).stdout
+
+
+def _mounts(g: Guest, target: str) -> list[dict[str, str]]:
+    return [m for m in g.state()["mounts"] if m["target"] == target]
+
+
+def _mount_count(g: Guest, target: str) -> int:
+    return len(_mounts(g, target))
+
+
+def _until_mounted(
+    g: Guest, action: str, nsid: int, target: str, timings: dict[str, object] | None = None
+) -> dict[str, Any]:
+    """Attach/detach ``nsid`` and wait for the agent's (un)mount of ``target``; keep the
+    in-guest latency (command start to mountinfo change) in ``timings``."""
+    result = g.change_until_mounted(action, nsid, target)
+    state = "mounted" if action == "add" else "unmounted"
+    assert result["ok"], f"{target} not {state} in {g.mode}: {result}\n{_agent_log(g)}"
+    if timings is not None and "mount_seconds" in result:
+        kind = "attach_to_mounted_s" if action == "add" else "detach_to_unmounted_s"
+        per_target = cast(dict[str, list[float]], timings.setdefault(f"{g.mode}:{kind}", {}))
+        per_target.setdefault(Path(target).name, []).append(result["mount_seconds"])
+    return result
+
+
+def _settle(g: Guest) -> None:
+    """Wait until the agent has no action queued or running (its control socket answers
+    only then), e.g. the hook that follows a mount in the same plan."""
+    g.sh("nvme-agent status --settle 60 >/dev/null", timeout=90)
+
+
+def _hook_env(g: Guest, name: str) -> dict[str, str]:
+    text = g.qga.read_file(f"/run/e2e-hooks/{name}.env").decode()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _hook_files(g: Guest) -> list[str]:
+    return g.sh("ls /run/e2e-hooks 2>/dev/null || true").stdout.split()
+
+
+def test_coldplug_and_hotplug_mounts(agent: Guest, timings: dict[str, object]) -> None:
+    g = agent
+    # Right after `systemctl restart` returned: READY=1 comes after the coldplug mounts.
+    ext4 = _mounts(g, NSEXT4)
+    assert len(ext4) == 1 and ext4[0]["fstype"] == "ext4", _agent_log(g)
+    _until_mounted(g, "add", 2, NSXFS, timings)
+    _until_mounted(g, "add", 4, NSPART1, timings)
+    attached = g.attached()
+    assert [(m["source"], m["fstype"]) for m in _mounts(g, NSXFS)] == [
+        (f"/dev/{attached[2]['name']}", "xfs")
+    ]
+    assert [(m["source"], m["fstype"]) for m in _mounts(g, NSPART1)] == [
+        (f"/dev/{attached[4]['partitions'][0]}", "ext4")
+    ]
+    _until_mounted(g, "remove", 2, NSXFS, timings)
+    _until_mounted(g, "remove", 4, NSPART1, timings)
+    assert _mount_count(g, NSEXT4) == 1
+
+
+def test_hooks_get_the_event_environment(agent: Guest, timings: dict[str, object]) -> None:
+    g = agent
+    _until_mounted(g, "add", 2, NSXFS, timings)
+    _settle(g)  # the hook runs after the mount, in the same plan
+    env = _hook_env(g, "add-2")
+    name = g.attached()[2]["name"]
+    assert env["NVME_NSID"] == "2"
+    assert env["NVME_AGENT_EVENT"] == changes.ChangeType.NAMESPACE_ADDED.value
+    assert env["NVME_AGENT_RULE"] == "e2e-labelled"
+    assert env["DEVNAME"] == f"/dev/{name}"
+    assert env["MOUNTPOINT"] == NSXFS
+    assert (env["ID_FS_TYPE"], env["ID_FS_LABEL"]) == ("xfs", "nsxfs")
+    assert env["NVME_NS_WWID"].startswith("nvme.1b36-") and env["NVME_IDENTITY_WEAK"] == "1"
+    assert "NVME_AGENT_COLDPLUG" not in env
+    _until_mounted(g, "remove", 2, NSXFS, timings)
+    _settle(g)
+    env = _hook_env(g, "remove-2")
+    assert env["NVME_NSID"] == "2"
+    assert env["NVME_AGENT_EVENT"] == changes.ChangeType.NAMESPACE_REMOVED.value
+
+
+def test_journal_has_topology_entries(agent: Guest, timings: dict[str, object]) -> None:
+    g = agent
+    cursor = g.journal_cursor()
+    _until_mounted(g, "add", 2, NSXFS, timings)
+    name = g.attached()[2]["name"]
+    _until_mounted(g, "remove", 2, NSXFS, timings)
+    ids = journal.CHANGE_MESSAGE_IDS
+    # journald takes the agent's datagrams in asynchronously: wait for the last one.
+    last = g.wait_journal(
+        cursor, MESSAGE_ID=ids[changes.ChangeType.NAMESPACE_REMOVED], NVME_NSID="2"
+    )
+    assert last["ok"], _agent_log(g)
+    added = g.journal(cursor, MESSAGE_ID=ids[changes.ChangeType.NAMESPACE_ADDED], NVME_NSID="2")
+    removed = g.journal(cursor, MESSAGE_ID=ids[changes.ChangeType.NAMESPACE_REMOVED], NVME_NSID="2")
+    assert len(added) == 1 and len(removed) == 1, _agent_log(g)
+    for entry, change in ((added[0], "namespace-added"), (removed[0], "namespace-removed")):
+        assert entry["_SYSTEMD_UNIT"] == "nvme-agent.service"
+        assert entry["NVME_CHANGE"] == change
+        assert entry["DEVNAME"] == f"/dev/{name}"
+        assert entry["NVME_SUBSYSNQN"].endswith(":nvme-rig-subsys0")
+    assert added[0]["ID_FS_LABEL"] == "nsxfs"
+    assert g.agent_cursor is not None
+    ready = g.journal(g.agent_cursor, MESSAGE_ID=journal.MSG_DAEMON_READY)
+    assert len(ready) == 1 and ready[0]["_SYSTEMD_UNIT"] == "nvme-agent.service"
+
+
+def test_reload_with_broken_policy_keeps_the_old_one(
+    agent: Guest, timings: dict[str, object]
+) -> None:
+    g = agent
+    cursor = g.journal_cursor()
+    g.qga.write_file("/etc/nvme-agent/policy.yaml", "version: 1\nrules:\n  - name: [broken\n")
+    res = g.sh("systemctl reload nvme-agent", check=False)
+    assert res.exitcode != 0
+    assert g.sh("systemctl is-active nvme-agent", check=False).stdout.strip() == "active"
+    failed = g.wait_journal(cursor, MESSAGE_ID=journal.MSG_POLICY_RELOAD_FAILED)
+    assert failed["ok"] and "policy.yaml:4" in failed["message"], f"{failed}\n{_agent_log(g)}"
+    # The old policy still acts.
+    _until_mounted(g, "add", 2, NSXFS, timings)
+    _until_mounted(g, "remove", 2, NSXFS, timings)
+
+
+def test_eject_before_detach_unmounts_cleanly(agent: Guest, timings: dict[str, object]) -> None:
+    g = agent
+    _until_mounted(g, "add", 2, NSXFS, timings)
+    g.sh(f"echo data > {NSXFS}/file")
+    # Earlier tests detached mounted namespaces on purpose: look at the kernel log from here.
+    g.sh("echo e2e-eject-marker > /dev/kmsg")
+    g.sh("nvme-agent eject --nsid 2", timeout=120)
+    assert _mount_count(g, NSXFS) == 0
+    g.detach(2)
+    kmsg = g.sh("dmesg", check=False).stdout.rsplit("e2e-eject-marker", 1)[-1]
+    assert "lost sync page write" not in kmsg and "I/O error" not in kmsg
+    # The data reached the disk: re-attach and find it.
+    _until_mounted(g, "add", 2, NSXFS, timings)
+    assert g.sh(f"cat {NSXFS}/file").stdout == "data\n"
+    _until_mounted(g, "remove", 2, NSXFS, timings)
+
+
+def test_status_agrees_with_nvme_list(agent: Guest, timings: dict[str, object]) -> None:
+    g = agent
+    # Mounted means the agent has taken the namespace in (udev settle would not: the agent
+    # may not have read its netlink socket yet).
+    _until_mounted(g, "add", 4, NSPART1, timings)
+    listed = json.loads(g.sh("nvme list -o json").stdout)
+    nvme_nsids = {int(d.get("NameSpace", d.get("NSID", 0))) for d in listed["Devices"]}
+    lines = g.sh("nvme-agent status --json").stdout.splitlines()
+    status = [json.loads(line) for line in lines if line.strip()]
+    assert all("type" in o and "nsid" in o for o in status)
+    agent_nsids = {o["nsid"] for o in status if o["nsid"] is not None}
+    assert agent_nsids == nvme_nsids == {1, 4}
+    _until_mounted(g, "remove", 4, NSPART1, timings)
+
+
+def test_survives_sigkill_without_double_mounts(agent: Guest, timings: dict[str, object]) -> None:
+    g = agent
+    before = int(g.sh("systemctl show -p MainPID --value nvme-agent").stdout)
+    cursor = g.journal_cursor()
+    g.sh("systemctl kill -s KILL nvme-agent")
+    # Restart=on-failure, RestartSec=2s: the new process logs "ready" once coldplug is done.
+    ready = g.wait_journal(cursor, MESSAGE_ID=journal.MSG_DAEMON_READY)
+    assert ready["ok"] and ready["pid"] != before, f"{ready}\n{_agent_log(g)}"
+    timings[f"{g.mode}:sigkill_to_ready_s"] = ready["seconds"]
+    _until_mounted(g, "add", 2, NSXFS, timings)
+    assert _mount_count(g, NSEXT4) == 1
+    assert _mount_count(g, NSXFS) == 1
+    _until_mounted(g, "remove", 2, NSXFS, timings)
+
+
+def test_restart_replans_only_under_a_changed_policy(
+    agent: Guest, timings: dict[str, object]
+) -> None:
+    """Same policy: nothing runs again.  Changed policy: the add plans run again, before
+    READY=1, and mounting what is already mounted does not mount it twice."""
+    g = agent
+    _until_mounted(g, "add", 4, NSPART1, timings)
+    _settle(g)
+    assert {"add-4.env"} <= set(_hook_files(g))
+    g.sh("rm -rf /run/e2e-hooks")
+    g.sh("systemctl restart nvme-agent", timeout=300)
+    # Restart returned after READY=1, which follows every coldplug action: a re-planned hook
+    # would have run by now.
+    assert _hook_files(g) == [], _agent_log(g)
+    assert (_mount_count(g, NSEXT4), _mount_count(g, NSPART1)) == (1, 1)
+
+    changed = POLICY.replace(HOOK_ADD, HOOK_ADD.replace('"add"', '"replanned"'))
+    assert changed != POLICY
+    g.qga.write_file("/etc/nvme-agent/policy.yaml", changed)
+    g.sh("systemctl restart nvme-agent", timeout=300)
+    assert sorted(_hook_files(g)) == ["replanned-1.env", "replanned-4.env"], _agent_log(g)
+    for nsid in (1, 4):
+        env = _hook_env(g, f"replanned-{nsid}")
+        assert env["NVME_NSID"] == str(nsid)
+        assert env["NVME_AGENT_COLDPLUG"] == "1"
+        assert "policy changed" in env["NVME_AGENT_REASON"]
+    assert _hook_env(g, "replanned-4")["NVME_PARTN"] == "1"
+    assert (_mount_count(g, NSEXT4), _mount_count(g, NSPART1)) == (1, 1)
+    _until_mounted(g, "remove", 4, NSPART1, timings)
