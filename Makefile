@@ -44,8 +44,12 @@ lint: setup
 unit: setup
 	$(BIN)/python -m pytest -q -m 'not e2e and not bench'
 
+# The whole suite: lint and types, the fast suite (real mounts, the umockdev bed), then the
+# real-guest suite (QEMU, about 6 minutes with a warm image cache, 8 cold).  `make unit` is
+# the fast suite alone.
 test: setup lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory e2e
 
 # Benchmarks (throughput, memory): figures, not pass/fail targets.
 bench: setup
