@@ -13,6 +13,7 @@ price of not keeping a second copy of the CLI.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 
@@ -151,3 +152,12 @@ def _describe_action(formatter: argparse.HelpFormatter, action: argparse.Action)
         choices=choices,
         required=bool(action.required),
     )
+
+
+def write_output(text: str, output: str | None) -> None:
+    """Write a generated document to ``output``, or to standard output when it is None."""
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from nvme_agent import cli
-from nvme_agent.clidoc import CommandDoc, describe
+from nvme_agent.clidoc import CommandDoc, describe, write_output
 
 
 def _function_name(prog: str) -> str:
@@ -116,12 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("-o", "--output", help="output file (default: standard output)")
     args = ap.parse_args(argv)
-    text = render()
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
+    write_output(render(), args.output)
     return 0
 
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from nvme_agent import __version__, cli, journal
-from nvme_agent.clidoc import CommandDoc, OptionDoc, describe
+from nvme_agent.clidoc import CommandDoc, OptionDoc, describe, write_output
 
 SECTION = 8
 
@@ -223,12 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-o", "--output", help="output file (default: standard output)")
     ap.add_argument("--date", help="date for the page header (default: SOURCE_DATE_EPOCH/today)")
     args = ap.parse_args(argv)
-    text = render(date=args.date)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
+    write_output(render(date=args.date), args.output)
     return 0
 
 
