@@ -38,6 +38,7 @@ def register(sub: Any) -> None:
 def _local_status() -> dict[str, Any]:
     import pyudev
 
+    from nvme_agent.actions import mountinfo
     from nvme_agent.intake import enumerate_records
     from nvme_agent.topology import Topology
 
@@ -46,14 +47,9 @@ def _local_status() -> dict[str, Any]:
     snap = topo.snapshot()
     mounts: dict[str, list[str]] = {}
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
-            for line in fh:
-                left, _, right = line.partition(" - ")
-                fields, rfields = left.split(), right.split()
-                if len(fields) > 4 and len(rfields) > 1:
-                    target = fields[4].encode().decode("unicode_escape")
-                    mounts.setdefault(rfields[1], []).append(target)
-    except OSError as exc:
+        for entry in mountinfo.read():
+            mounts.setdefault(entry.source, []).append(entry.mountpoint)
+    except (OSError, ValueError) as exc:
         log.warning("cannot read mountinfo: %s", exc)
     namespaces = []
     for ns in snap.namespaces:
