@@ -151,7 +151,7 @@ def test_bad_control_requests_get_errors_and_harm_nothing(agent: Agent) -> None:
 def test_events_during_reloads_are_all_handled_exactly_once(
     bed: Bed, agent: Agent, tmp_path: Path
 ) -> None:
-    count = 120  # each namespace is bdi + disk + ng: ~360 udev events, plus 20 reloads
+    count = 170  # 3 uevents each (bdi, ng, disk): 510 events during 20 reloads
     reload_answers: list[dict[str, object]] = []
 
     def reloader() -> None:
