@@ -266,6 +266,11 @@ class Daemon:
                     MSG_RECOVERY,
                     PRIORITY_NOTICE,
                 )
+            # An eject survives a restart only while the very same disk is still present.
+            for nqn, nsid, diskseq in previous_data.get("ejected", []):
+                ns = current.namespace(int(nsid), str(nqn) or None)
+                if ns is not None and ns.diskseq == diskseq:
+                    self.ejected[ns.key] = diskseq
             handled = {
                 (str(a), int(b), c): str(d) for a, b, c, d in previous_data.get("handled", [])
             }
@@ -273,19 +278,14 @@ class Daemon:
             for change in _present_changes(current, coldplug=True):
                 ns = change.namespace
                 assert ns is not None
-                if ns.key in touched:
-                    continue
+                if ns.key in touched or ns.key in self.ejected:
+                    continue  # an ejected namespace stays unmounted until it is detached
                 digest = handled.get(_handled_key(ns))
                 if digest == self.policy.digest:
                     self.handled[_handled_key(ns)] = digest
                     continue
                 why = "policy changed since" if digest else "add plan interrupted by"
                 changes.append(dataclasses.replace(change, reason=f"{why} the last run"))
-            # An eject survives a restart only while the very same disk is still present.
-            for nqn, nsid, diskseq in previous_data.get("ejected", []):
-                ns = current.namespace(int(nsid), str(nqn) or None)
-                if ns is not None and ns.diskseq == diskseq:
-                    self.ejected[ns.key] = diskseq
         for change in changes:
             self._handle_change(change)
         gone = {c.devnode for c in changes if c.type in REMOVE_KINDS and c.devnode is not None}

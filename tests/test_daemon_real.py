@@ -281,3 +281,19 @@ def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path)
         finally:
             release_any_reader()  # a failed assertion must not leave a hook blocked
             assert second.stop() == 0
+
+
+def test_an_ejected_namespace_stays_unmounted_across_a_restart(rig: Rig) -> None:
+    agent = rig.agent()
+    rig.add(50, "ejected")
+    assert agent.wait_for(is_result("mount", 50))["status"] == "ok"
+    assert agent.control({"cmd": "eject", "nsid": 50})["ok"] is True
+    assert agent.stop() == 0
+    rig.policy.write_text(rig.policy.read_text() + "# edited: a new digest\n")
+    again = rig.agent()  # a changed policy re-plans present namespaces, but not ejected ones
+    try:
+        assert rig.mounted() == {}
+        status = again.control({"cmd": "status"})
+        assert [(n["nsid"], n["ejected"]) for n in status["namespaces"]] == [(50, True)]
+    finally:
+        assert again.stop() == 0
