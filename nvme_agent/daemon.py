@@ -164,9 +164,9 @@ class Daemon:
             MSG_POLICY_RELOADED,
             fields={"NVME_POLICY": str(self.config.policy_path)},
         )
-        for warning in getattr(new, "warnings", ()):
+        for warning in new.warnings:
             log.warning("policy: %s", warning)
-        if getattr(new.defaults, "reconcile_on_reload", False):
+        if new.defaults.reconcile_on_reload:
             self._reconcile_policy(old)
         self.events.publish({"type": "reloaded", "nsid": None, "generation": self.generation})
         self.notifier.ready(self.status_line())
@@ -234,12 +234,10 @@ class Daemon:
         self.notifier.stopping()
         assert self._loop is not None and self._intake is not None
         self._loop.remove_reader(self._intake.fileno())
-        if getattr(self.policy.defaults, "unmount_on_stop", False):
+        if self.policy.defaults.unmount_on_stop:
             self._unmount_all("agent stopping (unmount_on_stop)")
-        drained = True
         if self.runner is not None:
-            drained = await self.runner.drain(self.config.drain_timeout)
-            if not drained:
+            if not await self.runner.drain(self.config.drain_timeout):
                 log.warning(
                     "stopping with actions still running after %.0fs", self.config.drain_timeout
                 )

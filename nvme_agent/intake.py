@@ -159,7 +159,3 @@ class UdevIntake:
                 yield record_from_device(device)
             except (OSError, pyudev.DeviceNotFoundError) as exc:
                 log.warning("cannot read %s: %s", getattr(device, "device_path", device), exc)
-
-    def close(self) -> None:
-        # pyudev has no explicit close; dropping the monitor closes its socket.
-        del self.monitor

@@ -525,10 +525,6 @@ def _instance_reason(old: Namespace, new: Namespace) -> str:
     return f"new disk instance: diskseq {old.diskseq} -> {new.diskseq}"
 
 
-def _ns_match_key(ns: Namespace) -> tuple[str, int]:
-    return ns.key
-
-
 def diff_snapshots(old: TopologySnapshot, new: TopologySnapshot) -> list[Change]:
     """Changes that turn ``old`` into ``new`` (removals first, then additions).
 
@@ -536,8 +532,8 @@ def diff_snapshots(old: TopologySnapshot, new: TopologySnapshot) -> list[Change]
     is a removal plus an addition, never a change.
     """
     changes: list[Change] = []
-    old_ns = {_ns_match_key(n): n for n in old.namespaces}
-    new_ns = {_ns_match_key(n): n for n in new.namespaces}
+    old_ns = {n.key: n for n in old.namespaces}
+    new_ns = {n.key: n for n in new.namespaces}
     additions: list[Change] = []
     for key, before in old_ns.items():
         after = new_ns.get(key)
