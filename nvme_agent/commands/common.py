@@ -45,3 +45,14 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 def control_socket(runtime_dir: Path) -> str:
     return str(runtime_dir / "control.sock")
+
+
+def policy_problem(path: str | Path) -> str | None:
+    """Why the policy given on the command line cannot be used, or None when it is valid."""
+    from nvme_agent.policy import PolicyError, load_policy
+
+    try:
+        load_policy(path)
+    except (OSError, PolicyError) as exc:
+        return f"policy {path}: {exc}"
+    return None

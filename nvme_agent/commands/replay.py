@@ -49,9 +49,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nvme_agent.commands.common import policy_problem
     from nvme_agent.harness.bed import unavailable_reason
     from nvme_agent.harness.replay import DEFAULT_NQN, Replay
-    from nvme_agent.policy import PolicyError, load_policy
 
     try:
         text = Path(args.capture).read_text(encoding="utf-8")
@@ -60,10 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     policy = None
     if args.policy:
-        try:
-            load_policy(args.policy)
-        except (OSError, PolicyError) as exc:
-            print(f"policy {args.policy}: {exc}", file=sys.stderr)
+        problem = policy_problem(args.policy)
+        if problem is not None:
+            print(problem, file=sys.stderr)
             return 2
         policy = Path(args.policy).resolve()
     reason = unavailable_reason()

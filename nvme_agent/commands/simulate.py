@@ -89,11 +89,11 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nvme_agent.commands.common import policy_problem
     from nvme_agent.harness.bed import unavailable_reason
     from nvme_agent.harness.real import RealModeError, check_real_mode
     from nvme_agent.harness.scenario import ScenarioError, load_scenario
     from nvme_agent.harness.simulate import Simulation
-    from nvme_agent.policy import PolicyError, load_policy
 
     if args.list:
         for path in bundled_scenarios():
@@ -111,12 +111,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     policy_text = None
     if args.policy:
-        try:
-            load_policy(args.policy)
-            policy_text = Path(args.policy).read_text(encoding="utf-8")
-        except (OSError, PolicyError) as exc:
-            print(f"policy {args.policy}: {exc}", file=sys.stderr)
+        problem = policy_problem(args.policy)
+        if problem is not None:
+            print(problem, file=sys.stderr)
             return 2
+        policy_text = Path(args.policy).read_text(encoding="utf-8")
     if args.real:
         try:
             check_real_mode()
