@@ -72,7 +72,7 @@ deb: setup
 # The man page generated from the argparse definitions, into build/man/.
 man: setup
 	@mkdir -p build/man
-	$(BIN)/python -m nvme_agent.manpage -o build/man/nvme-agent.8
+	$(BIN)/python -m nvme_agent.cli.manpage -o build/man/nvme-agent.8
 	@echo "man: build/man/nvme-agent.8 (view: man -l build/man/nvme-agent.8)"
 
 # End-to-end suite (tests/e2e): boots Debian 12 guests in QEMU, see tests/e2e/README.md.

@@ -2,6 +2,6 @@
 
 import sys
 
-from nvme_agent.cli import main
+from nvme_agent.cli.main import main
 
 sys.exit(main())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nvme_agent.changes import Change, ChangeType
-from nvme_agent.model import (
+from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.model import (
     Controller,
     Filesystem,
     Identity,

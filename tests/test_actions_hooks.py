@@ -23,7 +23,7 @@ from nvme_agent.actions.ledger import MountLedger
 from nvme_agent.actions.mount import do_mount
 from nvme_agent.actions.outcome import ActionError, Deadline
 from nvme_agent.actions.signals import run_signal
-from nvme_agent.plan import ExecSpec, GrowSpec, MountSpec, SignalSpec, Status, SystemdSpec
+from nvme_agent.policy.plan import ExecSpec, GrowSpec, MountSpec, SignalSpec, Status, SystemdSpec
 
 __all__ = ["loops"]
 

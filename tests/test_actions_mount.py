@@ -21,7 +21,7 @@ from nvme_agent.actions.ledger import MountLedger
 from nvme_agent.actions.mount import do_mount
 from nvme_agent.actions.outcome import ActionError, Deadline
 from nvme_agent.actions.unmount import do_unmount
-from nvme_agent.plan import MountSpec, Status, UnmountSpec
+from nvme_agent.policy.plan import MountSpec, Status, UnmountSpec
 
 pytestmark = [pytest.mark.root, needs_loop]
 __all__ = ["loops"]  # the fixture, re-exported for pytest

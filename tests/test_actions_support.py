@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from nvme_agent.actions import mountinfo
-from nvme_agent.changes import Change, ChangeType
-from nvme_agent.model import Identity, Namespace
+from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.model import Identity, Namespace
 
 IS_ROOT = os.geteuid() == 0
 

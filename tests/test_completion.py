@@ -1,4 +1,4 @@
-"""Bash completion generated from the argparse tree (nvme_agent.completion).
+"""Bash completion generated from the argparse tree (nvme_agent.cli.completion).
 
 Each test sources the generated script in a real bash, sets COMP_WORDS/COMP_CWORD as bash
 would, calls the completion function and reads COMPREPLY.
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nvme_agent import cli, completion
-from nvme_agent.clidoc import describe
+from nvme_agent.cli import completion
+from nvme_agent.cli import main as cli
+from nvme_agent.cli.clidoc import describe
 
 
 def complete(script: Path, words: list[str], cwd: Path | None = None) -> list[str]:

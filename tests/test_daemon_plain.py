@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nvme_agent.intake import Overrun, UdevIntake
+from nvme_agent.topology.intake import Overrun, UdevIntake
 
 
 def start(tmp_path: Path, policy: Path, **env: str) -> tuple[subprocess.Popen[str], socket.socket]:

@@ -19,7 +19,7 @@ from nvme_agent.actions import mountinfo
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
 from nvme_agent.harness.real import RealBacking
-from nvme_agent.state import History
+from nvme_agent.outputs.state import History
 
 pytestmark = [
     pytest.mark.umockdev,

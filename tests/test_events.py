@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nvme_agent.events import EventStream
+from nvme_agent.outputs.events import EventStream
 
 WAIT = 20.0
 
@@ -65,7 +65,7 @@ def test_socket_mode_group_and_stale_file(sockdir: Path, caplog: pytest.LogCaptu
             assert st.st_gid == 0 and stat.S_IMODE(st.st_mode) == 0o660
             await s.close()
 
-    with caplog.at_level(logging.WARNING, logger="nvme_agent.events"):
+    with caplog.at_level(logging.WARNING, logger="nvme_agent.outputs.events"):
         asyncio.run(main())
     assert any("does not exist" in r.getMessage() for r in caplog.records)
 
@@ -143,7 +143,7 @@ def test_stuck_subscriber_is_dropped_without_blocking_publish(
         await s.close()
         return got, dropped
 
-    with caplog.at_level(logging.WARNING, logger="nvme_agent.events"):
+    with caplog.at_level(logging.WARNING, logger="nvme_agent.outputs.events"):
         got, dropped = asyncio.run(main())
     assert got == total  # the fast subscriber got everything
     assert dropped
@@ -225,7 +225,7 @@ def test_watch_prints_human_lines_until_eof(sockdir: Path) -> None:
 
 
 def test_watch_without_agent_fails_clearly(sockdir: Path) -> None:
-    from nvme_agent.cli import main
+    from nvme_agent.cli.main import main
 
     assert main(["watch", "--runtime-dir", str(sockdir)]) == 1
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nvme_agent.changes import ChangeType
 from nvme_agent.harness.layout import ControllerConfig, Layout, NamespaceConfig
 from nvme_agent.harness.scenario import ScenarioError, load_scenario, load_scenario_text
+from nvme_agent.topology.changes import ChangeType
 
 SCENARIOS = Path(__file__).parent.parent / "nvme_agent" / "data" / "scenarios"
 BASE = """\

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from nvme_agent.changes import Change, ChangeType
-from nvme_agent.journal import CHANGE_MESSAGE_IDS, TopologyLog, change_fields
-from nvme_agent.model import Filesystem, Identity, Namespace
-from nvme_agent.state import History, read_json, write_json_atomic
+from nvme_agent.outputs.journal import CHANGE_MESSAGE_IDS, TopologyLog, change_fields
+from nvme_agent.outputs.state import History, read_json, write_json_atomic
+from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.model import Filesystem, Identity, Namespace
 
 
 def namespace(nsid: int = 1) -> Namespace:
@@ -79,7 +79,7 @@ def test_journal_target_sends_native_fields(tmp_path: Path) -> None:
         "os.makedirs('/run/systemd/journal', exist_ok=True)\n"
         "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
         "s.bind('/run/systemd/journal/socket')\n"
-        "from nvme_agent.journal import TopologyLog, MSG_DAEMON_READY\n"
+        "from nvme_agent.outputs.journal import TopologyLog, MSG_DAEMON_READY\n"
         "TopologyLog('auto').event('hello', MSG_DAEMON_READY, fields={'NVME_NSID': '7'})\n"
         "s.settimeout(5); sys.stdout.buffer.write(s.recv(65536))\n"
     )

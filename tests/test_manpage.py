@@ -1,4 +1,4 @@
-"""The man page generated from the argparse tree (nvme_agent.manpage, nvme_agent.clidoc)."""
+"""The man page generated from the argparse tree (nvme_agent.cli.manpage, nvme_agent.cli.clidoc)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from nvme_agent import cli, journal, manpage
-from nvme_agent.clidoc import describe
+from nvme_agent.cli import main as cli
+from nvme_agent.cli import manpage
+from nvme_agent.cli.clidoc import describe
+from nvme_agent.outputs import journal
 
 
 def tricky_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-from nvme_agent.model import Identity, IdentitySource
+from nvme_agent.topology.model import Identity, IdentitySource
 
 
 def test_identity_prefers_uuid_over_everything() -> None:

@@ -20,8 +20,8 @@ import pytest
 from packaging_helpers import REPO, UNIT_NAME, add_host_units, require_tools, verify_unit
 
 from nvme_agent import __version__
-from nvme_agent.cli import build_parser
-from nvme_agent.clidoc import describe
+from nvme_agent.cli.clidoc import describe
+from nvme_agent.cli.main import build_parser
 
 POLICY_SOURCE = Path("nvme_agent/data/default-policy.yaml")
 
@@ -31,7 +31,8 @@ PYTHON_DEPENDS = {"python3-pyudev", "python3-psutil", "python3-yaml", "python3-s
 EXPECTED_FILES = (
     "usr/bin/nvme-agent",
     "usr/lib/python3/dist-packages/nvme_agent/__init__.py",
-    "usr/lib/python3/dist-packages/nvme_agent/cli.py",
+    "usr/lib/python3/dist-packages/nvme_agent/cli/main.py",
+    "usr/lib/python3/dist-packages/nvme_agent/service/daemon.py",
     "lib/systemd/system/nvme-agent.service",
     "usr/lib/tmpfiles.d/nvme-agent.conf",
     "usr/lib/sysusers.d/nvme-agent.conf",

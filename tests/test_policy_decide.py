@@ -9,12 +9,19 @@ from pathlib import Path
 import pytest
 from policy_factories import NQN, added, namespace, partition, removed, topology
 
-from nvme_agent.changes import Change, ChangeType
-from nvme_agent.commands import explain as explain_cmd
-from nvme_agent.model import Filesystem, Namespace, Partition, TopologySnapshot
-from nvme_agent.output import Reporter
-from nvme_agent.plan import ExecSpec, GrowSpec, MountSpec, SignalSpec, SystemdSpec, UnmountSpec
+from nvme_agent.cli.commands import explain as explain_cmd
+from nvme_agent.cli.output import Reporter
 from nvme_agent.policy import REFUSED, Policy, decide, explain, load_policy_text
+from nvme_agent.policy.plan import (
+    ExecSpec,
+    GrowSpec,
+    MountSpec,
+    SignalSpec,
+    SystemdSpec,
+    UnmountSpec,
+)
+from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.model import Filesystem, Namespace, Partition, TopologySnapshot
 
 ROOT = "/run/media/nvme-agent"
 
@@ -409,7 +416,7 @@ def test_explain_report_text_and_json(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_explain_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from nvme_agent.cli import main
+    from nvme_agent.cli.main import main
 
     assert main(["explain"]) == 2
     bad = tmp_path / "p.yaml"
@@ -429,7 +436,7 @@ def test_policy_generation_is_carried() -> None:
 
 def test_explain_bundled_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("nvme_agent.harness.scenario")
-    from nvme_agent.cli import main
+    from nvme_agent.cli.main import main
 
     scenario = (
         Path(__file__).resolve().parent.parent / "nvme_agent/data/scenarios/qemu-hot-swap.yaml"

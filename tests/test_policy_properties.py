@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from policy_factories import namespace, partition, topology
 
-from nvme_agent.changes import Change, ChangeType
-from nvme_agent.model import Filesystem, Namespace, Partition, TopologySnapshot
-from nvme_agent.plan import ExecSpec, MountSpec, SignalSpec, SystemdSpec, UnmountSpec
 from nvme_agent.policy import Policy, PolicyError, decide, load_policy_mapping, load_policy_text
+from nvme_agent.policy.plan import ExecSpec, MountSpec, SignalSpec, SystemdSpec, UnmountSpec
 from nvme_agent.policy.templates import check_unit_name
+from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.model import Filesystem, Namespace, Partition, TopologySnapshot
 
 ROOT = "/run/media/nvme-agent"
 FIELDS = [

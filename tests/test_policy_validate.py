@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nvme_agent.cli import main
+from nvme_agent.cli.main import main
 from nvme_agent.policy import (
     PolicyError,
     PolicyIssue,

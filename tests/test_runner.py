@@ -15,8 +15,8 @@ from nvme_agent.actions import messages
 from nvme_agent.actions.guard import Guard
 from nvme_agent.actions.ledger import MountLedger
 from nvme_agent.actions.runner import ActionRunner
-from nvme_agent.changes import ChangeType
-from nvme_agent.plan import ActionResult, ExecSpec, Plan, Status, UnmountSpec
+from nvme_agent.policy.plan import ActionResult, ExecSpec, Plan, Status, UnmountSpec
+from nvme_agent.topology.changes import ChangeType
 
 ADD, REMOVED = ChangeType.NAMESPACE_ADDED, ChangeType.NAMESPACE_REMOVED
 WAIT = 20.0  # generous bound for every wait on a real signal

@@ -14,8 +14,8 @@ from nvme_agent.actions import mountinfo
 from nvme_agent.actions.guard import Guard
 from nvme_agent.actions.ledger import MountLedger
 from nvme_agent.actions.runner import ActionRunner
-from nvme_agent.changes import ChangeType
-from nvme_agent.plan import ExecSpec, MountSpec, Plan, Status, UnmountSpec
+from nvme_agent.policy.plan import ExecSpec, MountSpec, Plan, Status, UnmountSpec
+from nvme_agent.topology.changes import ChangeType
 
 pytestmark = [pytest.mark.root, needs_loop]
 __all__ = ["loops"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nvme_agent.cli import main
+from nvme_agent.cli.main import main
 from nvme_agent.harness.scenario import load_scenario, load_scenario_text
 from nvme_agent.harness.simulate import Simulation, relocate_policy
 

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from nvme_agent.capture import parse_export_db
-from nvme_agent.snapshot_io import snapshot_from_dict
-from nvme_agent.topology import Topology, diff_snapshots
+from nvme_agent.topology.capture import parse_export_db
+from nvme_agent.topology.snapshot_io import snapshot_from_dict
+from nvme_agent.topology.tracker import Topology, diff_snapshots
 
 FIXTURES = Path(__file__).parent / "fixtures" / "captures"
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from nvme_agent.changes import ChangeType
-from nvme_agent.model import Properties
-from nvme_agent.records import DeviceRecord
-from nvme_agent.topology import Topology, diff_snapshots
+from nvme_agent.topology.changes import ChangeType
+from nvme_agent.topology.model import Properties
+from nvme_agent.topology.records import DeviceRecord
+from nvme_agent.topology.tracker import Topology, diff_snapshots
 
 NQN = "nqn.2019-08.org.qemu:subsys0"
 CTRL = "/devices/pci0000:00/0000:00:04.0/nvme/nvme0"

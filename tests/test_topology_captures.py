@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from nvme_agent.capture import parse_export_db, udev_records
-from nvme_agent.changes import ChangeType
-from nvme_agent.records import DeviceRecord
-from nvme_agent.topology import Topology
+from nvme_agent.topology.capture import parse_export_db, udev_records
+from nvme_agent.topology.changes import ChangeType
+from nvme_agent.topology.records import DeviceRecord
+from nvme_agent.topology.tracker import Topology
 
 FIXTURES = Path(__file__).parent / "fixtures" / "captures"
 

@@ -26,8 +26,8 @@ from packaging_helpers import (
     verify_unit,
 )
 
-from nvme_agent.cli import DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR, build_parser
-from nvme_agent.clidoc import describe
+from nvme_agent.cli.clidoc import describe
+from nvme_agent.cli.main import DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR, build_parser
 
 UNIT = REPO / "systemd" / UNIT_NAME
 TMPFILES = REPO / "systemd" / "nvme-agent.tmpfiles"
@@ -272,7 +272,7 @@ def test_tmpfiles_names_the_cli_defaults() -> None:
 
 
 def test_sysusers_group_is_the_one_the_control_socket_uses() -> None:
-    from nvme_agent import control
+    from nvme_agent.service import control
 
     entries = [
         line.split()

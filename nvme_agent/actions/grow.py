@@ -8,7 +8,7 @@ from nvme_agent.actions import mountinfo
 from nvme_agent.actions.mount import EXT_TYPES
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import run_tool, tool_error
-from nvme_agent.plan import GrowSpec
+from nvme_agent.policy.plan import GrowSpec
 
 
 def run_grow(spec: GrowSpec, deadline: Deadline) -> Outcome:

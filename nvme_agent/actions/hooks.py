@@ -24,7 +24,7 @@ import psutil
 
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import BASE_ENV
-from nvme_agent.plan import ExecSpec
+from nvme_agent.policy.plan import ExecSpec
 
 hook_log = logging.getLogger("nvme_agent.hook")
 log = logging.getLogger("nvme_agent.actions")

@@ -13,7 +13,7 @@ from nvme_agent.actions.guard import Guard, probe_ids
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import run_tool, tool_error
-from nvme_agent.plan import MountSpec
+from nvme_agent.policy.plan import MountSpec
 
 log = logging.getLogger("nvme_agent.actions")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from nvme_agent.plan import Status
+from nvme_agent.policy.plan import Status
 
 
 @dataclass(frozen=True, slots=True)

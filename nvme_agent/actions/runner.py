@@ -43,7 +43,7 @@ from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.signals import run_signal
 from nvme_agent.actions.units import run_systemctl
 from nvme_agent.actions.unmount import do_unmount
-from nvme_agent.plan import (
+from nvme_agent.policy.plan import (
     ActionResult,
     ActionSpec,
     ExecSpec,

@@ -10,7 +10,7 @@ import psutil
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.units import main_pid
 from nvme_agent.actions.unmount import parse_signal
-from nvme_agent.plan import SignalSpec
+from nvme_agent.policy.plan import SignalSpec
 
 log = logging.getLogger("nvme_agent.actions")
 

@@ -6,7 +6,7 @@ import os
 
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import run_tool, tool_error
-from nvme_agent.plan import SystemdSpec
+from nvme_agent.policy.plan import SystemdSpec
 
 #: Present only when systemd is the init system (sd_booted(3)).
 SYSTEMD_RUNTIME = "/run/systemd/system"

@@ -19,7 +19,7 @@ from nvme_agent.actions.holders import Holder, find_holders, holder_details
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import run_tool, tool_error
-from nvme_agent.plan import UnmountSpec
+from nvme_agent.policy.plan import UnmountSpec
 
 log = logging.getLogger("nvme_agent.actions")
 

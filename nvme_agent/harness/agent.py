@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from nvme_agent import control
+from nvme_agent.service import control
 
 log = logging.getLogger(__name__)
 

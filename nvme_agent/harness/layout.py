@@ -24,7 +24,8 @@ Device numbers are fake and high (minor 900000 and up by default) so that they c
 collide with a real device in the host's udev database, which libudev would merge in.
 
 The bed (:mod:`nvme_agent.harness.bed`) materialises these devices in a umockdev tree;
-:func:`Device.record` turns them into :class:`~nvme_agent.records.DeviceRecord` for pure tests.
+:func:`Device.record` turns them into
+:class:`~nvme_agent.topology.records.DeviceRecord` for pure tests.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nvme_agent.model import Properties
-from nvme_agent.records import ATTRIBUTES, DeviceRecord
+from nvme_agent.topology.model import Properties
+from nvme_agent.topology.records import ATTRIBUTES, DeviceRecord
 
 #: The first fake minor number.  Linux minors go up to 2**20 - 1.
 MINOR_BASE = 900_000
@@ -99,8 +100,8 @@ class Device:
     def record(self, action: str, seqnum: int = 0, *, coldplug: bool = False) -> DeviceRecord:
         """The :class:`DeviceRecord` intake would build for this device and ``action``.
 
-        Mirrors :func:`nvme_agent.intake.record_from_device`: only the attributes listed in
-        :data:`~nvme_agent.records.ATTRIBUTES`, none on ``remove``, parents nearest first.
+        Mirrors :func:`nvme_agent.topology.intake.record_from_device`: only the attributes listed in
+        :data:`~nvme_agent.topology.records.ATTRIBUTES`, none on ``remove``, parents nearest first.
         """
         props = {
             "ACTION": action,

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvme_agent.capture import parse_capture
 from nvme_agent.harness.agent import AgentProcess, EventFeed, environ_without_bed
 from nvme_agent.harness.bed import Bed
 from nvme_agent.harness.layout import MINOR_BASE, Device, Event
 from nvme_agent.harness.simulate import CHANGE_TYPES, await_reaction, describe_record
-from nvme_agent.records import DeviceRecord
-from nvme_agent.topology import Topology
+from nvme_agent.topology.capture import parse_capture
+from nvme_agent.topology.records import DeviceRecord
+from nvme_agent.topology.tracker import Topology
 
 log = logging.getLogger(__name__)
 

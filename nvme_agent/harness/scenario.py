@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvme_agent.changes import Change
 from nvme_agent.harness.layout import (
     ControllerConfig,
     Event,
@@ -40,12 +39,13 @@ from nvme_agent.harness.layout import (
     NamespaceConfig,
     PartitionConfig,
 )
-from nvme_agent.model import TopologySnapshot
 from nvme_agent.policy import Policy, PolicyError, load_policy
 from nvme_agent.policy.errors import PathPart, keypath
 from nvme_agent.policy.loader import Document, parse_yaml
 from nvme_agent.policy.units import parse_size
 from nvme_agent.policy.validate import compile_document
+from nvme_agent.topology.changes import Change
+from nvme_agent.topology.model import TopologySnapshot
 
 STEP_KINDS = (
     "add",
@@ -212,10 +212,11 @@ class Scenario:
 
         Builds the device records intake would produce from the scenario's layout (coldplug
         first, then each device step's events) and feeds them to the real
-        :class:`~nvme_agent.topology.Topology`.  ``reload``/``eject``/``wait-for``/``expect``
+        :class:`~nvme_agent.topology.tracker.Topology`.
+        ``reload``/``eject``/``wait-for``/``expect``
         steps cause no device events and are skipped.
         """
-        from nvme_agent.topology import Topology  # the topology imports nothing from here
+        from nvme_agent.topology.tracker import Topology  # the topology imports nothing from here
 
         topology = Topology()
         out: list[tuple[Change, TopologySnapshot]] = []
@@ -240,7 +241,7 @@ class Scenario:
 
 
 def _coldplug_order(layout: Layout) -> list[Any]:
-    """The order :func:`nvme_agent.intake.enumerate_records` yields devices in."""
+    """The order :func:`nvme_agent.topology.intake.enumerate_records` yields devices in."""
     order = ("nvme-subsystem", "nvme", "block", "nvme-generic")
     devices = [d for d in layout.devices() if d.subsystem in order]
     return sorted(

@@ -4,7 +4,7 @@
 (``--dry-run`` unless real mode) and waits for ``READY=1``, subscribes to its event stream,
 then executes the steps.  After every injection it waits for the daemon's visible reaction
 instead of sleeping: the topology changes the step must cause (computed purely with the same
-:class:`~nvme_agent.topology.Topology` on the same device records), the plan published for
+:class:`~nvme_agent.topology.tracker.Topology` on the same device records), the plan published for
 each, and one action result per planned action.
 
 Output goes to a callback as records (``type`` + ``nsid`` plus readable ``text``), so the
@@ -25,14 +25,14 @@ from typing import Any
 
 import yaml
 
-from nvme_agent.changes import ChangeType
 from nvme_agent.harness.agent import AgentError, AgentProcess, EventFeed, environ_without_bed
 from nvme_agent.harness.bed import Bed
 from nvme_agent.harness.expect import Expectations, mounted_targets
 from nvme_agent.harness.layout import Event, Layout
 from nvme_agent.harness.real import RealBacking
 from nvme_agent.harness.scenario import Scenario, Step
-from nvme_agent.topology import Topology
+from nvme_agent.topology.changes import ChangeType
+from nvme_agent.topology.tracker import Topology
 
 log = logging.getLogger(__name__)
 

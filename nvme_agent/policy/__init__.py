@@ -4,7 +4,7 @@ Public API (used by the daemon, ``check``, ``explain`` and the harness):
 
 * :func:`load_policy`, :func:`load_policy_text`, :func:`load_policy_mapping` -> :class:`Policy`
   (raise :class:`PolicyError` listing every problem; warnings are on ``Policy.warnings``);
-* :func:`decide` -> :class:`~nvme_agent.plan.Plan` (pure);
+* :func:`decide` -> :class:`~nvme_agent.policy.plan.Plan` (pure);
 * :func:`explain` -> list of :class:`RuleVerdict`.
 """
 

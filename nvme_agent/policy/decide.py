@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 
-from nvme_agent.changes import ADD_KINDS, REMOVE_KINDS, RESIZE_KINDS, Change, ChangeType
-from nvme_agent.model import TopologySnapshot
-from nvme_agent.plan import (
+from nvme_agent.policy.explain import evaluate
+from nvme_agent.policy.facts import Facts, facts_for
+from nvme_agent.policy.plan import (
     ActionSpec,
     ExecSpec,
     GrowSpec,
@@ -36,8 +36,6 @@ from nvme_agent.plan import (
     SystemdSpec,
     UnmountSpec,
 )
-from nvme_agent.policy.explain import evaluate
-from nvme_agent.policy.facts import Facts, facts_for
 from nvme_agent.policy.spec import (
     Action,
     ExecAction,
@@ -56,6 +54,8 @@ from nvme_agent.policy.templates import (
     component,
     systemd_escape,
 )
+from nvme_agent.topology.changes import ADD_KINDS, REMOVE_KINDS, RESIZE_KINDS, Change, ChangeType
+from nvme_agent.topology.model import TopologySnapshot
 
 #: Filesystems ``grow`` knows how to grow.
 GROWABLE = frozenset({"ext4", "xfs"})

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nvme_agent.changes import Change
-from nvme_agent.model import TopologySnapshot
-from nvme_agent.plan import (
+from nvme_agent.policy.facts import Facts, facts_for
+from nvme_agent.policy.plan import (
     ActionSpec,
     ExecSpec,
     MountSpec,
@@ -15,8 +14,9 @@ from nvme_agent.plan import (
     SystemdSpec,
     UnmountSpec,
 )
-from nvme_agent.policy.facts import Facts, facts_for
 from nvme_agent.policy.spec import Policy, Rule
+from nvme_agent.topology.changes import Change
+from nvme_agent.topology.model import TopologySnapshot
 
 
 @dataclass(frozen=True, slots=True)

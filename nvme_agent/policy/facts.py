@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nvme_agent.model import Namespace, Partition, Properties, TopologySnapshot
+from nvme_agent.topology.model import Namespace, Partition, Properties, TopologySnapshot
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from nvme_agent.plan import OnBusy
 from nvme_agent.policy.errors import PolicyIssue
 from nvme_agent.policy.matchers import All, Matcher
+from nvme_agent.policy.plan import OnBusy
 from nvme_agent.policy.templates import Template
 
 #: Where mounts go unless ``defaults.mount_root`` says otherwise.  Under /run (a tmpfs), like

@@ -15,7 +15,6 @@ import signal as signal_module
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, cast
 
-from nvme_agent.plan import OnBusy
 from nvme_agent.policy.errors import PolicyError, PolicyIssue, Severity, keypath
 from nvme_agent.policy.loader import Document, Path
 from nvme_agent.policy.matchers import (
@@ -32,6 +31,7 @@ from nvme_agent.policy.matchers import (
     Size,
     glob_problem,
 )
+from nvme_agent.policy.plan import OnBusy
 from nvme_agent.policy.spec import (
     DEFAULT_MOUNT_OPTIONS,
     Action,

@@ -51,8 +51,10 @@ def build_payload(directory: Path) -> Payload:
         raise RuntimeError(
             f"packaging/build-deb.sh failed ({proc.returncode}): {proc.stderr[-3000:]}"
         )
-    if not (REPO / "nvme_agent" / "daemon.py").is_file():
-        return Payload(directory, "none", "the agent daemon (nvme_agent/daemon.py) is missing")
+    if not (REPO / "nvme_agent" / "service" / "daemon.py").is_file():
+        return Payload(
+            directory, "none", "the agent daemon (nvme_agent/service/daemon.py) is missing"
+        )
     shutil.copytree(
         REPO / "nvme_agent",
         directory / "src" / "nvme_agent",

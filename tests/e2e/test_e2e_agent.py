@@ -11,8 +11,8 @@ import pytest
 
 from .guest import PAYLOAD_MOUNT, Guest
 
-journal = pytest.importorskip("nvme_agent.journal")
-changes = pytest.importorskip("nvme_agent.changes")
+journal = pytest.importorskip("nvme_agent.outputs.journal")
+changes = pytest.importorskip("nvme_agent.topology.changes")
 
 HERE = Path(__file__).resolve().parent
 POLICY = (HERE / "policies" / "e2e.yaml").read_text()
@@ -27,8 +27,10 @@ mv "/run/e2e-hooks/$1-${NVME_NSID:-unknown}.env.tmp" "/run/e2e-hooks/$1-${NVME_N
 """
 INSTALL_SOURCE = f"""set -e
 cp -r {PAYLOAD_MOUNT}/src/nvme_agent /usr/lib/python3/dist-packages/
-printf '#!/usr/bin/python3\\nimport sys\\nfrom nvme_agent.cli import main\\nsys.exit(main())\\n' \\
+printf '#!/usr/bin/python3\\nimport sys\\nfrom nvme_agent.cli.main import main\\n' \\
   > /usr/bin/nvme-agent
+printf 'sys.exit(main())\\n' \\
+  >> /usr/bin/nvme-agent
 chmod 755 /usr/bin/nvme-agent
 install -m644 {PAYLOAD_MOUNT}/systemd/nvme-agent.service /usr/lib/systemd/system/
 install -m644 {PAYLOAD_MOUNT}/systemd/nvme-agent.tmpfiles /usr/lib/tmpfiles.d/nvme-agent.conf

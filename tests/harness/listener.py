@@ -12,8 +12,8 @@ import sys
 
 import pyudev
 
-from nvme_agent.intake import enumerate_records, record_from_device
-from nvme_agent.records import SUBSYSTEMS
+from nvme_agent.topology.intake import enumerate_records, record_from_device
+from nvme_agent.topology.records import SUBSYSTEMS
 
 
 def main() -> int:

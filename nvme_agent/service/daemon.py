@@ -24,11 +24,8 @@ from typing import Any
 
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.runner import ActionRunner
-from nvme_agent.changes import ADD_KINDS, REMOVE_KINDS, Change, ChangeType
-from nvme_agent.control import ControlServer
-from nvme_agent.events import EventStream
-from nvme_agent.intake import Overrun, UdevIntake
-from nvme_agent.journal import (
+from nvme_agent.outputs.events import EventStream
+from nvme_agent.outputs.journal import (
     MSG_DAEMON_READY,
     MSG_EJECTED,
     MSG_EVENTS_OVERRUN,
@@ -41,14 +38,17 @@ from nvme_agent.journal import (
     LogTarget,
     TopologyLog,
 )
-from nvme_agent.model import Namespace, TopologySnapshot
-from nvme_agent.notify import Notifier
-from nvme_agent.plan import ActionResult, Plan, Status, UnmountSpec
+from nvme_agent.outputs.notify import Notifier
+from nvme_agent.outputs.state import History, read_json, write_json_atomic
 from nvme_agent.policy import Policy, PolicyError, decide, load_policy, load_policy_text
-from nvme_agent.records import DeviceRecord
-from nvme_agent.snapshot_io import snapshot_from_dict
-from nvme_agent.state import History, read_json, write_json_atomic
-from nvme_agent.topology import Topology, diff_snapshots
+from nvme_agent.policy.plan import ActionResult, Plan, Status, UnmountSpec
+from nvme_agent.service.control import ControlServer
+from nvme_agent.topology.changes import ADD_KINDS, REMOVE_KINDS, Change, ChangeType
+from nvme_agent.topology.intake import Overrun, UdevIntake
+from nvme_agent.topology.model import Namespace, TopologySnapshot
+from nvme_agent.topology.records import DeviceRecord
+from nvme_agent.topology.snapshot_io import snapshot_from_dict
+from nvme_agent.topology.tracker import Topology, diff_snapshots
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pyudev
 
-from nvme_agent.model import Properties
-from nvme_agent.records import ATTRIBUTES, SUBSYSTEMS, DeviceRecord
+from nvme_agent.topology.model import Properties
+from nvme_agent.topology.records import ATTRIBUTES, SUBSYSTEMS, DeviceRecord
 
 log = logging.getLogger(__name__)
 

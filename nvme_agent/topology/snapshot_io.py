@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nvme_agent.model import (
+from nvme_agent.topology.model import (
     Controller,
     Filesystem,
     Identity,

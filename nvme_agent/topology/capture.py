@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from nvme_agent.records import DeviceRecord
+from nvme_agent.topology.records import DeviceRecord
 
 _HEADER = re.compile(
     r"^(?P<source>KERNEL|UDEV)\s*\[(?P<ts>[\d.]+)\]\s+(?P<action>\S+)\s+(?P<devpath>\S+)\s+"

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nvme_agent.model import Properties
+from nvme_agent.topology.model import Properties
 
 #: sysfs attributes read for each subsystem at intake.  A ``remove`` event has none: by the
 #: time it arrives the sysfs directory is gone, so the topology must remember what it saw.

@@ -1,6 +1,6 @@
 """The one command line: ``nvme-agent SUBCOMMAND``.
 
-Each subcommand lives in ``nvme_agent.commands.<name>`` and exposes ``register(subparsers)``
+Each subcommand lives in ``nvme_agent.cli.commands.<name>`` and exposes ``register(subparsers)``
 (which sets ``func``) so that this module stays a thin dispatcher and the man page can be
 generated from :func:`build_parser` alone.
 """
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f"nvme_agent.commands.{name.replace('-', '_')}")
+        module = importlib.import_module(f"nvme_agent.cli.commands.{name.replace('-', '_')}")
         module.register(sub)
     return parser
 

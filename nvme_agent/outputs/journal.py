@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Literal, TextIO
 
-from nvme_agent.changes import Change, ChangeType
+from nvme_agent.topology.changes import Change, ChangeType
 
 log = logging.getLogger(__name__)
 

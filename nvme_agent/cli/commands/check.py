@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from nvme_agent.cli import DEFAULT_POLICY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from nvme_agent.output import Reporter
+from nvme_agent.cli.main import DEFAULT_POLICY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from nvme_agent.cli.output import Reporter
 from nvme_agent.policy import PolicyError, PolicyIssue, load_policy, schema_text
 
 

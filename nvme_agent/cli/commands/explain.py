@@ -9,12 +9,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from nvme_agent.changes import Change, ChangeType
-from nvme_agent.cli import DEFAULT_POLICY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from nvme_agent.model import Namespace, Partition, TopologySnapshot
-from nvme_agent.output import Reporter
+from nvme_agent.cli.main import DEFAULT_POLICY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from nvme_agent.cli.output import Reporter
 from nvme_agent.policy import Policy, PolicyError, decide, explain, load_policy
 from nvme_agent.policy.explain import describe_action
+from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.model import Namespace, Partition, TopologySnapshot
 
 #: ``--change`` choices: what synthetic change to decide on for a DEVICE.
 CHANGE_KINDS = ("add", "remove", "eject", "resize")
@@ -25,7 +25,7 @@ class _Usage(Exception):
 
 
 class DeviceFinder(Protocol):
-    """What :func:`device_change` needs from a topology (``nvme_agent.topology.Topology``)."""
+    """What :func:`device_change` needs from a topology (a ``Topology``)."""
 
     def find_device(self, devnode: str) -> tuple[Namespace, Partition | None] | None: ...
 
@@ -89,8 +89,8 @@ def _machine_topology() -> DeviceFinder:
     try:
         import pyudev
 
-        intake = importlib.import_module("nvme_agent.intake")
-        topology_mod = importlib.import_module("nvme_agent.topology")
+        intake = importlib.import_module("nvme_agent.topology.intake")
+        topology_mod = importlib.import_module("nvme_agent.topology.tracker")
     except ImportError as exc:
         raise _Usage(f"cannot read this machine's devices: {exc}") from exc
     topology: DeviceFinder = topology_mod.Topology()

@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from nvme_agent.changes import Change, ChangeType
-from nvme_agent.model import (
+from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.model import (
     Controller,
     Filesystem,
     Identity,
@@ -27,7 +27,7 @@ from nvme_agent.model import (
     Properties,
     TopologySnapshot,
 )
-from nvme_agent.records import DeviceRecord
+from nvme_agent.topology.records import DeviceRecord
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nvme_agent.cli import DEFAULT_POLICY, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
+from nvme_agent.cli.main import DEFAULT_POLICY, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
 
 
 def add_runtime_dir(p: argparse.ArgumentParser) -> None:

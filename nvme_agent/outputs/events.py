@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("nvme_agent.events")
+log = logging.getLogger("nvme_agent.outputs.events")
 
 DEFAULT_MAX_BUFFER = 1 << 20
 

@@ -2,7 +2,7 @@
 
 Everything here is a frozen dataclass so that a snapshot handed to the policy engine, the action
 runner or the journal can never change under them.  The mutable bookkeeping lives in
-:mod:`nvme_agent.topology`.
+:mod:`nvme_agent.topology.tracker`.
 """
 
 from __future__ import annotations

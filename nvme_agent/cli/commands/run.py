@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from nvme_agent.commands.common import add_policy, add_runtime_dir, add_state_dir
+from nvme_agent.cli.commands.common import add_policy, add_runtime_dir, add_state_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nvme_agent.daemon import DaemonConfig, run_daemon
     from nvme_agent.policy import PolicyError
+    from nvme_agent.service.daemon import DaemonConfig, run_daemon
 
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from nvme_agent.output import Reporter
+from nvme_agent.cli.output import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nvme_agent.commands.common import policy_problem
+    from nvme_agent.cli.commands.common import policy_problem
     from nvme_agent.harness.bed import unavailable_reason
     from nvme_agent.harness.real import RealModeError, check_real_mode
     from nvme_agent.harness.scenario import ScenarioError, load_scenario

@@ -7,9 +7,9 @@ import logging
 import os
 from typing import Any
 
-from nvme_agent.commands.common import add_json, add_runtime_dir, control_socket
-from nvme_agent.control import ControlError, request
-from nvme_agent.output import Reporter
+from nvme_agent.cli.commands.common import add_json, add_runtime_dir, control_socket
+from nvme_agent.cli.output import Reporter
+from nvme_agent.service.control import ControlError, request
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def _local_status() -> dict[str, Any]:
     import pyudev
 
     from nvme_agent.actions import mountinfo
-    from nvme_agent.intake import enumerate_records
-    from nvme_agent.topology import Topology
+    from nvme_agent.topology.intake import enumerate_records
+    from nvme_agent.topology.tracker import Topology
 
     topo = Topology()
     topo.apply_all(enumerate_records(pyudev.Context()))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nvme_agent.commands.common import add_json, add_state_dir
-from nvme_agent.output import Reporter
-from nvme_agent.state import History
+from nvme_agent.cli.commands.common import add_json, add_state_dir
+from nvme_agent.cli.output import Reporter
+from nvme_agent.outputs.state import History
 
 
 def register(sub: Any) -> None:

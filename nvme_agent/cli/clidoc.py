@@ -1,8 +1,8 @@
 """A plain description of the argparse tree, for generated documentation.
 
-:func:`describe` walks a parser built by :func:`nvme_agent.cli.build_parser` and returns
+:func:`describe` walks a parser built by :func:`nvme_agent.cli.main.build_parser` and returns
 value objects (commands, option groups, options) that the man page
-(:mod:`nvme_agent.manpage`) and the shell completion (:mod:`nvme_agent.completion`) render.
+(:mod:`nvme_agent.cli.manpage`) and the shell completion (:mod:`nvme_agent.cli.completion`) render.
 The parser stays the only source of truth; nothing here knows the subcommand names.
 
 argparse keeps its tree in underscore attributes (``_actions``, ``_action_groups``...);

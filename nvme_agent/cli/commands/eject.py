@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from nvme_agent.commands.common import add_json, add_runtime_dir, control_socket
-from nvme_agent.control import ControlError, request
-from nvme_agent.output import Reporter
+from nvme_agent.cli.commands.common import add_json, add_runtime_dir, control_socket
+from nvme_agent.cli.output import Reporter
+from nvme_agent.service.control import ControlError, request
 
 
 def register(sub: Any) -> None:

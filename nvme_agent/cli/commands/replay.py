@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nvme_agent.output import Reporter
+from nvme_agent.cli.output import Reporter
 
 
 def register(sub: Any) -> None:
@@ -49,7 +49,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nvme_agent.commands.common import policy_problem
+    from nvme_agent.cli.commands.common import policy_problem
     from nvme_agent.harness.bed import unavailable_reason
     from nvme_agent.harness.replay import DEFAULT_NQN, Replay
 

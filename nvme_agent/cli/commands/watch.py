@@ -10,7 +10,7 @@ import socket
 import sys
 from typing import Any
 
-from nvme_agent.output import Reporter
+from nvme_agent.cli.output import Reporter
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from nvme_agent.model import Controller, Namespace, Partition
+from nvme_agent.topology.model import Controller, Namespace, Partition
 
 
 class ChangeType(StrEnum):

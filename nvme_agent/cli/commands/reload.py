@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from nvme_agent.commands.common import add_runtime_dir, control_socket
-from nvme_agent.control import ControlError, request
+from nvme_agent.cli.commands.common import add_runtime_dir, control_socket
+from nvme_agent.service.control import ControlError, request
 
 
 def register(sub: Any) -> None:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from nvme_agent.changes import Change
+from nvme_agent.topology.changes import Change
 
 OnBusy = Literal["fail", "signal", "lazy"]
 

@@ -1,0 +1,1 @@
+"""The daemon: its life (``daemon``) and its control socket (``control``)."""
