@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_actions_support import IS_ROOT, Loop, loops, needs_loop
+from support.actions import IS_ROOT, Loop, loops, needs_loop
 
 from nvme_agent.actions import hooks, units
 from nvme_agent.actions.grow import run_grow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_actions_support import Loop, loops, needs_loop
+from support.actions import Loop, loops, needs_loop
 
 from nvme_agent.actions import messages, mountinfo
 from nvme_agent.actions.guard import Guard

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_support import Agent, is_result
+from support.daemon import Agent, is_result
 
 from nvme_agent.actions import mountinfo
 from nvme_agent.harness.bed import Bed, unavailable_reason

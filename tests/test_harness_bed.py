@@ -24,7 +24,7 @@ from nvme_agent.harness.layout import (
 
 pytestmark = pytest.mark.umockdev
 
-LISTENER = Path(__file__).parent / "harness" / "listener.py"
+LISTENER = Path(__file__).parent / "support" / "listener.py"
 QEMU = ControllerConfig("nvme0", serial="RIGCTRL0", subsysnqn="nqn.2019-08.org.qemu:rig")
 
 
@@ -33,7 +33,7 @@ def _reaches_agent(event: Event) -> bool:
 
 
 class Listener:
-    """tests/harness/listener.py in a child process inside the bed."""
+    """tests/support/listener.py in a child process inside the bed."""
 
     def __init__(self, bed: Bed, count: int) -> None:
         self.proc = subprocess.Popen(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from packaging_helpers import REPO, UNIT_NAME, add_host_units, require_tools, verify_unit
+from support.packaging import REPO, UNIT_NAME, add_host_units, require_tools, verify_unit
 
 from nvme_agent import __version__
 from nvme_agent.cli.clidoc import describe

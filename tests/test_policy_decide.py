@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from policy_factories import NQN, added, namespace, partition, removed, topology
+from support.policy import NQN, added, namespace, partition, removed, topology
 
 from nvme_agent.cli.commands import explain as explain_cmd
 from nvme_agent.cli.output import Reporter
-from nvme_agent.policy import REFUSED, Policy, decide, explain, load_policy_text
+from nvme_agent.policy import REFUSED, decide, explain, load_policy_text
 from nvme_agent.policy.plan import (
     ExecSpec,
     GrowSpec,
@@ -313,7 +313,7 @@ rules:
 
 
 def test_controller_changes_have_no_plan() -> None:
-    from policy_factories import controller
+    from support.policy import controller
 
     change = Change(ChangeType.CONTROLLER_ADDED, controller=controller())
     plan = decide(change, TopologySnapshot(), POLICY)
@@ -426,12 +426,6 @@ def test_explain_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     good = tmp_path / "good.yaml"
     good.write_text("version: 1\n")
     assert main(["explain", "--policy", str(good), str(tmp_path / "no-such-device")]) == 2
-
-
-def test_policy_generation_is_carried() -> None:
-    ns = namespace(1, label="scratch-a")
-    policy: Policy = dataclasses.replace(POLICY, generation=7)
-    assert decide(added(ns), topology(ns), policy).policy_generation == 7
 
 
 def test_explain_bundled_scenario(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from policy_factories import namespace, partition, topology
+from support.policy import namespace, partition, topology
 
 from nvme_agent.policy import Policy, PolicyError, decide, load_policy_mapping, load_policy_text
 from nvme_agent.policy.plan import ExecSpec, MountSpec, SignalSpec, SystemdSpec, UnmountSpec

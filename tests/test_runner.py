@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_actions_support import Gate, change
+from support.actions import WAIT, Gate, Results, change
 
 from nvme_agent.actions import messages
 from nvme_agent.actions.guard import Guard
@@ -19,29 +19,6 @@ from nvme_agent.policy.plan import ActionResult, ExecSpec, Plan, Status, Unmount
 from nvme_agent.topology.changes import ChangeType
 
 ADD, REMOVED = ChangeType.NAMESPACE_ADDED, ChangeType.NAMESPACE_REMOVED
-WAIT = 20.0  # generous bound for every wait on a real signal
-
-
-class Results:
-    """Collects on_result calls (from worker threads) and lets tests wait for a count."""
-
-    def __init__(self) -> None:
-        self.items: list[ActionResult] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, result: ActionResult) -> None:
-        with self.cond:
-            self.items.append(result)
-            self.cond.notify_all()
-
-    def wait_for(self, n: int, timeout: float = WAIT) -> list[ActionResult]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.items) >= n, timeout), self.items
-            return list(self.items)
-
-    def of(self, key: str) -> list[ActionResult]:
-        with self.cond:
-            return [r for r in self.items if r.plan_key == key]
 
 
 @pytest.fixture

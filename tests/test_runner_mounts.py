@@ -7,8 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_actions_support import Gate, Loop, change, loops, needs_loop
-from test_runner import WAIT, Results
+from support.actions import WAIT, Gate, Loop, Results, change, loops, needs_loop
 
 from nvme_agent.actions import mountinfo
 from nvme_agent.actions.guard import Guard

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from packaging_helpers import (
+from support.packaging import (
     REPO,
     UNIT_NAME,
     add_host_units,

@@ -49,7 +49,3 @@ class Deadline:
     def remaining(self, floor: float = 0.05) -> float:
         """Seconds left (at least ``floor`` so that a last short step still gets a chance)."""
         return max(floor, self.start + self.seconds - time.monotonic())
-
-    @property
-    def expired(self) -> bool:
-        return time.monotonic() >= self.start + self.seconds

@@ -55,6 +55,7 @@ from nvme_agent.policy.plan import (
     SystemdSpec,
     UnmountSpec,
 )
+from nvme_agent.topology.changes import REMOVE_KINDS
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -77,8 +78,8 @@ _LEVELS = {
 
 
 def is_removal(plan: Plan) -> bool:
-    """True for plans reacting to a ``*-removed`` change."""
-    return plan.change.type.value.endswith("-removed")
+    """True for plans reacting to a removal (namespace, partition or controller)."""
+    return plan.change.type in REMOVE_KINDS
 
 
 def describe(spec: ActionSpec) -> str:

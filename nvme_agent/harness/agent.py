@@ -230,12 +230,6 @@ class AgentProcess:
         text = self.stderr.read().decode("utf-8", "replace")
         return ("\n--- daemon log ---\n" + text[-limit:]) if text.strip() else ""
 
-    def log_text(self) -> str:
-        if self.stderr is None or self.stderr.closed:
-            return ""
-        self.stderr.seek(0)
-        return self.stderr.read().decode("utf-8", "replace")
-
     def stop(self, timeout: float = 30.0) -> int | None:
         proc, self.proc = self.proc, None
         code: int | None = None

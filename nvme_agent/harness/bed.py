@@ -33,7 +33,6 @@ from typing import IO, Any
 from nvme_agent.harness.layout import (
     MINOR_BASE,
     ControllerConfig,
-    Device,
     Event,
     Layout,
     NamespaceConfig,
@@ -277,7 +276,3 @@ class Bed:
             events += self.layout.attach(cfg)
         self.apply(events)
         return events
-
-    def send_raw(self, action: str, device: Device, *, silent: bool = False) -> list[int]:
-        """Apply one device event outside the layout's bookkeeping (capture replay)."""
-        return self.apply([Event(action, device)]) if not silent else []

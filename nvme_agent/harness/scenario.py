@@ -35,7 +35,6 @@ from nvme_agent.harness.layout import (
     ControllerConfig,
     Event,
     Layout,
-    LayoutError,
     NamespaceConfig,
     PartitionConfig,
 )
@@ -672,14 +671,3 @@ def _policy(
         return policy, yaml.safe_dump(value, sort_keys=False), None
     r.error(path, "expected a policy file name or an inline policy mapping")
     return None, None, None
-
-
-def attached_after(scenario: Scenario) -> dict[tuple[str, int], NamespaceConfig]:
-    """Namespaces present after the whole timeline (for summaries)."""
-    layout = scenario.layout()
-    for step in scenario.steps:
-        try:
-            scenario.step_events(layout, step)
-        except LayoutError:
-            continue
-    return {k: v.config for k, v in layout.namespaces.items()}

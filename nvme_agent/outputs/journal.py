@@ -107,10 +107,6 @@ class TopologyLog:
                 log.warning("systemd-python missing: topology log goes to stderr")
         self.stream = stream if stream is not None else sys.stderr
 
-    @property
-    def to_journal(self) -> bool:
-        return self._send is not None
-
     def change(self, change: Change) -> None:
         """Log one topology change."""
         priority = PRIORITY_INFO

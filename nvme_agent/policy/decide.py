@@ -261,7 +261,7 @@ def _hook(change: Change, rule: Rule) -> tuple[str, tuple[Action, ...]]:
 def decide(change: Change, topology: TopologySnapshot, policy: Policy) -> Plan:
     """The plan for ``change``.  Never raises for device data; see the module docstring."""
     key = plan_key(change)
-    base = Plan(change=change, key=key, policy_generation=policy.generation)
+    base = Plan(change=change, key=key)
     ns = change.namespace
     if change.type in (ChangeType.CONTROLLER_ADDED, ChangeType.CONTROLLER_REMOVED):
         return _with(
@@ -358,5 +358,4 @@ def _with(
         actions=actions,
         env=tuple(sorted((env or {}).items())),
         explanation=explanation,
-        policy_generation=base.policy_generation,
     )

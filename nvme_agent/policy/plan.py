@@ -116,7 +116,6 @@ class Plan:
     actions: tuple[ActionSpec, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     explanation: tuple[str, ...] = ()
-    policy_generation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {

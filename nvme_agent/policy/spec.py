@@ -137,14 +137,13 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A loaded, validated policy.  ``generation`` is set by the daemon on (re)load."""
+    """A loaded, validated policy (the daemon counts reload generations itself)."""
 
     version: int = 1
     defaults: Defaults = field(default_factory=Defaults)
     rules: tuple[Rule, ...] = ()
     source: str = "<default>"
     warnings: tuple[PolicyIssue, ...] = ()
-    generation: int = 0
     #: SHA-256 of the text it was loaded from: tells a restarted daemon whether the namespaces
     #: it handled before were handled under this very policy.
     digest: str = ""

@@ -127,7 +127,6 @@ class UdevIntake:
             self.monitor.set_receive_buffer_size(receive_buffer)
         except OSError as exc:  # without CAP_NET_ADMIN the size is capped by rmem_max
             log.warning("cannot enlarge the udev receive buffer to %d: %s", receive_buffer, exc)
-        self.events_received = 0
 
     def start(self) -> list[DeviceRecord]:
         """Bind the monitor, then enumerate: the coldplug records."""
@@ -154,7 +153,6 @@ class UdevIntake:
                 raise
             if device is None:
                 return
-            self.events_received += 1
             try:
                 yield record_from_device(device)
             except (OSError, pyudev.DeviceNotFoundError) as exc:

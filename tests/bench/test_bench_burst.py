@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from daemon_support import Agent, is_type
+from support.daemon import Agent, is_type
 
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import pyudev
+
 from nvme_agent.cli.main import DEFAULT_POLICY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from nvme_agent.cli.output import Reporter
+from nvme_agent.harness.scenario import load_scenario
 from nvme_agent.policy import Policy, PolicyError, decide, explain, load_policy
 from nvme_agent.policy.explain import describe_action
 from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.intake import enumerate_records
 from nvme_agent.topology.model import Namespace, Partition, TopologySnapshot
+from nvme_agent.topology.tracker import Topology
 
 #: ``--change`` choices: what synthetic change to decide on for a DEVICE.
 CHANGE_KINDS = ("add", "remove", "eject", "resize")
@@ -86,26 +90,15 @@ def device_change(finder: DeviceFinder, device: str, kind: str) -> tuple[Change,
 
 
 def _machine_topology() -> DeviceFinder:
-    try:
-        import pyudev
-
-        intake = importlib.import_module("nvme_agent.topology.intake")
-        topology_mod = importlib.import_module("nvme_agent.topology.tracker")
-    except ImportError as exc:
-        raise _Usage(f"cannot read this machine's devices: {exc}") from exc
-    topology: DeviceFinder = topology_mod.Topology()
-    for record in intake.enumerate_records(pyudev.Context()):
-        topology.apply(record)  # type: ignore[attr-defined]
+    topology = Topology()
+    for record in enumerate_records(pyudev.Context()):
+        topology.apply(record)
     return topology
 
 
 def _scenario(path: str) -> tuple[Policy | None, list[tuple[Change, TopologySnapshot]]]:
     try:
-        module = importlib.import_module("nvme_agent.harness.scenario")
-    except ImportError as exc:
-        raise _Usage(f"scenarios are not available: {exc}") from exc
-    try:
-        scenario = module.load_scenario(path)
+        scenario = load_scenario(path)
     except OSError as exc:
         raise _Usage(f"cannot read scenario {path}: {exc.strerror or exc}") from exc
     policy: Policy | None = scenario.policy

@@ -10,6 +10,7 @@ import os
 import select
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from nvme_agent.actions import mountinfo
+from nvme_agent.policy.plan import ActionResult
 from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import Identity, Namespace
 
@@ -166,3 +168,28 @@ class Gate:
     def close(self) -> None:
         os.close(self._rfd)
         os.close(self._wfd)
+
+
+WAIT = 20.0  # generous bound for every wait on a real signal
+
+
+class Results:
+    """Collects on_result calls (from worker threads) and lets tests wait for a count."""
+
+    def __init__(self) -> None:
+        self.items: list[ActionResult] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, result: ActionResult) -> None:
+        with self.cond:
+            self.items.append(result)
+            self.cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = WAIT) -> list[ActionResult]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.items) >= n, timeout), self.items
+            return list(self.items)
+
+    def of(self, key: str) -> list[ActionResult]:
+        with self.cond:
+            return [r for r in self.items if r.plan_key == key]
