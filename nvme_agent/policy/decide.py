@@ -127,6 +127,7 @@ class _Builder:
         self.change = change
         self.facts = facts
         self.rule = rule
+        self.policy = policy
         self.root = policy.defaults.mount_root
         self.notes: list[str] = []
         self.values = facts.template_values()
@@ -197,6 +198,13 @@ class _Builder:
                 why = "no filesystem was detected"
             self.notes.append(f"mount skipped: {why}")
             return None
+        allowed = self.policy.defaults.allowed_filesystems
+        fstype = action.fstype or f.fs_type
+        if fstype not in allowed:
+            # The type is what the disk says; the kernel would load any module it names.
+            raise TemplateError(
+                f"filesystem type {fstype!r} is not in allowed_filesystems ({', '.join(allowed)})"
+            )
         if self.mountpoint is None:
             raise TemplateError(self.mountpoint_error or "no mount path")
         if not f.devnode:
@@ -207,7 +215,7 @@ class _Builder:
             source=f.devnode,
             target=self.mountpoint,
             mount_root=self.root,
-            fstype=action.fstype or f.fs_type,
+            fstype=fstype,
             options=action.options,
             fsck=action.fsck,
             read_only=action.read_only or bool(ns and ns.read_only),
@@ -215,6 +223,8 @@ class _Builder:
             owner=action.owner,
             group=action.group,
             timeout=action.timeout,
+            allowed_fstypes=allowed,
+            allow_existing_dir=action.allow_existing_dir,
         )
 
     def unmount(self, action: UnmountAction) -> UnmountSpec | None:

@@ -31,6 +31,10 @@ class MountSpec:
     owner: str | None = None
     group: str | None = None
     timeout: float = 60.0
+    #: The policy's ``allowed_filesystems``: checked again against what the device holds.
+    allowed_fstypes: tuple[str, ...] = ("ext4", "xfs", "btrfs", "vfat")
+    #: An existing, empty directory not created by the agent may be mounted on.
+    allow_existing_dir: bool = False
     kind: Literal["mount"] = "mount"
 
 

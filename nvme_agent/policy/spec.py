@@ -18,6 +18,10 @@ from nvme_agent.policy.templates import Template
 #: udisks' /run/media: a mountpoint left behind by a crash is gone after a reboot.
 DEFAULT_MOUNT_ROOT = "/run/media/nvme-agent"
 DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("nodev", "nosuid", "noatime")
+#: Filesystem types mounted unless ``defaults.allowed_filesystems`` says otherwise.  The type
+#: comes from the disk (blkid), and the kernel loads whatever module a type names: only
+#: widely used, well-fuzzed filesystems are mounted by default.
+DEFAULT_ALLOWED_FILESYSTEMS: tuple[str, ...] = ("ext4", "xfs", "btrfs", "vfat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,12 @@ class Defaults:
     reconcile_on_reload: bool = False
     #: Unmount what the agent mounted when the daemon stops.  Off: mounts outlive the agent.
     unmount_on_stop: bool = False
+    #: Filesystem types the agent mounts; anything else a disk reports is refused.
+    allowed_filesystems: tuple[str, ...] = DEFAULT_ALLOWED_FILESYSTEMS
+    #: A group whose members may use the commands that act (eject, reload), besides root.
+    #: None: only root.  Members of the ``nvme-agent`` group can always read (status, history,
+    #: watch).
+    admin_group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,8 @@ class MountAction:
     owner: str | None = None
     group: str | None = None
     timeout: float = 60.0
+    #: Mount on an existing, empty directory the agent did not create (never a non-empty one).
+    allow_existing_dir: bool = False
     kind: Literal["mount"] = "mount"
 
 

@@ -33,6 +33,7 @@ from nvme_agent.policy.matchers import (
 )
 from nvme_agent.policy.plan import OnBusy
 from nvme_agent.policy.spec import (
+    DEFAULT_ALLOWED_FILESYSTEMS,
     DEFAULT_MOUNT_OPTIONS,
     Action,
     Defaults,
@@ -56,7 +57,15 @@ from nvme_agent.policy.templates import (
 from nvme_agent.policy.units import parse_size
 
 TOP_KEYS = ("version", "defaults", "rules")
-DEFAULT_KEYS = ("mount_root", "mount_options", "timeouts", "reconcile_on_reload", "unmount_on_stop")
+DEFAULT_KEYS = (
+    "mount_root",
+    "mount_options",
+    "timeouts",
+    "reconcile_on_reload",
+    "unmount_on_stop",
+    "allowed_filesystems",
+    "admin_group",
+)
 TIMEOUT_KEYS = ("mount", "unmount", "exec", "systemd", "grow")
 RULE_KEYS = ("name", "match", "ignore", "on_add", "on_remove", "on_resize", "implied_unmount")
 MATCH_KEYS = (
@@ -77,7 +86,18 @@ ACTION_HOOKS: dict[str, tuple[str, ...]] = {
     "unmount": ("on_remove",),
     "grow": ("on_resize",),
 }
-MOUNT_KEYS = ("path", "options", "fstype", "fsck", "read_only", "mode", "owner", "group", "timeout")
+MOUNT_KEYS = (
+    "path",
+    "options",
+    "fstype",
+    "fsck",
+    "read_only",
+    "mode",
+    "owner",
+    "group",
+    "timeout",
+    "allow_existing_dir",
+)
 UNMOUNT_KEYS = ("timeout", "on_busy", "signal", "lazy_fallback")
 EXEC_KEYS = ("argv", "env", "timeout", "user")
 SYSTEMD_VERBS = ("start", "stop", "restart", "reload")
@@ -89,6 +109,36 @@ ON_BUSY = ("fail", "signal", "lazy")
 FORBIDDEN_OPTIONS = frozenset({"bind", "rbind", "move", "remount", "defaults"})
 #: Options that undo the protections we warn about.
 SAFETY_OPTIONS = ("nodev", "nosuid")
+#: A mount root may not be one of these trees or lie inside one: a device label would pick a
+#: directory of the system or of a user (``/home/{label}`` with a disk labelled ``alice``).
+SYSTEM_TREES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run/user",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var/cache",
+    "/var/lib",
+    "/var/log",
+    "/var/mail",
+    "/var/spool",
+    "/var/tmp",
+    "/dev/shm",
+)
+#: Directories that hold other things than our mounts: a mount root may lie below them
+#: (``/run/media/nvme-agent``, ``/mnt/nvme``), never be one of them.
+SHARED_TOPS = ("/", "/run", "/var", "/mnt", "/media", "/srv", "/opt", "/run/media")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
@@ -252,6 +302,19 @@ def canonical_signal(value: Any, report: Callable[[str], None]) -> str | None:
     return None
 
 
+def mount_root_problem(root: str) -> str | None:
+    """Why ``root`` (normalised, absolute) cannot be a mount root, or None."""
+    if root in SHARED_TOPS:
+        return f"mount_root cannot be {root} itself; use a directory of its own below it"
+    for tree in SYSTEM_TREES:
+        if root == tree or root.startswith(tree + "/"):
+            return (
+                f"mount_root {root} is inside {tree}, a system or home tree: a disk's label "
+                "could pick a directory that belongs to the system or to a user"
+            )
+    return None
+
+
 def _under(path: str, root: str) -> bool:
     path, root = os.path.normpath(path), os.path.normpath(root)
     return path != root and os.path.commonpath([path, root]) == root
@@ -299,8 +362,9 @@ class Compiler(Checker):
             given = self.abspath(d["mount_root"], (*path, "mount_root"))
             if given is not None:
                 norm = os.path.normpath(given)
-                if norm == "/":
-                    self.report((*path, "mount_root"), "mount_root cannot be /")
+                problem = mount_root_problem(norm)
+                if problem:
+                    self.report((*path, "mount_root"), problem)
                 else:
                     root = norm
         options = DEFAULT_MOUNT_OPTIONS
@@ -323,7 +387,28 @@ class Compiler(Checker):
             unmount_on_stop=self.boolean(
                 d.get("unmount_on_stop"), (*path, "unmount_on_stop"), False
             ),
+            allowed_filesystems=self.filesystems(
+                d.get("allowed_filesystems"), (*path, "allowed_filesystems")
+            ),
+            admin_group=self.owner(d.get("admin_group"), (*path, "admin_group")),
         )
+
+    def filesystems(self, value: Any, path: Path) -> tuple[str, ...]:
+        if value is None:
+            return DEFAULT_ALLOWED_FILESYSTEMS
+        if not isinstance(value, list) or not value:
+            self.report(path, f"expected a non-empty list of filesystem types, got {_kind(value)}")
+            return DEFAULT_ALLOWED_FILESYSTEMS
+        out: list[str] = []
+        for i, item in enumerate(value):
+            text = self.string(item, (*path, i), "a filesystem type")
+            if text is None:
+                continue
+            if not _FSTYPE.match(text):
+                self.report((*path, i), f"bad filesystem type {text!r}")
+                continue
+            out.append(text)
+        return tuple(out) if len(out) == len(value) else DEFAULT_ALLOWED_FILESYSTEMS
 
     def options(self, value: Any, path: Path) -> tuple[str, ...] | None:
         if isinstance(value, str):
@@ -587,6 +672,21 @@ class Compiler(Checker):
         fstype = self.string(b.get("fstype"), (*p, "fstype"))
         if fstype is not None and not _FSTYPE.match(fstype):
             self.report((*p, "fstype"), f"bad filesystem type {fstype!r}")
+        elif fstype is not None and fstype not in defaults.allowed_filesystems:
+            self.report(
+                (*p, "fstype"),
+                f"filesystem type {fstype!r} is not in defaults.allowed_filesystems "
+                f"({', '.join(defaults.allowed_filesystems)})",
+            )
+        allow_existing = self.boolean(
+            b.get("allow_existing_dir"), (*p, "allow_existing_dir"), False
+        )
+        if allow_existing:
+            self.warn(
+                (*p, "allow_existing_dir"),
+                "mounts on an existing empty directory the agent did not create: make sure "
+                "nobody but root can create directories below mount_root",
+            )
         return MountAction(
             path=tpl or compile_template(root + "/{nsid}"),
             options=options,
@@ -597,6 +697,7 @@ class Compiler(Checker):
             owner=self.owner(b.get("owner"), (*p, "owner")),
             group=self.owner(b.get("group"), (*p, "group")),
             timeout=self.seconds(b.get("timeout"), (*p, "timeout"), defaults.timeouts.mount),
+            allow_existing_dir=allow_existing,
         )
 
     def mount_path_ok(self, tpl: Template, root: str, path: Path) -> bool:
