@@ -126,19 +126,30 @@ SYSTEM_TREES = (
     "/run/user",
     "/sbin",
     "/sys",
-    "/tmp",
     "/usr",
     "/var/cache",
     "/var/lib",
     "/var/log",
     "/var/mail",
     "/var/spool",
-    "/var/tmp",
-    "/dev/shm",
 )
 #: Directories that hold other things than our mounts: a mount root may lie below them
 #: (``/run/media/nvme-agent``, ``/mnt/nvme``), never be one of them.
-SHARED_TOPS = ("/", "/run", "/var", "/mnt", "/media", "/srv", "/opt", "/run/media")
+#: World-writable sticky trees (/tmp) are not refused here: the mount action refuses a mount
+#: root with an ancestor that someone other than root owns or may write to.
+SHARED_TOPS = (
+    "/",
+    "/run",
+    "/var",
+    "/mnt",
+    "/media",
+    "/srv",
+    "/opt",
+    "/run/media",
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+)
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
