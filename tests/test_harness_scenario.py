@@ -55,7 +55,7 @@ def test_planned_changes_of_the_default_scenario() -> None:
         ("  - add: {ctrl: nvme9, nsid: 2}\n", 6, "unknown controller 'nvme9'"),
         ("  - add: {ctrl: nvme0, nsid: 2, size: 12 parsecs}\n", 6, "size"),
         ("  - add: {ctrl: nvme0, nsid: 1}\n", 6, "already attached"),
-        ("  - expect: {mounted: {nsid: 1}}\n", 6, "missing required key(s) 'at'"),
+        ("  - expect: {mounted: {nsid: 1}}\n", 6, "mounted.at: required key missing"),
         ("  - burst: {ctrl: nvme0, count: 3}\n", 6, "first_nsid"),
     ],
 )

@@ -238,12 +238,32 @@ class Bed:
 
     # ----------------------------------------------------------------- high level
     def add_controller(self, cfg: ControllerConfig, *, quiet: bool = False) -> list[Event]:
+        """The controller appears; a connecting one (fabrics) stays at ``(efault)`` until
+        :meth:`connect` (``quiet``: connected at once, as at boot)."""
         events = self.layout.add_controller(cfg)
+        if quiet:
+            events += self.layout.connect(cfg.name)
         self.apply(events, quiet=quiet)
+        return events
+
+    def connect(self, name: str) -> list[Event]:
+        """A connecting controller goes live (``change`` with ``NVME_EVENT=connected``)."""
+        events = self.layout.connect(name)
+        self.apply(events)
         return events
 
     def remove_controller(self, name: str) -> list[Event]:
         events = self.layout.remove_controller(name)
+        self.apply(events)
+        return events
+
+    def add_path(self, ctrl: str, nsid: int, *, quiet: bool = False) -> list[Event]:
+        events = self.layout.add_path(ctrl, nsid)
+        self.apply(events, quiet=quiet)
+        return events
+
+    def remove_path(self, ctrl: str, nsid: int) -> list[Event]:
+        events = self.layout.remove_path(ctrl, nsid)
         self.apply(events)
         return events
 
