@@ -45,6 +45,8 @@ WRAPPER = "umockdev-wrapper"
 #: The interpreter for the controller: Debian's, which has python3-gi.
 DEFAULT_PYTHON = "/usr/bin/python3"
 PYTHON_ENV = "NVME_AGENT_BED_PYTHON"
+#: Seconds a bed may take per device it writes before an answer counts as lost.
+PER_DEVICE = 0.25
 
 
 class BedError(RuntimeError):
@@ -204,8 +206,15 @@ class Bed:
                 reply: dict[str, Any] = json.loads(line)
                 return reply
 
-    def request(self, op: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
-        """Send one request and wait for its answer; raise :class:`BedError` on failure."""
+    def request(
+        self, op: str, timeout: float | None = None, *, work: int = 0, **fields: Any
+    ) -> dict[str, Any]:
+        """Send one request and wait for its answer; raise :class:`BedError` on failure.
+
+        ``timeout`` bounds each event send (a listener that does not read); the answer may
+        take that plus :data:`PER_DEVICE` seconds for each of ``work`` devices to write
+        (umockdev's preload makes every sysfs write slow on a loaded machine).
+        """
         if self._proc is None or self._proc.stdin is None:
             raise BedError("bed not started")
         self._next_id += 1
@@ -213,7 +222,7 @@ class Bed:
         wait = self.timeout if timeout is None else timeout
         self._proc.stdin.write(json.dumps({"id": rid, "op": op, "timeout": wait, **fields}) + "\n")
         self._proc.stdin.flush()
-        reply = self._read(wait + 5.0)
+        reply = self._read(wait + 5.0 + PER_DEVICE * work)
         if reply.get("id") != rid:
             raise BedError(f"bed controller answered {reply.get('id')} to request {rid}")
         if not reply.get("ok"):
@@ -229,7 +238,7 @@ class Bed:
         wire = [e.wire() for e in events]
         if not wire:
             return []
-        reply = self.request("apply", events=wire, quiet=quiet)
+        reply = self.request("apply", events=wire, quiet=quiet, work=len(wire))
         return [int(s) for s in reply["seqnums"]]
 
     def listeners(self) -> list[str]:
