@@ -165,6 +165,10 @@ class Bed:
     ) -> None:
         self.stop()
 
+    def alive(self) -> bool:
+        """Whether the controller still runs (a refused request leaves it serving)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a process that must live in the bed.
 

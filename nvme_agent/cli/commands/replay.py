@@ -51,10 +51,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from nvme_agent.cli.commands.common import policy_problem
     from nvme_agent.harness.bed import unavailable_reason
-    from nvme_agent.harness.replay import DEFAULT_NQN, Replay
+    from nvme_agent.harness.replay import DEFAULT_NQN, Replay, read_capture_file
 
     try:
-        text = Path(args.capture).read_text(encoding="utf-8")
+        text, notes = read_capture_file(args.capture)
     except OSError as exc:
         print(f"cannot read {args.capture}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         policy=policy,
         subsysnqn=args.subsysnqn or DEFAULT_NQN,
         timeout=args.timeout,
+        notes=notes,
     )
     result = replay.run()
     if result.error:
