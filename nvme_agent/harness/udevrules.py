@@ -19,6 +19,7 @@ code to compare against a real guest when udev changes:
 
 from __future__ import annotations
 
+import hashlib
 import string
 import uuid as uuidlib
 from collections.abc import Mapping
@@ -112,8 +113,11 @@ def kernel_partname(raw: str) -> str:
 
 def derived_uuid(*parts: object) -> str:
     """A stable UUID for a fake identifier (the same inputs give the same UUID)."""
+    name = "nvme-agent-harness:" + ":".join(map(str, parts))
+    # uuid5, over bytes: a hostile NQN may hold bytes that are not UTF-8 (surrogate escapes)
+    data = uuidlib.NAMESPACE_URL.bytes + name.encode("utf-8", "surrogateescape")
     return str(
-        uuidlib.uuid5(uuidlib.NAMESPACE_URL, "nvme-agent-harness:" + ":".join(map(str, parts)))
+        uuidlib.UUID(bytes=hashlib.sha1(data, usedforsecurity=False).digest()[:16], version=5)
     )
 
 
