@@ -18,8 +18,11 @@ def register(sub: Any) -> None:
             "Replay a capture made on a real guest with `udevadm monitor --udev --property` "
             "(KERNEL events are ignored) through the real agent: each event's device is "
             "recreated in a fake-udev test bed and delivered to the daemon's pyudev monitor.  "
+            "Controllers (PCIe or fabrics) and subsystems may come and go inside the capture.  "
             "Prints every topology change, the rule that matched and each action (dry-run by "
-            "default), so a new policy can be tried against what real machines emit."
+            "default), so a new policy can be tried against what real machines emit; what "
+            "cannot be rebuilt (a line it does not understand, an NQN the capture does not "
+            "contain) is named with its line number."
         ),
     )
     p.add_argument("capture", metavar="CAPTURE", help="udevadm monitor --property output file")
@@ -36,7 +39,8 @@ def register(sub: Any) -> None:
         "--subsysnqn",
         metavar="NQN",
         default=None,
-        help="subsystem NQN to give the replayed controller (captures do not contain it)",
+        help="NQN to give the replayed subsystem (captures do not contain it; a second "
+        "subsystem gets a variant of it)",
     )
     p.add_argument(
         "--timeout",
