@@ -4,8 +4,9 @@ It fakes the kernel and the hardware, never the agent: events reach the daemon t
 real pyudev netlink monitor (redirected by umockdev's preload library), and enumeration,
 attributes and parents come from a fake ``/sys`` tree.
 
-* :mod:`.layout` models controllers (PCIe, fabrics), subsystems, namespaces and their paths
-  as the kernel shows them; :mod:`.udevrules` imitates what udev's rules add on top.
+* :mod:`.layout` models controllers (PCIe, fabrics), subsystems, namespaces and their paths;
+  :mod:`.devices` has its vocabulary (devices, events, configurations), :mod:`.kernel` what
+  the kernel shows for each device, :mod:`.udevrules` what udev's rules add on top.
 * :mod:`.bedctl` is the bed controller program (runs under ``umockdev-wrapper``).
 * :mod:`.bed` is the client side: :class:`~nvme_agent.harness.bed.Bed`.
 * :mod:`.scenario` is the YAML scenario format: :mod:`.steps` says what each step kind does,

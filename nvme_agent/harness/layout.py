@@ -44,258 +44,47 @@ The bed (:mod:`nvme_agent.harness.bed`) materialises these devices in a umockdev
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from nvme_agent.harness import udevrules
+from nvme_agent.harness import kernel, udevrules
+from nvme_agent.harness.devices import (
+    QEMU_VENDOR,
+    ControllerConfig,
+    Device,
+    Event,
+    LayoutError,
+    NamespaceConfig,
+    PartitionConfig,
+)
+from nvme_agent.harness.kernel import (
+    BLOCK_MAJOR,
+    CTRL_MAJOR,
+    EFAULT,
+    FABRICS_CTL,
+    GENERIC_MAJOR,
+    MISC_MAJOR,
+)
 from nvme_agent.harness.udevrules import DiskIdentity, PartitionEntry, derived_uuid
-from nvme_agent.topology.model import Properties
-from nvme_agent.topology.records import ATTRIBUTES, DeviceRecord
 
 #: The first fake minor number.  Linux minors go up to 2**20 - 1.
 MINOR_BASE = 900_000
-BLOCK_MAJOR = 259
-GENERIC_MAJOR = 244
-CTRL_MAJOR = 245
-MISC_MAJOR = 10
-QEMU_VENDOR = 0x1B36
 SECTOR = udevrules.SECTOR
-#: What the kernel prints for a string of a controller whose subsystem is not set up yet.
-EFAULT = "(efault)"
 TRANSPORTS = ("pcie", "tcp", "rdma", "fc")
-FABRICS_CTL = "/devices/virtual/nvme-fabrics/ctl"
 
-
-class LayoutError(ValueError):
-    """An impossible operation: attach an attached namespace, unknown controller, ..."""
-
-
-@dataclass
-class Device:
-    """One sysfs device: what the bed writes to ``/sys`` and what its events carry.
-
-    ``properties`` are the udev properties (``DEVNAME`` with its ``/dev/`` prefix) except
-    ``ACTION``/``DEVPATH``/``SUBSYSTEM``/``SEQNUM``, which each event adds.  ``silent`` devices
-    (hidden multipath path disks) exist in sysfs but never send a uevent.  ``devnode`` is the
-    node the bed creates under the fake ``/dev`` (``None``: none, e.g. real mode's loop device).
-    """
-
-    devpath: str
-    subsystem: str
-    devtype: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict)
-    properties: dict[str, str] = field(default_factory=dict)
-    dev: str | None = None
-    devnode: str | None = None
-    silent: bool = False
-    parents: tuple[Device, ...] = ()
-
-    @property
-    def sysname(self) -> str:
-        return self.devpath.rsplit("/", 1)[-1]
-
-    def wire(self) -> dict[str, Any]:
-        """The JSON form the bed controller understands."""
-        return {
-            "devpath": self.devpath,
-            "subsystem": self.subsystem,
-            "devtype": self.devtype,
-            "attributes": dict(self.attributes),
-            "properties": dict(self.properties),
-            "dev": self.dev,
-            "devnode": self.devnode,
-        }
-
-    def snapshot(self) -> Device:
-        """A copy whose ``attributes`` and ``properties`` no later change of ``self`` touches.
-
-        Parents are shared: they are the controller chain, which events never change.
-        """
-        return dataclasses.replace(
-            self, attributes=dict(self.attributes), properties=dict(self.properties)
-        )
-
-    def record(self, action: str, seqnum: int = 0, *, coldplug: bool = False) -> DeviceRecord:
-        """The :class:`DeviceRecord` intake would build for this device and ``action``.
-
-        Mirrors :func:`nvme_agent.topology.intake.record_from_device`: only the attributes listed in
-        :data:`~nvme_agent.topology.records.ATTRIBUTES`, none on ``remove``, the ``nvme`` then
-        the ``nvme-subsystem`` ancestor.
-        """
-        props = {
-            "ACTION": action,
-            "DEVPATH": self.devpath,
-            "SUBSYSTEM": self.subsystem,
-            **self.properties,
-        }
-        if seqnum:
-            props["SEQNUM"] = str(seqnum)
-        if coldplug:
-            props.pop("ACTION")
-        wanted = ATTRIBUTES.get(self.subsystem, ())
-        attrs = {} if action == "remove" else _pick(self.attributes, wanted)
-        parents: tuple[tuple[str, str, Properties], ...] = ()
-        if action != "remove":
-            parents = tuple(
-                (
-                    p.subsystem,
-                    p.sysname,
-                    Properties.of(_pick(p.attributes, ATTRIBUTES[p.subsystem])),
-                )
-                for p in sorted(self.ancestors(), key=lambda p: p.subsystem != "nvme")
-                if p.subsystem in ("nvme", "nvme-subsystem")
-            )
-        return DeviceRecord.build(
-            action,
-            self.devpath,
-            self.subsystem,
-            props,
-            attrs,
-            devtype=self.devtype,
-            seqnum=seqnum,
-            parents=parents,
-            coldplug=coldplug,
-        )
-
-    def ancestors(self) -> list[Device]:
-        """Parents, nearest first, then theirs."""
-        out: list[Device] = []
-        todo = list(self.parents)
-        while todo:
-            parent = todo.pop(0)
-            out.append(parent)
-            todo += parent.parents
-        return out
-
-
-def _pick(attributes: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
-    return {n: attributes[n].strip() for n in names if n in attributes}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One uevent the guest would emit: ``action`` of ``device``.
-
-    The event keeps a snapshot of the device as it was when the event was built, like a real
-    uevent: a later change of the layout's device (e.g. udev adding ``NVME_HOST_IFACE`` on the
-    multipath ``change`` that follows the disk's ``add``) does not leak into earlier events.
-    ``extra`` are variables of this one uevent only (``RESIZE=1``, ``NVME_EVENT=connected``):
-    they are in the event's properties but never in the device's ``uevent`` file.
-    """
-
-    action: str
-    device: Device
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # Frozen dataclass: replace the field through object.__setattr__ (the documented way).
-        snap = self.device.snapshot()
-        snap.properties.update(self.extra)
-        object.__setattr__(self, "device", snap)
-
-    def wire(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "device": self.device.wire(),
-            "silent": self.device.silent,
-            "event_only": sorted(self.extra),
-        }
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """An NVMe controller, as a scenario describes it.
-
-    ``transport`` ``pcie`` puts it on a PCI function ``pci_address`` (default
-    ``0000:00:<4+N>.0``), behind the hotplug root port ``root_port`` if set; any other
-    transport makes a fabrics controller reached at ``traddr``/``trsvcid``.  ``connecting``
-    (default: true for fabrics) makes it appear with ``(efault)`` attributes until
-    :meth:`Layout.connect`.
-    """
-
-    name: str
-    serial: str
-    model: str = "QEMU NVMe Ctrl"
-    subsysnqn: str = "nqn.2019-08.org.qemu:subsys0"
-    firmware: str = "7.2.22"
-    vendor_id: int = QEMU_VENDOR
-    device_id: int = 0x0010
-    pci_address: str | None = None
-    bogus_ids: bool | None = None
-    cntlid: int = 0
-    transport: str = "pcie"
-    traddr: str = "127.0.0.1"
-    trsvcid: str = "4420"
-    root_port: str | None = None
-    connecting: bool | None = None
-
-    @property
-    def instance(self) -> int:
-        if not self.name.startswith("nvme") or not self.name[4:].isdigit():
-            raise LayoutError(f"controller name {self.name!r} is not nvmeN")
-        return int(self.name[4:])
-
-    @property
-    def fabrics(self) -> bool:
-        return self.transport != "pcie"
-
-    @property
-    def quirk(self) -> bool:
-        """Whether the kernel ignores this controller's namespace identifiers (a PCI quirk)."""
-        if self.bogus_ids is not None:
-            return self.bogus_ids
-        return not self.fabrics and self.vendor_id == QEMU_VENDOR
-
-    @property
-    def pci_slot(self) -> str | None:
-        if self.fabrics:
-            return None
-        return self.pci_address or f"0000:00:{4 + self.instance:02x}.0"
-
-    @property
-    def address(self) -> str:
-        """The controller's ``address`` attribute."""
-        return self.pci_slot or f"traddr={self.traddr},trsvcid={self.trsvcid}"
-
-    @property
-    def starts_connecting(self) -> bool:
-        return self.fabrics if self.connecting is None else self.connecting
-
-
-@dataclass(frozen=True)
-class PartitionConfig:
-    """A GPT partition on a namespace."""
-
-    number: int
-    size_bytes: int
-    fs: str | None = None
-    label: str | None = None
-    partlabel: str | None = None
-
-
-@dataclass(frozen=True)
-class NamespaceConfig:
-    """A namespace's contents and identity, and the controller it is first attached through.
-
-    ``generation`` distinguishes images put at the same NSID (a hot-swap): it feeds the
-    derived uuid/nguid (real hardware) and the filesystem UUID.  Explicit ``uuid``/``nguid``
-    win.  ``devname`` overrides ``DEVNAME`` (real mode points it at a loop device).
-    """
-
-    ctrl: str
-    nsid: int
-    size_bytes: int = 1 << 30
-    fs: str | None = None
-    label: str | None = None
-    fs_uuid: str | None = None
-    uuid: str | None = None
-    nguid: str | None = None
-    partitions: tuple[PartitionConfig, ...] = ()
-    lba_size: int = 512
-    read_only: bool = False
-    generation: int = 0
-    devname: str | None = None
+__all__ = [
+    "EFAULT",
+    "MINOR_BASE",
+    "QEMU_VENDOR",
+    "TRANSPORTS",
+    "ControllerConfig",
+    "Device",
+    "Event",
+    "Layout",
+    "LayoutError",
+    "NamespaceConfig",
+    "PartitionConfig",
+]
 
 
 @dataclass
@@ -351,10 +140,6 @@ class _Controller:
     live: bool
 
 
-def _hex(text: str) -> str:
-    return text.strip().encode("utf-8", "surrogateescape").hex()
-
-
 def _lowest_free(used: Iterable[int], start: int) -> int:
     taken = set(used)
     n = start
@@ -399,7 +184,7 @@ class Layout:
         events, parent = self._controller_parents(cfg)
         owned: list[Device] = []
         if not cfg.fabrics:
-            pci = _pci_function(cfg, parent)
+            pci = kernel.pci_function(cfg, parent)
             owned.append(pci)
             events.append(Event("add", pci))
             parent = pci
@@ -410,8 +195,8 @@ class Layout:
             if not cfg.fabrics
             else f"{parent.devpath}/{cfg.name}",
             subsystem="nvme",
-            attributes=_controller_attributes(cfg, live=live),
-            properties=_controller_properties(cfg, minor),
+            attributes=kernel.controller_attributes(cfg, live=live),
+            properties=kernel.controller_properties(cfg, minor),
             dev=f"{CTRL_MAJOR}:{minor}",
             devnode=f"/dev/{cfg.name}",
             parents=(parent,),
@@ -420,7 +205,7 @@ class Layout:
         events.append(Event("add", ctrl))
         subsys = self.subsystems.get(cfg.subsysnqn)
         if subsys is None:
-            subsys = _Subsystem(cfg.subsysnqn, cfg.instance, _subsystem_device(cfg), cfg)
+            subsys = _Subsystem(cfg.subsysnqn, cfg.instance, kernel.subsystem_device(cfg), cfg)
             self.subsystems[cfg.subsysnqn] = subsys
             events.append(Event("add", subsys.device))
         subsys.members.append(cfg.name)
@@ -445,7 +230,7 @@ class Layout:
         if cfg.fabrics:
             path, make = FABRICS_CTL, self._fabrics_ctl
         elif cfg.root_port:
-            path, make = f"/devices/pci0000:00/{cfg.root_port}", _root_port
+            path, make = f"/devices/pci0000:00/{cfg.root_port}", kernel.root_port
         else:
             return [], Device(devpath="/devices/pci0000:00", subsystem="")
         if path in self._shared:
@@ -475,7 +260,7 @@ class Layout:
         if ctrl.live:
             return []
         ctrl.live = True
-        ctrl.device.attributes.update(_controller_attributes(ctrl.config, live=True))
+        ctrl.device.attributes.update(kernel.controller_attributes(ctrl.config, live=True))
         return [Event("change", ctrl.device, {"NVME_EVENT": "connected"})]
 
     def controller(self, name: str) -> ControllerConfig:
@@ -566,7 +351,7 @@ class Layout:
 
     def identifiers(self, ns: NamespaceConfig) -> dict[str, str]:
         """The identifier attributes the kernel shows for ``ns`` (wwid, maybe uuid/nguid)."""
-        return _identifiers(self._subsystem_of(ns.ctrl).config, ns)
+        return kernel.identifiers(self._subsystem_of(ns.ctrl).config, ns)
 
     def attach(self, ns: NamespaceConfig) -> list[Event]:
         """A new namespace appears through controller ``ns.ctrl`` (attach-ns, QEMU
@@ -581,7 +366,7 @@ class Layout:
             config=ns,
             nqn=subsys.nqn,
             instance=_lowest_free((h.instance for h in subsys.heads.values()), 1),
-            ids=_identifiers(subsys.config, ns),
+            ids=kernel.identifiers(subsys.config, ns),
         )
         subsys.heads[ns.nsid] = head
         return self._add_path(subsys, head, ns.ctrl)
@@ -602,7 +387,7 @@ class Layout:
             )
             head.paths[name] = _Path(view=view)
             return _view_added(view, self.multipath)
-        attrs = _disk_attributes(head.config, head.ids, self._next_diskseq())
+        attrs = kernel.disk_attributes(head.config, head.ids, self._next_diskseq())
         hidden = Device(
             devpath=f"{ctrl.devpath}/nvme{subsys.instance}c{name[4:]}n{head.instance}",
             subsystem="block",
@@ -718,7 +503,7 @@ class Layout:
             subsystem="block",
             devtype="disk",
             attributes={
-                **_disk_attributes(ns, head.ids, diskseq),
+                **kernel.disk_attributes(ns, head.ids, diskseq),
                 "dev": dev,
                 "hidden": "0",
                 "capability": "0",
@@ -834,142 +619,9 @@ def _view_added(view: _View, multipath: bool) -> list[Event]:
     return events + [Event("add", p) for p in view.partitions]
 
 
-def _identifiers(cfg: ControllerConfig, ns: NamespaceConfig) -> dict[str, str]:
-    if cfg.quirk:
-        return {
-            "wwid": f"nvme.{cfg.vendor_id:04x}-{_hex(cfg.serial)}-{_hex(cfg.model)}-{ns.nsid:08x}"
-        }
-    uuid = ns.uuid or derived_uuid(cfg.subsysnqn, ns.nsid, ns.generation, "uuid")
-    nguid = ns.nguid or derived_uuid(cfg.subsysnqn, ns.nsid, ns.generation, "nguid")
-    nguid = nguid.replace("-", "")
-    return {"uuid": uuid, "nguid": nguid, "wwid": f"uuid.{uuid}"}
-
-
 def _fs(ns: NamespaceConfig, fs: str | None, label: str | None, what: str) -> dict[str, str]:
     """blkid's view of a filesystem made for ``ns``."""
     fs_uuid = ns.fs_uuid or derived_uuid(ns.ctrl, ns.nsid, ns.generation, what, fs)
     return udevrules.fs_properties(
         fs, udevrules.blkid_label(label) if label is not None else None, fs_uuid
-    )
-
-
-def _disk_attributes(ns: NamespaceConfig, ids: Mapping[str, str], diskseq: int) -> dict[str, str]:
-    return {
-        "alignment_offset": "0",
-        "discard_alignment": "0",
-        "diskseq": str(diskseq),
-        "ext_range": "256",
-        "nsid": str(ns.nsid),
-        "range": "0",
-        "removable": "0",
-        "ro": "1" if ns.read_only else "0",
-        "size": str(ns.size_bytes // SECTOR),
-        "queue/logical_block_size": str(ns.lba_size),
-        "queue/physical_block_size": str(ns.lba_size),
-        "queue/hw_sector_size": str(ns.lba_size),
-        "queue/rotational": "0",
-        **ids,
-    }
-
-
-def _controller_attributes(cfg: ControllerConfig, *, live: bool) -> dict[str, str]:
-    """The controller's sysfs attributes (without ``dev``); the identity strings read
-    ``(efault)`` until it is live."""
-    strings = {
-        "firmware_rev": cfg.firmware.ljust(8),
-        "model": cfg.model.ljust(40),
-        "serial": cfg.serial.ljust(20),
-        "subsysnqn": cfg.subsysnqn,
-    }
-    attrs = {
-        "address": cfg.address,
-        "cntlid": str(cfg.cntlid) if live else "0",
-        "cntrltype": "io",
-        "dctype": "none",
-        "state": "live" if live else "connecting",
-        "transport": cfg.transport,
-        "numa_node": "-1",
-        "queue_count": "3",
-        "sqsize": "1023",
-        "kato": "0",
-        **(strings if live else dict.fromkeys(strings, EFAULT)),
-    }
-    if cfg.fabrics:
-        attrs.update(
-            kato="5",
-            sqsize="127",
-            ctrl_loss_tmo="600",
-            reconnect_delay="10",
-            fast_io_fail_tmo="off",
-            hostnqn="nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001",
-        )
-    return attrs
-
-
-def _controller_properties(cfg: ControllerConfig, minor: int) -> dict[str, str]:
-    """The kernel's uevent variables of a controller (``nvme_class_uevent``)."""
-    props = {
-        "MAJOR": str(CTRL_MAJOR),
-        "MINOR": str(minor),
-        "DEVNAME": f"/dev/{cfg.name}",
-        "NVME_TRTYPE": cfg.transport,
-    }
-    if cfg.fabrics:
-        props.update(
-            NVME_TRADDR=cfg.traddr,
-            NVME_TRSVCID=cfg.trsvcid,
-            NVME_HOST_TRADDR="none",
-            NVME_HOST_IFACE="none",
-        )
-    return props
-
-
-def _pci_function(cfg: ControllerConfig, parent: Device) -> Device:
-    slot = cfg.pci_slot or ""
-    return Device(
-        devpath=f"{parent.devpath}/{slot}",
-        subsystem="pci",
-        attributes={
-            "vendor": f"0x{cfg.vendor_id:04x}",
-            "device": f"0x{cfg.device_id:04x}",
-            "subsystem_vendor": f"0x{cfg.vendor_id:04x}",
-            "class": "0x010802",
-        },
-        properties={
-            "DRIVER": "nvme",
-            "PCI_CLASS": "10802",
-            "PCI_ID": f"{cfg.vendor_id:04X}:{cfg.device_id:04X}",
-            "PCI_SLOT_NAME": slot,
-        },
-        parents=(parent,) if parent.subsystem else (),
-    )
-
-
-def _root_port(path: str) -> Device:
-    """QEMU's ``pcie-root-port`` (1b36:000c), present from boot."""
-    return Device(
-        devpath=path,
-        subsystem="pci",
-        attributes={"vendor": "0x1b36", "device": "0x000c", "class": "0x060400"},
-        properties={
-            "DRIVER": "pcieport",
-            "PCI_CLASS": "60400",
-            "PCI_ID": "1B36:000C",
-            "PCI_SLOT_NAME": path.rsplit("/", 1)[-1],
-        },
-    )
-
-
-def _subsystem_device(cfg: ControllerConfig) -> Device:
-    return Device(
-        devpath=f"/devices/virtual/nvme-subsystem/nvme-subsys{cfg.instance}",
-        subsystem="nvme-subsystem",
-        attributes={
-            "subsysnqn": cfg.subsysnqn,
-            "serial": cfg.serial.ljust(20),
-            "model": cfg.model.ljust(40),
-            "firmware_rev": cfg.firmware.ljust(8),
-            "iopolicy": "numa",
-            "subsystype": "nvm",
-        },
     )
