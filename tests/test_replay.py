@@ -265,3 +265,21 @@ def test_garbled_captures_replay_without_a_traceback(
         assert str(note).startswith(f"line {note.line}: ")
     # nothing a capture says is written outside the bed
     assert not Path("/etc/nvme-agent-escape").exists()
+
+
+def test_timeline_lines_escape_device_data() -> None:
+    from nvme_agent.harness.timeline import describe_record
+
+    rec = {
+        "type": "controller-added",
+        "nsid": None,
+        "controller": {"name": "nvme1", "serial": "A\nFORGED", "subsysnqn": "nqn\x1b[2J"},
+    }
+    line = describe_record(rec)
+    assert "\n" not in line and "\x1b" not in line and "'A\\nFORGED'" in line
+    plan = {
+        "type": "plan",
+        "rule": "r",
+        "actions": [{"kind": "mount", "source": "/dev/x", "target": "/m/a\rb"}],
+    }
+    assert "\r" not in describe_record(plan)

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from nvme_agent.harness.agent import AgentError, AgentProcess, EventFeed, environ_without_bed
-from nvme_agent.harness.bed import Bed
+from nvme_agent.harness.bed import Bed, BedError
 from nvme_agent.harness.expect import Expectations, mounted_targets
 from nvme_agent.harness.layout import Event, LayoutError
 from nvme_agent.harness.real import RealBacking, RealModeError
@@ -160,7 +160,12 @@ class Simulation:
             tmp = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="nvme-agent-simulate-"))
             )
-            guest = self._start(stack, tmp)
+            try:
+                guest = self._start(stack, tmp)
+            except (BedError, LayoutError) as exc:
+                self.outcome.errors.append(f"cannot build the guest: {exc}")
+                self._say({"type": "error", "nsid": None, "error": str(exc)}, f"error: {exc}")
+                guest = None
             if guest is not None:
                 self._steps(guest)
         verdict = "PASS" if self.outcome.ok else "FAIL"
@@ -249,7 +254,7 @@ class Simulation:
         for step in self.scenario.steps:
             try:
                 self._step(step, guest)
-            except (AgentError, TimeoutError, LayoutError, RealModeError) as exc:
+            except (AgentError, BedError, TimeoutError, LayoutError, RealModeError) as exc:
                 self._flush(guest.feed)
                 where = f"step {step.index + 1}" + (f" (line {step.line})" if step.line else "")
                 msg = f"{where} {step.describe()}: {exc}"
