@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nvme_agent.harness.layout import ControllerConfig, Layout, NamespaceConfig
 from nvme_agent.harness.scenario import ScenarioError, load_scenario, load_scenario_text
+from nvme_agent.harness.steps import STEP_KINDS as STEP_KINDS_FOR_TEST
 from nvme_agent.topology.changes import ChangeType
 
 SCENARIOS = Path(__file__).parent.parent / "nvme_agent" / "data" / "scenarios"
@@ -231,3 +236,81 @@ def test_planned_changes_of_the_path_scenarios() -> None:
     plug = load_scenario(SCENARIOS / "pcie-hotplug.yaml")
     got = [(c.type, c.nsid) for c, _s in plug.planned_changes()]
     assert got == [(CA, None), (A, 1), (R, 1), (CR, None), (CA, None), (A, 1)]
+
+
+# --------------------------------------------------------------------------- any input
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.sampled_from(["nvme0", "nvme1", "tcp", "ext4", "1GiB", "-1", "../x", "{nsid}", ""]),
+    st.text(max_size=8),
+)
+KEYS = [
+    "ctrl",
+    "nsid",
+    "size",
+    "fs",
+    "label",
+    "name",
+    "namespaces",
+    "count",
+    "first_nsid",
+    "transport",
+    "present",
+    "policy",
+    "type",
+    "mounted",
+    "at",
+    "partitions",
+    "timeout",
+]
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+steps = st.lists(
+    st.dictionaries(
+        st.sampled_from([*STEP_KINDS_FOR_TEST, "bogus"]), values, min_size=1, max_size=1
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    controllers=st.lists(st.dictionaries(st.sampled_from(KEYS), values, max_size=5), max_size=3),
+    namespaces=values,
+    steps=steps,
+    multipath=scalars,
+)
+def test_any_scenario_data_loads_or_fails_with_positions(
+    controllers: list[Any], namespaces: Any, steps: list[Any], multipath: Any
+) -> None:
+    doc = {
+        "multipath": multipath,
+        "controllers": controllers,
+        "namespaces": namespaces,
+        "steps": steps,
+    }
+    text = yaml.safe_dump(doc, sort_keys=False)
+    try:
+        scenario = load_scenario_text(text, "any.yaml")
+    except ScenarioError as exc:
+        assert exc.issues
+        assert all(i.startswith("any.yaml:") for i in exc.issues), exc.issues
+        return
+    scenario.planned_changes()  # a scenario that loads also runs on the layout
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.text(max_size=300))
+def test_any_text_loads_or_fails_with_positions(text: str) -> None:
+    try:
+        load_scenario_text(text, "t.yaml")
+    except ScenarioError as exc:
+        assert all(i.startswith("t.yaml") for i in exc.issues), exc.issues
