@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.bedlisten import Listener, reaches_agent
 
-from nvme_agent.harness.agent import environ_without_bed
 from nvme_agent.harness.bed import Bed
 from nvme_agent.harness.layout import (
     MINOR_BASE,
     ControllerConfig,
-    Event,
     Layout,
     NamespaceConfig,
     PartitionConfig,
@@ -24,56 +18,7 @@ from nvme_agent.harness.layout import (
 
 pytestmark = pytest.mark.umockdev
 
-LISTENER = Path(__file__).parent / "support" / "listener.py"
 QEMU = ControllerConfig("nvme0", serial="RIGCTRL0", subsysnqn="nqn.2019-08.org.qemu:rig")
-
-
-def _reaches_agent(event: Event) -> bool:
-    return not event.device.silent and event.device.subsystem != "bdi"
-
-
-class Listener:
-    """tests/support/listener.py in a child process inside the bed."""
-
-    def __init__(self, bed: Bed, count: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(LISTENER), str(count)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=bed.env(environ_without_bed()),
-        )
-        assert self.proc.stdout is not None
-        first = json.loads(self.proc.stdout.readline())  # monitor bound, coldplug done
-        self.coldplug: list[dict[str, Any]] = first["coldplug"]
-        # Read continuously: a full stdout pipe would stall the listener, then the bed.
-        self.lines: list[str] = []
-        self.arrived = threading.Condition()
-        self.eof = False
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self.arrived:
-                self.lines.append(line)
-                self.arrived.notify_all()
-        with self.arrived:
-            self.eof = True
-            self.arrived.notify_all()
-
-    def wait_for(self, count: int, timeout: float = 30) -> None:
-        """Block until the listener printed ``count`` event lines (or exited)."""
-        with self.arrived:
-            ok = self.arrived.wait_for(lambda: len(self.lines) >= count or self.eof, timeout)
-        assert ok and len(self.lines) >= count, f"listener printed {len(self.lines)}/{count}"
-
-    def finish(self) -> list[dict[str, Any]]:
-        assert self.proc.wait(timeout=30) == 0
-        self.reader.join(timeout=10)
-        events = [json.loads(line) for line in self.lines]
-        assert all("timeout" not in e for e in events), "listener timed out waiting for events"
-        return events
 
 
 def test_add_and_remove_reach_a_pyudev_monitor(bed: Bed) -> None:
@@ -89,17 +34,17 @@ def test_add_and_remove_reach_a_pyudev_monitor(bed: Bed) -> None:
     )
     scratch = Layout(multipath=bed.layout.multipath)
     scratch.add_controller(QEMU)
-    visible = [e for e in scratch.attach(ns) + scratch.detach("nvme0", 4) if _reaches_agent(e)]
+    visible = [e for e in scratch.attach(ns) + scratch.detach("nvme0", 4) if reaches_agent(e)]
     listener = Listener(bed, count=len(visible))
     added = bed.add_namespace(ns)
     # The listener looks each added block device up by number in sysfs: let it handle the adds
     # before the devices go away, or that lookup races the removal.
-    listener.wait_for(sum(1 for e in added if _reaches_agent(e)))
+    listener.wait_for(sum(1 for e in added if reaches_agent(e)))
     removed = bed.remove_namespace("nvme0", 4)
     events = listener.finish()
 
     # bdi and hidden path devices never reach the agent's filtered monitor
-    sent = [e for e in added + removed if _reaches_agent(e)]
+    sent = [e for e in added + removed if reaches_agent(e)]
     assert [(e["action"], e["devpath"]) for e in events] == [
         (e.action, e.device.devpath) for e in sent
     ]

@@ -45,6 +45,8 @@ WRAPPER = "umockdev-wrapper"
 #: The interpreter for the controller: Debian's, which has python3-gi.
 DEFAULT_PYTHON = "/usr/bin/python3"
 PYTHON_ENV = "NVME_AGENT_BED_PYTHON"
+#: Seconds a bed may take per device it writes before an answer counts as lost.
+PER_DEVICE = 0.25
 
 
 class BedError(RuntimeError):
@@ -163,6 +165,10 @@ class Bed:
     ) -> None:
         self.stop()
 
+    def alive(self) -> bool:
+        """Whether the controller still runs (a refused request leaves it serving)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a process that must live in the bed.
 
@@ -204,8 +210,15 @@ class Bed:
                 reply: dict[str, Any] = json.loads(line)
                 return reply
 
-    def request(self, op: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
-        """Send one request and wait for its answer; raise :class:`BedError` on failure."""
+    def request(
+        self, op: str, timeout: float | None = None, *, work: int = 0, **fields: Any
+    ) -> dict[str, Any]:
+        """Send one request and wait for its answer; raise :class:`BedError` on failure.
+
+        ``timeout`` bounds each event send (a listener that does not read); the answer may
+        take that plus :data:`PER_DEVICE` seconds for each of ``work`` devices to write
+        (umockdev's preload makes every sysfs write slow on a loaded machine).
+        """
         if self._proc is None or self._proc.stdin is None:
             raise BedError("bed not started")
         self._next_id += 1
@@ -213,7 +226,7 @@ class Bed:
         wait = self.timeout if timeout is None else timeout
         self._proc.stdin.write(json.dumps({"id": rid, "op": op, "timeout": wait, **fields}) + "\n")
         self._proc.stdin.flush()
-        reply = self._read(wait + 5.0)
+        reply = self._read(wait + 5.0 + PER_DEVICE * work)
         if reply.get("id") != rid:
             raise BedError(f"bed controller answered {reply.get('id')} to request {rid}")
         if not reply.get("ok"):
@@ -229,7 +242,7 @@ class Bed:
         wire = [e.wire() for e in events]
         if not wire:
             return []
-        reply = self.request("apply", events=wire, quiet=quiet)
+        reply = self.request("apply", events=wire, quiet=quiet, work=len(wire))
         return [int(s) for s in reply["seqnums"]]
 
     def listeners(self) -> list[str]:
@@ -238,12 +251,32 @@ class Bed:
 
     # ----------------------------------------------------------------- high level
     def add_controller(self, cfg: ControllerConfig, *, quiet: bool = False) -> list[Event]:
+        """The controller appears; a connecting one (fabrics) stays at ``(efault)`` until
+        :meth:`connect` (``quiet``: connected at once, as at boot)."""
         events = self.layout.add_controller(cfg)
+        if quiet:
+            events += self.layout.connect(cfg.name)
         self.apply(events, quiet=quiet)
+        return events
+
+    def connect(self, name: str) -> list[Event]:
+        """A connecting controller goes live (``change`` with ``NVME_EVENT=connected``)."""
+        events = self.layout.connect(name)
+        self.apply(events)
         return events
 
     def remove_controller(self, name: str) -> list[Event]:
         events = self.layout.remove_controller(name)
+        self.apply(events)
+        return events
+
+    def add_path(self, ctrl: str, nsid: int, *, quiet: bool = False) -> list[Event]:
+        events = self.layout.add_path(ctrl, nsid)
+        self.apply(events, quiet=quiet)
+        return events
+
+    def remove_path(self, ctrl: str, nsid: int) -> list[Event]:
+        events = self.layout.remove_path(ctrl, nsid)
         self.apply(events)
         return events
 

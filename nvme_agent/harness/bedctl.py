@@ -21,6 +21,11 @@ Why it writes the sysfs tree itself instead of calling ``Testbed.add_device``:
 The tree follows the layout of umockdev 0.17's ``add_devicev`` (class/bus links, a
 ``subsystem`` link, properties in the ``uevent`` file).  ``probe`` reports whether the
 installed umockdev's own ``remove_device`` emits a ``remove`` (0.18.4+) or not (0.17.x).
+
+Values are text; bytes that are not UTF-8 (a hostile device's ``serial``) travel as
+``surrogateescape`` characters and are written and sent as the original bytes.  Every path
+a request names (devpath, subsystem, attribute, device node) is checked before anything is
+written: nothing a request says can reach outside the testbed's directory.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -46,6 +52,37 @@ BUS_SUBSYSTEMS = {"pci", "usb", "platform", "scsi", "i2c", "spi", "serio", "hid"
 SEND_TIMEOUT = 20.0
 Dev = dict[str, Any]
 _MONITOR_MAGIC = 0xFEEDCAFE
+#: One sysfs or /dev path component (kernel names, ``259:3``, ``0000:00:04.0``).
+_COMPONENT = re.compile(r"^[A-Za-z0-9_.:@+-]{1,255}$")
+
+
+def _safe_parts(path: str, what: str) -> list[str]:
+    parts = path.split("/")
+    if not all(_COMPONENT.match(p) and p not in (".", "..") for p in parts):
+        raise ValueError(f"unsafe {what} {path!r}")
+    return parts
+
+
+def check_device(dev: Dev) -> None:
+    """Refuse a device whose paths could leave the testbed (``..``, odd characters)."""
+    devpath = dev["devpath"]
+    if not devpath.startswith("/devices/") or len(devpath) > 4000:
+        raise ValueError(f"unsafe devpath {devpath!r}: must be below /devices/")
+    _safe_parts(devpath[len("/devices/") :], "devpath")
+    _safe_parts(dev["subsystem"], "subsystem")
+    for key in dev.get("attributes", {}):
+        _safe_parts(key, "attribute name")
+    node = dev.get("devnode")
+    if node is not None:
+        if not node.startswith("/dev/"):
+            raise ValueError(f"unsafe device node {node!r}: must be below /dev/")
+        _safe_parts(node[len("/dev/") :], "device node")
+    if dev.get("dev") is not None and not re.fullmatch(r"\d{1,9}:\d{1,9}", dev["dev"]):
+        raise ValueError(f"bad device number {dev['dev']!r}")
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def string_hash32(text: str) -> int:
@@ -78,7 +115,10 @@ def string_hash32(text: str) -> int:
 
 
 def message(action: str, device: Dev, seqnum: int) -> bytes:
-    """One libudev monitor datagram (what udevd sends after rule processing)."""
+    """One libudev monitor datagram (what udevd sends after rule processing).
+
+    A NUL inside a value would split it into two properties: refused.
+    """
     props = [
         f"ACTION={action}",
         f"DEVPATH={device['devpath']}",
@@ -90,7 +130,9 @@ def message(action: str, device: Dev, seqnum: int) -> bytes:
             props.append(f"{key}={value}")
     if device.get("devtype") and "DEVTYPE" not in device.get("properties", {}):
         props.append(f"DEVTYPE={device['devtype']}")
-    body = b"".join(p.encode() + b"\0" for p in props)
+    if any("\0" in p for p in props):
+        raise ValueError(f"a property of {device['devpath']!r} contains NUL")
+    body = b"".join(_bytes(p) + b"\0" for p in props)
     devtype = device.get("devtype")
     # libudev's header: magic and filter hashes big-endian, sizes and offsets host order.
     header = (
@@ -132,7 +174,7 @@ class Bed:
         return "/".join([".."] * (devpath.strip("/").count("/") + 1))
 
     # ------------------------------------------------------------------ devices
-    def materialize(self, dev: Dev) -> None:
+    def materialize(self, dev: Dev, event_only: list[str]) -> None:
         devpath, subsystem, name = (
             dev["devpath"],
             dev["subsystem"],
@@ -154,7 +196,7 @@ class Bed:
             )
         if subsystem == "block" and dev.get("devtype") == "disk":
             self._symlink(".." + devpath, self.real(f"/sys/block/{name}"))
-        self.write_uevent(dev)
+        self.write_uevent(dev, event_only)
         for key, value in dev.get("attributes", {}).items():
             self.write_attribute(devpath, key, value)
         if dev.get("dev"):
@@ -173,9 +215,14 @@ class Bed:
                     dev["dev"], self.real("/dev/.node/" + node[len("/dev/") :].replace("/", "_"))
                 )
 
-    def write_uevent(self, dev: Dev) -> None:
+    def write_uevent(self, dev: Dev, event_only: list[str]) -> None:
         lines = []
         for key, value in dev.get("properties", {}).items():
+            if key in event_only:
+                continue  # a variable of one uevent (RESIZE=1), not of the device
+            if "\n" in key + value:
+                # The file is read line by line: a newline would forge another property.
+                raise ValueError(f"property {key} of {dev['devpath']!r} contains a newline")
             if key == "DEVNAME" and value.startswith("/dev/"):
                 value = value[len("/dev/") :]  # the kernel's uevent file has no prefix
             lines.append(f"{key}={value}\n")
@@ -191,8 +238,8 @@ class Bed:
         # still be reading them for the previous event, and a real sysfs attribute never
         # reads empty (open(path, "w") would truncate it first).
         tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(value if value.endswith("\n") or value == "" else value + "\n")
+        with open(tmp, "wb") as f:
+            f.write(_bytes(value if value.endswith("\n") or value == "" else value + "\n"))
         os.replace(tmp, path)
 
     def dematerialize(self, dev: Dev) -> None:
@@ -219,8 +266,8 @@ class Bed:
                 os.unlink(link)
         shutil.rmtree(self.real("/sys" + devpath), ignore_errors=True)
 
-    def change(self, dev: Dev) -> None:
-        self.write_uevent(dev)
+    def change(self, dev: Dev, event_only: list[str]) -> None:
+        self.write_uevent(dev, event_only)
         for key, value in dev.get("attributes", {}).items():
             self.write_attribute(dev["devpath"], key, value)
 
@@ -259,11 +306,14 @@ class Bed:
         timeout = float(req.get("timeout", SEND_TIMEOUT))
         seqnums = []
         for ev in req["events"]:
+            check_device(ev["device"])
+        for ev in req["events"]:
             action, dev, silent = ev["action"], ev["device"], ev.get("silent", False)
+            event_only = list(ev.get("event_only", ()))
             if action == "add":
-                self.materialize(dev)
+                self.materialize(dev, event_only)
             elif action == "change":
-                self.change(dev)
+                self.change(dev, event_only)
             elif action == "remove":
                 # Like the kernel: the sysfs directory is gone before the event arrives.
                 # Our sender needs no sysfs (umockdev's reads it through libudev, which is

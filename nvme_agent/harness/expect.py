@@ -89,6 +89,7 @@ class Expectations:
         real_root: str | None = None,
         mount_root: str = "/run/media/nvme-agent",
         mountinfo: Callable[[], set[str]] = mounted_targets,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.feed = feed
         self.history = history
@@ -96,6 +97,7 @@ class Expectations:
         self.real_root = real_root
         self.mount_root = mount_root
         self.mountinfo = mountinfo
+        self.status = status
 
     def _records(self) -> list[Record]:
         records: list[Record] = self.feed.snapshot()
@@ -110,18 +112,13 @@ class Expectations:
 
     def check(self, step: Step) -> Verdict:
         args = dict(step.match)
-        kind = step.expect
-        if kind == "mounted":
-            return self.mounted(int(args["nsid"]), str(args["at"]))
-        if kind == "not_mounted":
-            return self.not_mounted(int(args["nsid"]))
-        if kind == "hook_ran":
-            return self.hook_ran(args)
-        if kind == "journal":
-            return self.journal(args)
-        if kind == "action":
-            return self.action(args)
-        return Verdict(False, f"unknown expectation {kind!r}")
+        judge = _JUDGES.get(str(step.expect))
+        if judge is None:
+            return Verdict(False, f"unknown expectation {step.expect!r}")
+        try:
+            return judge(self, args)
+        except (TypeError, ValueError) as exc:
+            return Verdict(False, f"bad arguments {args}: {exc}")
 
     def _mount_state(self, nsid: int) -> tuple[Done | None, list[str]]:
         last: Done | None = None
@@ -181,6 +178,35 @@ class Expectations:
                 return Verdict(True, f"{rec.get('type')} recorded")
         return Verdict(False, "no such record on the event stream or in the history")
 
+    def _present(self, args: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        """Namespaces with ``args['nsid']`` in the daemon's status (and why none, if so)."""
+        if self.status is None:
+            return [], "no daemon status to ask"
+        nsid = int(args["nsid"])
+        found = [n for n in self.status().get("namespaces", []) if n.get("nsid") == nsid]
+        return found, f"the daemon's status lists no namespace with nsid {nsid}"
+
+    def present(self, args: dict[str, Any]) -> Verdict:
+        """The daemon still has the namespace (``controllers``: reached through exactly
+        those)."""
+        found, why = self._present(args)
+        if not found:
+            return Verdict(False, why)
+        want = args.get("controllers")
+        if want is not None:
+            got = [sorted(n.get("controllers") or []) for n in found]
+            if sorted(map(str, want)) not in got:
+                return Verdict(False, f"nsid {args['nsid']} is reached through {got}, not {want}")
+        devs = ", ".join(str(n.get("devnode")) for n in found)
+        return Verdict(True, f"nsid {args['nsid']} present ({devs})")
+
+    def absent(self, args: dict[str, Any]) -> Verdict:
+        found, _why = self._present(args)
+        if found:
+            devs = ", ".join(str(n.get("devnode")) for n in found)
+            return Verdict(False, f"nsid {args['nsid']} is still present ({devs})")
+        return Verdict(True, f"nsid {args['nsid']} is gone")
+
     def action(self, args: dict[str, Any]) -> Verdict:
         want_status = args.get("status")
         for done in executed(self._records()):
@@ -194,3 +220,14 @@ class Expectations:
                 continue
             return Verdict(True, f"{done.action} {done.status}")
         return Verdict(False, f"no {args['action']} action with that outcome")
+
+
+_JUDGES: dict[str, Callable[[Expectations, dict[str, Any]], Verdict]] = {
+    "mounted": lambda e, a: e.mounted(int(a["nsid"]), str(a["at"])),
+    "not_mounted": lambda e, a: e.not_mounted(int(a["nsid"])),
+    "hook_ran": Expectations.hook_ran,
+    "journal": Expectations.journal,
+    "action": Expectations.action,
+    "present": Expectations.present,
+    "absent": Expectations.absent,
+}

@@ -1,24 +1,37 @@
-"""Realistic NVMe sysfs devices and udev properties, shaped on real-guest captures.
+"""Realistic NVMe sysfs devices and uevents, shaped on real-guest captures and the kernel.
 
-:class:`Layout` is a pure, in-memory model of what a Linux 6.1 guest's kernel and udev would
-show for a set of NVMe controllers and namespaces.  Every operation (attach, detach, resize,
-a filesystem appearing) returns the :class:`Event` list the guest would emit, in the order the
-captures show at the ``UDEV`` level:
+:class:`Layout` is a pure, in-memory model of what a Linux 6.1 guest's kernel shows for a set
+of NVMe controllers, subsystems and namespaces.  Every operation returns the :class:`Event`
+list the guest would emit, in the order the captures show at the ``UDEV`` level; what udev's
+rules add to the block devices is imitated in :mod:`.udevrules`.
 
-* attach: ``bdi``, ``nvme-generic`` char device ``ngXnY``, the ``block`` disk, (with native
-  multipath and a partition table: a ``change`` of the disk), then the partitions;
+**Controllers** are PCIe functions (``/devices/pci0000:00/[<root port>/]<slot>/nvme/nvmeN``,
+optionally behind a hotplug root port) or fabrics controllers
+(``/devices/virtual/nvme-fabrics/ctl/nvmeN``, ``transport`` tcp, ``address``
+``traddr=...,trsvcid=...``, no PCI parent).  A controller may come up *connecting*: its
+``add`` shows ``(efault)`` for ``serial``/``model``/``firmware_rev``/``subsysnqn`` and state
+``connecting`` (the kernel prints a NULL subsystem's strings so), and :meth:`Layout.connect`
+then fills them in with a ``change`` carrying ``NVME_EVENT=connected``.  The first controller
+of an NQN creates its ``nvme-subsysN``, whose instance is that controller's (and stays held
+while the subsystem lives, as in the kernel).
+
+**Namespaces** belong to a subsystem; each controller of it that reaches a namespace is a
+*path*.  With native multipath (``multipath=True``, the kernel default) the disk
+``nvmeSnH`` and its char device ``ngSnH`` live under
+``/devices/virtual/nvme-subsystem/nvme-subsysS/`` and stay while any path is left; each path is
+a hidden disk ``nvmeScCnH`` under its controller that sends no uevents.  Without it every path
+is a disk ``nvmeCnH`` (with ``ngCnH``) of its own under its controller, so one namespace
+reached through two controllers is two block devices.  ``H`` comes from the subsystem's IDA
+(lowest free, never the NSID).
+
+* attach: ``bdi``, ``ngXnY``, the disk, (native multipath with a partition table: a
+  ``change`` of the disk), then the partitions;
 * detach: ``ngXnY``, the partitions, ``bdi``, the disk.
-
-With native multipath (``multipath=True``, the kernel default) the disk and its char device
-live under ``/devices/virtual/nvme-subsystem/nvme-subsysN/`` and a hidden per-path disk
-``nvmeXcYnZ`` (no uevents) appears under the controller; without it everything lives under
-the PCI controller ``/devices/pci0000:00/0000:00:0N.0/nvme/nvmeY/``.  Block names follow
-attach order (lowest free instance, like the kernel's IDA), never the NSID.
 
 Controllers of QEMU's PCI vendor (0x1b36) get the kernel's "bogus Namespace Identifiers"
 quirk: no ``uuid``/``nguid``/``eui`` attributes and a ``wwid`` synthesised as
-``nvme.1b36-<serial hex>-<model hex>-<nsid hex>``.  Other controllers report a ``uuid`` and
-``nguid`` and a ``wwid`` of ``uuid.<uuid>``.
+``nvme.1b36-<serial hex>-<model hex>-<nsid hex>``.  Other controllers (and every fabrics
+target) report a ``uuid`` and ``nguid`` and a ``wwid`` of ``uuid.<uuid>``.
 
 Device numbers are fake and high (minor 900000 and up by default) so that they can never
 collide with a real device in the host's udev database, which libudev would merge in.
@@ -31,213 +44,82 @@ The bed (:mod:`nvme_agent.harness.bed`) materialises these devices in a umockdev
 from __future__ import annotations
 
 import dataclasses
-import uuid as uuidlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from nvme_agent.topology.model import Properties
-from nvme_agent.topology.records import ATTRIBUTES, DeviceRecord
+from nvme_agent.harness import kernel, udevrules
+from nvme_agent.harness.devices import (
+    QEMU_VENDOR,
+    ControllerConfig,
+    Device,
+    Event,
+    LayoutError,
+    NamespaceConfig,
+    PartitionConfig,
+)
+from nvme_agent.harness.kernel import (
+    BLOCK_MAJOR,
+    CTRL_MAJOR,
+    EFAULT,
+    FABRICS_CTL,
+    GENERIC_MAJOR,
+    MISC_MAJOR,
+)
+from nvme_agent.harness.udevrules import DiskIdentity, PartitionEntry, derived_uuid
 
 #: The first fake minor number.  Linux minors go up to 2**20 - 1.
 MINOR_BASE = 900_000
-BLOCK_MAJOR = 259
-GENERIC_MAJOR = 244
-CTRL_MAJOR = 245
-QEMU_VENDOR = 0x1B36
-SECTOR = 512
+SECTOR = udevrules.SECTOR
+TRANSPORTS = ("pcie", "tcp", "rdma", "fc")
 
-
-class LayoutError(ValueError):
-    """An impossible operation: attach an attached namespace, unknown controller, ..."""
-
-
-@dataclass
-class Device:
-    """One sysfs device: what the bed writes to ``/sys`` and what its events carry.
-
-    ``properties`` are the udev properties (``DEVNAME`` with its ``/dev/`` prefix) except
-    ``ACTION``/``DEVPATH``/``SUBSYSTEM``/``SEQNUM``, which each event adds.  ``silent`` devices
-    (hidden multipath path disks) exist in sysfs but never send a uevent.  ``devnode`` is the
-    node the bed creates under the fake ``/dev`` (``None``: none, e.g. real mode's loop device).
-    """
-
-    devpath: str
-    subsystem: str
-    devtype: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict)
-    properties: dict[str, str] = field(default_factory=dict)
-    dev: str | None = None
-    devnode: str | None = None
-    silent: bool = False
-    parents: tuple[Device, ...] = ()
-
-    @property
-    def sysname(self) -> str:
-        return self.devpath.rsplit("/", 1)[-1]
-
-    def wire(self) -> dict[str, Any]:
-        """The JSON form the bed controller understands."""
-        return {
-            "devpath": self.devpath,
-            "subsystem": self.subsystem,
-            "devtype": self.devtype,
-            "attributes": dict(self.attributes),
-            "properties": dict(self.properties),
-            "dev": self.dev,
-            "devnode": self.devnode,
-        }
-
-    def snapshot(self) -> Device:
-        """A copy whose ``attributes`` and ``properties`` no later change of ``self`` touches.
-
-        Parents are shared: they are the controller chain, which events never change.
-        """
-        return dataclasses.replace(
-            self, attributes=dict(self.attributes), properties=dict(self.properties)
-        )
-
-    def record(self, action: str, seqnum: int = 0, *, coldplug: bool = False) -> DeviceRecord:
-        """The :class:`DeviceRecord` intake would build for this device and ``action``.
-
-        Mirrors :func:`nvme_agent.topology.intake.record_from_device`: only the attributes listed in
-        :data:`~nvme_agent.topology.records.ATTRIBUTES`, none on ``remove``, parents nearest first.
-        """
-        props = {
-            "ACTION": action,
-            "DEVPATH": self.devpath,
-            "SUBSYSTEM": self.subsystem,
-            **self.properties,
-        }
-        if seqnum:
-            props["SEQNUM"] = str(seqnum)
-        if coldplug:
-            props.pop("ACTION")
-        wanted = ATTRIBUTES.get(self.subsystem, ())
-        attrs = {} if action == "remove" else _pick(self.attributes, wanted)
-        parents: tuple[tuple[str, str, Properties], ...] = ()
-        if action != "remove":
-            parents = tuple(
-                (
-                    p.subsystem,
-                    p.sysname,
-                    Properties.of(_pick(p.attributes, ATTRIBUTES[p.subsystem])),
-                )
-                for p in self.parents
-                if p.subsystem in ("nvme", "nvme-subsystem")
-            )
-        return DeviceRecord.build(
-            action,
-            self.devpath,
-            self.subsystem,
-            props,
-            attrs,
-            devtype=self.devtype,
-            seqnum=seqnum,
-            parents=parents,
-            coldplug=coldplug,
-        )
-
-
-def _pick(attributes: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
-    return {n: attributes[n].strip() for n in names if n in attributes}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One uevent the guest would emit: ``action`` of ``device``.
-
-    The event keeps a snapshot of the device as it was when the event was built, like a real
-    uevent: a later change of the layout's device (e.g. udev adding ``NVME_HOST_IFACE`` on the
-    multipath ``change`` that follows the disk's ``add``) does not leak into earlier events.
-    """
-
-    action: str
-    device: Device
-
-    def __post_init__(self) -> None:
-        # Frozen dataclass: replace the field through object.__setattr__ (the documented way).
-        object.__setattr__(self, "device", self.device.snapshot())
-
-    def wire(self) -> dict[str, Any]:
-        return {"action": self.action, "device": self.device.wire(), "silent": self.device.silent}
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """An NVMe controller, as a scenario describes it."""
-
-    name: str
-    serial: str
-    model: str = "QEMU NVMe Ctrl"
-    subsysnqn: str = "nqn.2019-08.org.qemu:subsys0"
-    firmware: str = "7.2.22"
-    vendor_id: int = QEMU_VENDOR
-    device_id: int = 0x0010
-    pci_address: str | None = None
-    bogus_ids: bool | None = None
-    cntlid: int = 0
-
-    @property
-    def instance(self) -> int:
-        if not self.name.startswith("nvme") or not self.name[4:].isdigit():
-            raise LayoutError(f"controller name {self.name!r} is not nvmeN")
-        return int(self.name[4:])
-
-    @property
-    def quirk(self) -> bool:
-        """Whether the kernel ignores this controller's namespace identifiers."""
-        return self.vendor_id == QEMU_VENDOR if self.bogus_ids is None else self.bogus_ids
-
-    @property
-    def address(self) -> str:
-        return self.pci_address or f"0000:00:{4 + self.instance:02x}.0"
-
-
-@dataclass(frozen=True)
-class PartitionConfig:
-    """A GPT partition on a namespace."""
-
-    number: int
-    size_bytes: int
-    fs: str | None = None
-    label: str | None = None
-    partlabel: str | None = None
-
-
-@dataclass(frozen=True)
-class NamespaceConfig:
-    """A namespace's contents and identity.
-
-    ``generation`` distinguishes images put at the same NSID (a hot-swap): it feeds the
-    derived uuid/nguid (real hardware) and the filesystem UUID.  Explicit ``uuid``/``nguid``
-    win.  ``devname`` overrides ``DEVNAME`` (real mode points it at a loop device).
-    """
-
-    ctrl: str
-    nsid: int
-    size_bytes: int = 1 << 30
-    fs: str | None = None
-    label: str | None = None
-    fs_uuid: str | None = None
-    uuid: str | None = None
-    nguid: str | None = None
-    partitions: tuple[PartitionConfig, ...] = ()
-    lba_size: int = 512
-    read_only: bool = False
-    generation: int = 0
-    devname: str | None = None
+__all__ = [
+    "EFAULT",
+    "MINOR_BASE",
+    "QEMU_VENDOR",
+    "TRANSPORTS",
+    "ControllerConfig",
+    "Device",
+    "Event",
+    "Layout",
+    "LayoutError",
+    "NamespaceConfig",
+    "PartitionConfig",
+]
 
 
 @dataclass
-class _Attached:
-    config: NamespaceConfig
-    instance: int
+class _View:
+    """The visible devices of a namespace: one disk with its bdi, char device, partitions."""
+
     disk: Device
     bdi: Device
     generic: Device
-    path: Device | None
     partitions: list[Device]
+
+    def devices(self) -> list[Device]:
+        return [self.bdi, self.generic, self.disk, *self.partitions]
+
+
+@dataclass
+class _Path:
+    """One controller's path to a namespace: a hidden disk, or (no multipath) a view."""
+
+    hidden: Device | None = None
+    view: _View | None = None
+
+
+@dataclass
+class _Head:
+    config: NamespaceConfig
+    nqn: str
+    instance: int
+    ids: dict[str, str]
+    view: _View | None = None
+    paths: dict[str, _Path] = field(default_factory=dict)
+
+    def views(self) -> list[_View]:
+        own = [self.view] if self.view is not None else []
+        return own + [p.view for p in self.paths.values() if p.view is not None]
 
 
 @dataclass
@@ -245,17 +127,25 @@ class _Subsystem:
     nqn: str
     instance: int
     device: Device
-    heads: dict[int, int] = field(default_factory=dict)  # nsid -> head instance
+    config: ControllerConfig  # the first controller's: it names the subsystem's strings
+    members: list[str] = field(default_factory=list)
+    heads: dict[int, _Head] = field(default_factory=dict)
 
 
-def _hex(text: str) -> str:
-    return text.strip().encode().hex()
+@dataclass
+class _Controller:
+    config: ControllerConfig
+    device: Device
+    owned: list[Device]  # the PCI function: it goes with the controller
+    live: bool
 
 
-def _derived_uuid(*parts: object) -> str:
-    return str(
-        uuidlib.uuid5(uuidlib.NAMESPACE_URL, "nvme-agent-harness:" + ":".join(map(str, parts)))
-    )
+def _lowest_free(used: Iterable[int], start: int) -> int:
+    taken = set(used)
+    n = start
+    while n in taken:
+        n += 1
+    return n
 
 
 class Layout:
@@ -264,18 +154,16 @@ class Layout:
     def __init__(self, multipath: bool = True, minor_base: int = MINOR_BASE) -> None:
         self.multipath = multipath
         self.minor_base = minor_base
-        self.controllers: dict[str, tuple[ControllerConfig, Device, Device]] = {}
+        self.controllers: dict[str, _Controller] = {}
         self.subsystems: dict[str, _Subsystem] = {}
-        self.namespaces: dict[tuple[str, int], _Attached] = {}
+        self._shared: dict[str, Device] = {}  # root ports, the fabrics ctl: never removed
         self._minors: dict[int, set[int]] = {}
         self._diskseq = 100
 
     # ----------------------------------------------------------------- allocation
     def _minor(self, major: int) -> int:
         used = self._minors.setdefault(major, set())
-        minor = self.minor_base
-        while minor in used:
-            minor += 1
+        minor = _lowest_free(used, self.minor_base)
         used.add(minor)
         return minor
 
@@ -284,184 +172,350 @@ class Layout:
             major, minor = (int(x) for x in dev.split(":"))
             self._minors.get(major, set()).discard(minor)
 
+    def _next_diskseq(self) -> int:
+        self._diskseq += 1
+        return self._diskseq
+
     # ----------------------------------------------------------------- controllers
     def add_controller(self, cfg: ControllerConfig) -> list[Event]:
-        """Add a controller (and its subsystem, if new).  Returns pci, subsystem, ctrl adds."""
-        if cfg.name in self.controllers:
-            raise LayoutError(f"controller {cfg.name} already exists")
-        events: list[Event] = []
-        pci = Device(
-            devpath=f"/devices/pci0000:00/{cfg.address}",
-            subsystem="pci",
-            attributes={
-                "vendor": f"0x{cfg.vendor_id:04x}",
-                "device": f"0x{cfg.device_id:04x}",
-                "subsystem_vendor": f"0x{cfg.vendor_id:04x}",
-                "class": "0x010802",
-            },
-            properties={
-                "DRIVER": "nvme",
-                "PCI_CLASS": "10802",
-                "PCI_ID": f"{cfg.vendor_id:04X}:{cfg.device_id:04X}",
-                "PCI_SLOT_NAME": cfg.address,
-            },
-        )
-        events.append(Event("add", pci))
-        subsys = self.subsystems.get(cfg.subsysnqn)
-        if subsys is None:
-            used = {s.instance for s in self.subsystems.values()}
-            instance = min(i for i in range(len(used) + 1) if i not in used)
-            sdev = Device(
-                devpath=f"/devices/virtual/nvme-subsystem/nvme-subsys{instance}",
-                subsystem="nvme-subsystem",
-                attributes={
-                    "subsysnqn": cfg.subsysnqn,
-                    "serial": cfg.serial.ljust(20),
-                    "model": cfg.model.ljust(40),
-                    "firmware_rev": cfg.firmware.ljust(8),
-                    "iopolicy": "numa",
-                    "subsystype": "nvm",
-                },
-            )
-            subsys = _Subsystem(cfg.subsysnqn, instance, sdev)
-            self.subsystems[cfg.subsysnqn] = subsys
-            events.append(Event("add", sdev))
+        """A controller appears (boot, PCIe hotplug, ``nvme connect``), with its subsystem if
+        it is the first of its NQN: parents, the controller, then the subsystem."""
+        self._check_new_controller(cfg)
+        events, parent = self._controller_parents(cfg)
+        owned: list[Device] = []
+        if not cfg.fabrics:
+            pci = kernel.pci_function(cfg, parent)
+            owned.append(pci)
+            events.append(Event("add", pci))
+            parent = pci
+        live = not cfg.starts_connecting
         minor = self._minor(CTRL_MAJOR)
         ctrl = Device(
-            devpath=f"{pci.devpath}/nvme/{cfg.name}",
+            devpath=f"{parent.devpath}/nvme/{cfg.name}"
+            if not cfg.fabrics
+            else f"{parent.devpath}/{cfg.name}",
             subsystem="nvme",
-            attributes={
-                "address": cfg.address,
-                "cntlid": str(cfg.cntlid),
-                "cntrltype": "io",
-                "dev": f"{CTRL_MAJOR}:{minor}",
-                "firmware_rev": cfg.firmware.ljust(8),
-                "model": cfg.model.ljust(40),
-                "serial": cfg.serial.ljust(20),
-                "state": "live",
-                "subsysnqn": cfg.subsysnqn,
-                "transport": "pcie",
-                "numa_node": "-1",
-                "queue_count": "3",
-                "sqsize": "1023",
-                "kato": "0",
-            },
-            properties={
-                "MAJOR": str(CTRL_MAJOR),
-                "MINOR": str(minor),
-                "DEVNAME": f"/dev/{cfg.name}",
-                "NVME_TRTYPE": "pcie",
-            },
+            attributes=kernel.controller_attributes(cfg, live=live),
+            properties=kernel.controller_properties(cfg, minor),
             dev=f"{CTRL_MAJOR}:{minor}",
             devnode=f"/dev/{cfg.name}",
-            parents=(pci,),
+            parents=(parent,),
         )
+        ctrl.attributes["dev"] = ctrl.dev or ""
         events.append(Event("add", ctrl))
-        self.controllers[cfg.name] = (cfg, pci, ctrl)
+        subsys = self.subsystems.get(cfg.subsysnqn)
+        if subsys is None:
+            subsys = _Subsystem(cfg.subsysnqn, cfg.instance, kernel.subsystem_device(cfg), cfg)
+            self.subsystems[cfg.subsysnqn] = subsys
+            events.append(Event("add", subsys.device))
+        subsys.members.append(cfg.name)
+        self.controllers[cfg.name] = _Controller(cfg, ctrl, owned, live)
         return events
 
+    def _check_new_controller(self, cfg: ControllerConfig) -> None:
+        if cfg.name in self.controllers:
+            raise LayoutError(f"controller {cfg.name} already exists")
+        if cfg.transport not in TRANSPORTS:
+            raise LayoutError(f"unknown transport {cfg.transport!r} (known: {TRANSPORTS})")
+        for subsys in self.subsystems.values():
+            if subsys.instance == cfg.instance:
+                # The kernel keeps a subsystem's instance out of the controller IDA.
+                raise LayoutError(
+                    f"{cfg.name}: instance {cfg.instance} is still held by "
+                    f"nvme-subsys{subsys.instance} ({subsys.nqn})"
+                )
+
+    def _controller_parents(self, cfg: ControllerConfig) -> tuple[list[Event], Device]:
+        """The shared parent (fabrics ctl, PCI root port or bus), created on first use."""
+        if cfg.fabrics:
+            path, make = FABRICS_CTL, self._fabrics_ctl
+        elif cfg.root_port:
+            path, make = f"/devices/pci0000:00/{cfg.root_port}", kernel.root_port
+        else:
+            return [], Device(devpath="/devices/pci0000:00", subsystem="")
+        if path in self._shared:
+            return [], self._shared[path]
+        device = make(path)
+        self._shared[path] = device
+        return [Event("add", device)], device
+
+    def _fabrics_ctl(self, path: str) -> Device:
+        minor = self._minor(MISC_MAJOR)
+        return Device(
+            devpath=path,
+            subsystem="nvme-fabrics",
+            properties={
+                "MAJOR": str(MISC_MAJOR),
+                "MINOR": str(minor),
+                "DEVNAME": "/dev/nvme-fabrics",
+            },
+            dev=f"{MISC_MAJOR}:{minor}",
+            devnode="/dev/nvme-fabrics",
+        )
+
+    def connect(self, name: str) -> list[Event]:
+        """A connecting controller goes live: its attributes are filled in and a ``change``
+        with ``NVME_EVENT=connected`` follows (nothing for a controller already live)."""
+        ctrl = self._controller(name)
+        if ctrl.live:
+            return []
+        ctrl.live = True
+        ctrl.device.attributes.update(kernel.controller_attributes(ctrl.config, live=True))
+        return [Event("change", ctrl.device, {"NVME_EVENT": "connected"})]
+
     def controller(self, name: str) -> ControllerConfig:
+        return self._controller(name).config
+
+    def _controller(self, name: str) -> _Controller:
         try:
-            return self.controllers[name][0]
+            return self.controllers[name]
         except KeyError:
             raise LayoutError(f"unknown controller {name!r}") from None
 
+    def is_live(self, name: str) -> bool:
+        return self._controller(name).live
+
+    def members(self, ctrl: str) -> list[str]:
+        """The controllers of ``ctrl``'s subsystem, in the order they joined."""
+        return list(self._subsystem_of(ctrl).members)
+
     def remove_controller(self, name: str) -> list[Event]:
-        """Detach every namespace of the controller, then remove it (and an empty subsystem)."""
-        cfg = self.controller(name)
+        """The controller goes (PCIe hot-unplug, ``nvme disconnect``): its paths (and every
+        namespace it was the last path of), the controller, an empty subsystem, its PCI
+        function."""
+        ctrl = self._controller(name)
+        subsys = self._subsystem_of(name)
         events: list[Event] = []
-        for ctrl, nsid in sorted(k for k in self.namespaces if k[0] == name):
-            events += self.detach(ctrl, nsid)
-        _, pci, ctrl_dev = self.controllers.pop(name)
-        self._free_minor(ctrl_dev.dev)
-        events.append(Event("remove", ctrl_dev))
-        if not any(c.subsysnqn == cfg.subsysnqn for c, _, _ in self.controllers.values()):
-            events.append(Event("remove", self.subsystems.pop(cfg.subsysnqn).device))
-        events.append(Event("remove", pci))
+        for nsid in sorted(n for n, head in subsys.heads.items() if name in head.paths):
+            events += self.remove_path(name, nsid)
+        del self.controllers[name]
+        subsys.members.remove(name)
+        self._free_minor(ctrl.device.dev)
+        events.append(Event("remove", ctrl.device))
+        if not subsys.members:
+            del self.subsystems[subsys.nqn]
+            events.append(Event("remove", subsys.device))
+        events += [Event("remove", dev) for dev in reversed(ctrl.owned)]
         return events
+
+    def _subsystem_of(self, ctrl: str) -> _Subsystem:
+        return self.subsystems[self._controller(ctrl).config.subsysnqn]
 
     # ----------------------------------------------------------------- namespaces
     def is_attached(self, ctrl: str, nsid: int) -> bool:
-        return (ctrl, nsid) in self.namespaces
+        """Whether ``ctrl`` has a path to namespace ``nsid``."""
+        if ctrl not in self.controllers:
+            return False
+        head = self._subsystem_of(ctrl).heads.get(nsid)
+        return head is not None and ctrl in head.paths
+
+    def has_namespace(self, ctrl: str, nsid: int) -> bool:
+        """Whether ``ctrl``'s subsystem has namespace ``nsid`` (through any controller)."""
+        return ctrl in self.controllers and nsid in self._subsystem_of(ctrl).heads
+
+    def namespace_present(self, ctrl: str, nsid: int) -> bool:
+        """Whether the namespace first attached through ``ctrl`` as ``nsid`` still exists,
+        reachable through any path (``ctrl`` itself may be gone)."""
+        return any(
+            head.config.ctrl == ctrl and nsid == head.config.nsid
+            for subsys in self.subsystems.values()
+            for head in subsys.heads.values()
+        )
+
+    def nsids(self, ctrl: str) -> list[int]:
+        """The namespaces of ``ctrl``'s subsystem (through any controller)."""
+        return sorted(self._subsystem_of(ctrl).heads)
+
+    def paths(self, ctrl: str, nsid: int) -> list[str]:
+        """The controllers that reach namespace ``nsid`` of ``ctrl``'s subsystem."""
+        return list(self._head(ctrl, nsid).paths)
 
     def disk(self, ctrl: str, nsid: int) -> Device:
-        """The visible block device of an attached namespace."""
-        return self._get(ctrl, nsid).disk
+        """The visible block device of namespace ``nsid`` as ``ctrl`` reaches it."""
+        head = self._head(ctrl, nsid)
+        if head.view is not None:
+            return head.view.disk
+        path = head.paths.get(ctrl)
+        if path is None or path.view is None:
+            raise LayoutError(f"nsid {nsid} is not attached to {ctrl}")
+        return path.view.disk
 
     def config(self, ctrl: str, nsid: int) -> NamespaceConfig:
-        return self._get(ctrl, nsid).config
+        return self._head(ctrl, nsid).config
 
-    def _get(self, ctrl: str, nsid: int) -> _Attached:
-        try:
-            return self.namespaces[(ctrl, nsid)]
-        except KeyError:
-            raise LayoutError(f"namespace {nsid} is not attached to {ctrl}") from None
+    def _head(self, ctrl: str, nsid: int) -> _Head:
+        head = self._subsystem_of(ctrl).heads.get(nsid)
+        if head is None:
+            raise LayoutError(f"nsid {nsid} is not attached to {ctrl}")
+        return head
 
     def identifiers(self, ns: NamespaceConfig) -> dict[str, str]:
         """The identifier attributes the kernel shows for ``ns`` (wwid, maybe uuid/nguid)."""
-        cfg = self.controller(ns.ctrl)
-        if cfg.quirk:
-            return {
-                "wwid": f"nvme.{cfg.vendor_id:04x}-{_hex(cfg.serial)}-{_hex(cfg.model)}-"
-                f"{ns.nsid:08x}"
-            }
-        uuid = ns.uuid or _derived_uuid(cfg.subsysnqn, ns.nsid, ns.generation, "uuid")
-        nguid = ns.nguid or _derived_uuid(cfg.subsysnqn, ns.nsid, ns.generation, "nguid")
-        nguid = nguid.replace("-", "")
-        return {"uuid": uuid, "nguid": nguid, "wwid": f"uuid.{uuid}"}
+        return kernel.identifiers(self._subsystem_of(ns.ctrl).config, ns)
 
     def attach(self, ns: NamespaceConfig) -> list[Event]:
-        """The namespace appears (attach-ns, or QEMU ``device_add nvme-ns``)."""
-        cfg = self.controller(ns.ctrl)
-        if (ns.ctrl, ns.nsid) in self.namespaces:
-            raise LayoutError(f"namespace {ns.nsid} is already attached to {ns.ctrl}")
-        subsys = self.subsystems[cfg.subsysnqn]
-        used = set(subsys.heads.values())
-        head = min(i for i in range(1, len(used) + 2) if i not in used)
+        """A new namespace appears through controller ``ns.ctrl`` (attach-ns, QEMU
+        ``device_add nvme-ns``, a target enabling it).  Other controllers of the subsystem
+        reach it once :meth:`add_path` says so."""
+        subsys = self._subsystem_of(ns.ctrl)
+        old = subsys.heads.get(ns.nsid)
+        if old is not None:
+            where = ", ".join(old.paths) or "no controller"
+            raise LayoutError(f"nsid {ns.nsid} is already attached to {where}")
+        head = _Head(
+            config=ns,
+            nqn=subsys.nqn,
+            instance=_lowest_free((h.instance for h in subsys.heads.values()), 1),
+            ids=kernel.identifiers(subsys.config, ns),
+        )
         subsys.heads[ns.nsid] = head
-        _, _, ctrl_dev = self.controllers[ns.ctrl]
-        self._diskseq += 1
-        diskseq = self._diskseq
-        ids = self.identifiers(ns)
-        minor = self._minor(BLOCK_MAJOR)
-        ns_dev = f"{BLOCK_MAJOR}:{minor}"
+        return self._add_path(subsys, head, ns.ctrl)
 
-        if self.multipath:
-            parent, parent_dev = subsys.device.devpath, subsys.device
-            disk_name, ng_name = f"nvme{subsys.instance}n{head}", f"ng{subsys.instance}n{head}"
-        else:
-            parent, parent_dev = ctrl_dev.devpath, ctrl_dev
-            disk_name, ng_name = f"nvme{cfg.instance}n{head}", f"ng{cfg.instance}n{head}"
-        parents = (parent_dev,) if self.multipath else (ctrl_dev,)
+    def add_path(self, ctrl: str, nsid: int) -> list[Event]:
+        """Controller ``ctrl`` reaches an existing namespace of its subsystem (attach-ns
+        ``-c``, a second port).  With native multipath this is a hidden disk only: silent."""
+        head = self._head(ctrl, nsid)
+        if ctrl in head.paths:
+            raise LayoutError(f"nsid {nsid} is already attached to {ctrl}")
+        return self._add_path(self._subsystem_of(ctrl), head, ctrl)
 
-        common = self._disk_attributes(ns, ids, diskseq)
-        path: Device | None = None
-        if self.multipath:
-            path = Device(
-                devpath=f"{ctrl_dev.devpath}/nvme{subsys.instance}c{cfg.instance}n{head}",
-                subsystem="block",
-                devtype="disk",
-                attributes={**common, "hidden": "1", "capability": "2"},
-                properties={"DEVTYPE": "disk", "DISKSEQ": str(diskseq)},
-                silent=True,
-                parents=(ctrl_dev,),
+    def _add_path(self, subsys: _Subsystem, head: _Head, name: str) -> list[Event]:
+        ctrl = self.controllers[name].device
+        if not self.multipath:
+            view = self._view(
+                ctrl, f"{name}n{head.instance}", f"ng{name[4:]}n{head.instance}", head
             )
-        devname = ns.devname or f"/dev/{disk_name}"
-        disk_props = self._disk_properties(cfg, ns, ids, diskseq, devname, minor)
-        disk = Device(
-            devpath=f"{parent}/{disk_name}",
+            head.paths[name] = _Path(view=view)
+            return _view_added(view, self.multipath)
+        attrs = kernel.disk_attributes(head.config, head.ids, self._next_diskseq())
+        hidden = Device(
+            devpath=f"{ctrl.devpath}/nvme{subsys.instance}c{name[4:]}n{head.instance}",
             subsystem="block",
             devtype="disk",
-            attributes={**common, "dev": ns_dev, "hidden": "0", "capability": "0"},
-            properties=disk_props,
-            dev=ns_dev,
-            devnode=None if ns.devname else f"/dev/{disk_name}",
-            parents=parents,
+            attributes={**attrs, "hidden": "1", "capability": "2"},
+            properties={"DEVTYPE": "disk", "DISKSEQ": attrs["diskseq"]},
+            silent=True,
+            parents=(ctrl,),
         )
-        bdi = Device(devpath=f"/devices/virtual/bdi/{ns_dev}", subsystem="bdi")
+        head.paths[name] = _Path(hidden=hidden)
+        events = [Event("add", hidden)]
+        if head.view is None:
+            stem = f"{subsys.instance}n{head.instance}"
+            head.view = self._view(subsys.device, f"nvme{stem}", f"ng{stem}", head)
+            events += _view_added(head.view, self.multipath)
+        return events
+
+    def remove_path(self, ctrl: str, nsid: int) -> list[Event]:
+        """Controller ``ctrl`` no longer reaches namespace ``nsid`` (detach-ns ``-c``, a port
+        or controller gone).  The namespace goes with its last path."""
+        subsys = self._subsystem_of(ctrl)
+        head = self._head(ctrl, nsid)
+        path = head.paths.pop(ctrl, None)
+        if path is None:
+            raise LayoutError(f"nsid {nsid} is not attached to {ctrl}")
+        events = [Event("remove", path.hidden)] if path.hidden is not None else []
+        if path.view is not None:
+            events += self._view_removed(path.view)
+        if not head.paths:
+            if head.view is not None:
+                events += self._view_removed(head.view)
+            del subsys.heads[nsid]
+        return events
+
+    def detach(self, ctrl: str, nsid: int) -> list[Event]:
+        """The namespace disappears from ``ctrl``'s subsystem, through every path
+        (detach-ns, QEMU ``device_del``, a target disabling it)."""
+        events: list[Event] = []
+        for name in self.paths(ctrl, nsid):
+            events += self.remove_path(name, nsid)
+        return events
+
+    def resize(self, ctrl: str, nsid: int, size_bytes: int) -> list[Event]:
+        """The namespace's capacity changes: a ``change`` with ``RESIZE=1`` (the kernel's
+        ``set_capacity_and_notify``) of each visible disk; hidden paths follow silently."""
+        head = self._head(ctrl, nsid)
+        head.config = dataclasses.replace(head.config, size_bytes=size_bytes)
+        sectors = str(size_bytes // SECTOR)
+        events: list[Event] = []
+        for path in head.paths.values():
+            if path.hidden is not None:
+                path.hidden.attributes["size"] = sectors
+                events.append(Event("change", path.hidden))
+        for view in head.views():
+            view.disk.attributes["size"] = sectors
+            # RESIZE=1 belongs to this one uevent, not to the device's udev database entry.
+            events.append(Event("change", view.disk, {"RESIZE": "1"}))
+        return events
+
+    def change(
+        self, ctrl: str, nsid: int, *, fs: str | None, label: str | None = None
+    ) -> list[Event]:
+        """blkid finds new contents (e.g. mkfs on the whole namespace): a disk ``change``."""
+        head = self._head(ctrl, nsid)
+        cfg = dataclasses.replace(
+            head.config, fs=fs, label=label, fs_uuid=None, generation=head.config.generation + 1
+        )
+        head.config = cfg
+        fs_props = _fs(cfg, cfg.fs, cfg.label, "disk")
+        events: list[Event] = []
+        for view in head.views():
+            view.disk.properties = udevrules.with_content(
+                view.disk.properties, table_uuid=None, fs=fs_props
+            )
+            events.append(Event("change", view.disk))
+        return events
+
+    def devices(self) -> list[Device]:
+        """Every device present now, parents before children (coldplug order)."""
+        out = sorted(self._shared.values(), key=lambda d: d.devpath)
+        for ctrl in self.controllers.values():
+            out += ctrl.owned
+        out += [ctrl.device for ctrl in self.controllers.values()]
+        out += [s.device for s in self.subsystems.values()]
+        for subsys in self.subsystems.values():
+            for head in subsys.heads.values():
+                out += [p.hidden for p in head.paths.values() if p.hidden is not None]
+                for view in head.views():
+                    out += view.devices()
+        return out
+
+    # ----------------------------------------------------------------- builders
+    def _view(self, parent: Device, disk_name: str, ng_name: str, head: _Head) -> _View:
+        ns = head.config
+        diskseq = self._next_diskseq()
+        minor = self._minor(BLOCK_MAJOR)
+        dev = f"{BLOCK_MAJOR}:{minor}"
+        ident = self._disk_identity(parent, head)
+        props = {
+            "DEVNAME": ns.devname or f"/dev/{disk_name}",
+            "DEVTYPE": "disk",
+            "DISKSEQ": str(diskseq),
+            "MAJOR": str(BLOCK_MAJOR),
+            "MINOR": str(minor),
+            **udevrules.disk_properties(ident, diskseq),
+        }
+        table = None
+        if ns.partitions:
+            table = derived_uuid(head.nqn, ns.nsid, ns.generation, "pt")
+        props = udevrules.with_content(props, table_uuid=table, fs=_fs(ns, ns.fs, ns.label, "disk"))
+        disk = Device(
+            devpath=f"{parent.devpath}/{disk_name}",
+            subsystem="block",
+            devtype="disk",
+            attributes={
+                **kernel.disk_attributes(ns, head.ids, diskseq),
+                "dev": dev,
+                "hidden": "0",
+                "capability": "0",
+            },
+            properties=props,
+            dev=dev,
+            devnode=None if ns.devname else f"/dev/{disk_name}",
+            parents=(parent,),
+        )
         gminor = self._minor(GENERIC_MAJOR)
         generic = Device(
-            devpath=f"{parent}/{ng_name}",
+            devpath=f"{parent.devpath}/{ng_name}",
             subsystem="nvme-generic",
             attributes={"dev": f"{GENERIC_MAJOR}:{gminor}"},
             properties={
@@ -471,206 +525,63 @@ class Layout:
             },
             dev=f"{GENERIC_MAJOR}:{gminor}",
             devnode=f"/dev/{ng_name}",
-            parents=parents,
+            parents=(parent,),
         )
-        partitions = [self._partition(disk, cfg, ns, p, diskseq) for p in ns.partitions]
-        self.namespaces[(ns.ctrl, ns.nsid)] = _Attached(
-            ns, head, disk, bdi, generic, path, partitions
-        )
-        events: list[Event] = []
-        if path is not None:
-            events.append(Event("add", path))
-        events += [Event("add", bdi), Event("add", generic), Event("add", disk)]
-        if partitions and self.multipath:
-            disk.properties["NVME_HOST_IFACE"] = "none"
-            events.append(Event("change", disk))
-        events += [Event("add", p) for p in partitions]
-        return events
+        bdi = Device(devpath=f"/devices/virtual/bdi/{dev}", subsystem="bdi")
+        parts = [self._partition(disk, ident, head, p, diskseq) for p in ns.partitions]
+        return _View(disk, bdi, generic, parts)
 
-    def detach(self, ctrl: str, nsid: int) -> list[Event]:
-        """The namespace disappears (detach-ns, or QEMU ``device_del``)."""
-        att = self._get(ctrl, nsid)
-        del self.namespaces[(ctrl, nsid)]
-        cfg = self.controller(ctrl)
-        self.subsystems[cfg.subsysnqn].heads.pop(nsid, None)
-        for dev in (att.disk, att.generic, *att.partitions):
-            self._free_minor(dev.dev)
-        events = [Event("remove", att.generic)]
-        events += [Event("remove", p) for p in reversed(att.partitions)]
-        events += [Event("remove", att.bdi), Event("remove", att.disk)]
-        if att.path is not None:
-            events.append(Event("remove", att.path))
-        return events
-
-    def resize(self, ctrl: str, nsid: int, size_bytes: int) -> list[Event]:
-        """The namespace's capacity changes: a ``change`` with ``RESIZE=1`` (the kernel's
-        ``set_capacity_and_notify``)."""
-        att = self._get(ctrl, nsid)
-        att.config = dataclasses.replace(att.config, size_bytes=size_bytes)
-        sectors = str(size_bytes // SECTOR)
-        att.disk.attributes["size"] = sectors
-        if att.path is not None:
-            att.path.attributes["size"] = sectors
-        # RESIZE=1 belongs to this one uevent, not to the device's udev database entry.
-        resized = att.disk.snapshot()
-        resized.properties["RESIZE"] = "1"
-        return [Event("change", resized)]
-
-    def change(
-        self, ctrl: str, nsid: int, *, fs: str | None, label: str | None = None
-    ) -> list[Event]:
-        """blkid finds new contents (e.g. mkfs on the whole namespace): a disk ``change``."""
-        att = self._get(ctrl, nsid)
-        att.config = dataclasses.replace(
-            att.config, fs=fs, label=label, fs_uuid=None, generation=att.config.generation + 1
-        )
-        props = {k: v for k, v in att.disk.properties.items() if not k.startswith("ID_FS_")}
-        fs_props = _fs_properties(att.config, att.config.fs, att.config.label, "disk")
-        props.update(fs_props)
-        # udev recomputes the links on the change: by-label/by-uuid follow the new contents.
-        links = [
-            link
-            for link in props.get("DEVLINKS", "").split()
-            if not link.startswith(("/dev/disk/by-label/", "/dev/disk/by-uuid/"))
-        ]
-        props["DEVLINKS"] = " ".join(links + _fs_links(fs_props))
-        att.disk.properties = props
-        return [Event("change", att.disk)]
-
-    def devices(self) -> list[Device]:
-        """Every device present now, parents before children (coldplug order)."""
-        out: list[Device] = []
-        for _cfg, pci, _ctrl in self.controllers.values():
-            out.append(pci)
-        out += [s.device for s in self.subsystems.values()]
-        out += [ctrl for _cfg, _pci, ctrl in self.controllers.values()]
-        for att in self.namespaces.values():
-            if att.path is not None:
-                out.append(att.path)
-            out += [att.bdi, att.generic, att.disk, *att.partitions]
-        return out
-
-    # ----------------------------------------------------------------- builders
-    def _disk_attributes(
-        self, ns: NamespaceConfig, ids: Mapping[str, str], diskseq: int
-    ) -> dict[str, str]:
-        return {
-            "alignment_offset": "0",
-            "discard_alignment": "0",
-            "diskseq": str(diskseq),
-            "ext_range": "256",
-            "nsid": str(ns.nsid),
-            "range": "0",
-            "removable": "0",
-            "ro": "1" if ns.read_only else "0",
-            "size": str(ns.size_bytes // SECTOR),
-            "queue/logical_block_size": str(ns.lba_size),
-            "queue/physical_block_size": str(ns.lba_size),
-            "queue/hw_sector_size": str(ns.lba_size),
-            "queue/rotational": "0",
-            **ids,
-        }
-
-    def _disk_properties(
-        self,
-        cfg: ControllerConfig,
-        ns: NamespaceConfig,
-        ids: Mapping[str, str],
-        diskseq: int,
-        devname: str,
-        minor: int,
-    ) -> dict[str, str]:
-        serial = f"{cfg.model.strip().replace(' ', '_')}_{cfg.serial.strip()}_{ns.nsid}"
-        id_path = f"pci-{cfg.address}-nvme-{ns.nsid}"
-        props = {
-            "DEVNAME": devname,
-            "DEVTYPE": "disk",
-            "DISKSEQ": str(diskseq),
-            "MAJOR": str(BLOCK_MAJOR),
-            "MINOR": str(minor),
-            "ID_SERIAL_SHORT": cfg.serial.strip(),
-            "ID_WWN": ids["wwid"],
-            "ID_MODEL": cfg.model.strip(),
-            "ID_REVISION": cfg.firmware.strip(),
-            "ID_NSID": str(ns.nsid),
-            "ID_SERIAL": serial,
-            "ID_PATH": id_path,
-            "ID_PATH_TAG": id_path.replace(":", "_").replace(".", "_"),
-            "TAGS": ":systemd:",
-            "CURRENT_TAGS": ":systemd:",
-        }
-        links = [
-            *_by_id_links(cfg, ids["wwid"], serial, id_path),
-            f"/dev/disk/by-diskseq/{diskseq}",
-        ]
-        if ns.partitions:
-            props["ID_PART_TABLE_TYPE"] = "gpt"
-            props["ID_PART_TABLE_UUID"] = _derived_uuid(cfg.subsysnqn, ns.nsid, ns.generation, "pt")
+    def _disk_identity(self, parent: Device, head: _Head) -> DiskIdentity:
+        """What udev reads for a disk under ``parent`` (a controller, or the subsystem)."""
+        if parent.subsystem == "nvme":
+            cfg = self.controllers[parent.sysname].config
+            slot = cfg.pci_slot
         else:
-            fs_props = _fs_properties(ns, ns.fs, ns.label, "disk")
-            props.update(fs_props)
-            links += _fs_links(fs_props)
-        props["DEVLINKS"] = " ".join(links)
-        return props
+            subsys = next(s for s in self.subsystems.values() if s.device is parent)
+            cfg = subsys.config
+            # path_id asks controller nvme<subsystem instance>: the first, if still there.
+            first = self.controllers.get(f"nvme{subsys.instance}")
+            slot = first.config.pci_slot if first is not None else None
+        return DiskIdentity(
+            serial=udevrules.attr_value(cfg.serial),
+            model=udevrules.attr_value(cfg.model),
+            firmware=udevrules.attr_value(cfg.firmware),
+            wwid=udevrules.attr_value(head.ids["wwid"]),
+            nsid=head.config.nsid,
+            id_path=udevrules.id_path(slot, head.config.nsid),
+        )
 
     def _partition(
-        self,
-        disk: Device,
-        cfg: ControllerConfig,
-        ns: NamespaceConfig,
-        part: PartitionConfig,
-        diskseq: int,
+        self, disk: Device, ident: DiskIdentity, head: _Head, part: PartitionConfig, diskseq: int
     ) -> Device:
+        ns = head.config
         minor = self._minor(BLOCK_MAJOR)
         name = f"{disk.sysname}p{part.number}"
         start = 2048 + sum(p.size_bytes // SECTOR for p in ns.partitions if p.number < part.number)
-        partuuid = _derived_uuid(cfg.subsysnqn, ns.nsid, ns.generation, "part", part.number)
-        props = {
-            k: v
-            for k, v in disk.properties.items()
-            if k.startswith(("ID_SERIAL", "ID_WWN", "ID_MODEL", "ID_REVISION", "ID_NSID"))
-            or k.startswith(("ID_PATH", "ID_PART_TABLE"))
-        }
-        props.update(
-            {
-                "DEVNAME": f"/dev/{name}",
-                "DEVTYPE": "partition",
-                "DISKSEQ": str(diskseq),
-                "PARTN": str(part.number),
-                "MAJOR": str(BLOCK_MAJOR),
-                "MINOR": str(minor),
-                "ID_PART_ENTRY_SCHEME": "gpt",
-                "ID_PART_ENTRY_UUID": partuuid,
-                "ID_PART_ENTRY_TYPE": "0fc63daf-8483-4772-8e3d-6984cf47ae9b",
-                "ID_PART_ENTRY_NUMBER": str(part.number),
-                "ID_PART_ENTRY_OFFSET": str(start),
-                "ID_PART_ENTRY_SIZE": str(part.size_bytes // SECTOR),
-                "ID_PART_ENTRY_DISK": disk.dev or "",
-                "TAGS": ":systemd:",
-                "CURRENT_TAGS": ":systemd:",
-            }
+        entry = PartitionEntry(
+            number=part.number,
+            start=start,
+            sectors=part.size_bytes // SECTOR,
+            partuuid=derived_uuid(head.nqn, ns.nsid, ns.generation, "part", part.number),
+            partlabel=part.partlabel,
         )
-        if part.partlabel:
-            props["PARTNAME"] = part.partlabel
-            props["ID_PART_ENTRY_NAME"] = part.partlabel
-        fs_props = _fs_properties(
+        fs_props = _fs(
             dataclasses.replace(ns, generation=ns.generation * 100 + part.number),
             part.fs,
             part.label,
             "part",
         )
-        props.update(fs_props)
-        # 60-persistent-storage.rules: the disk's by-id/by-path links with -partN, plus
-        # by-partuuid, by-partlabel and the filesystem's by-uuid/by-label.
-        disk_links = _by_id_links(
-            cfg, props.get("ID_WWN", ""), props.get("ID_SERIAL", ""), props.get("ID_PATH", "")
-        )
-        links = [f"{link}-part{part.number}" for link in disk_links]
-        links.append(f"/dev/disk/by-partuuid/{partuuid}")
-        if part.partlabel:
-            links.append(f"/dev/disk/by-partlabel/{part.partlabel}")
-        links += _fs_links(fs_props)
-        props["DEVLINKS"] = " ".join(links)
+        props = {
+            "DEVNAME": f"/dev/{name}",
+            "DEVTYPE": "partition",
+            "DISKSEQ": str(diskseq),
+            "PARTN": str(part.number),
+            "MAJOR": str(BLOCK_MAJOR),
+            "MINOR": str(minor),
+            **udevrules.partition_properties(
+                disk.properties, ident, entry, disk.dev or "", fs_props
+            ),
+        }
         return Device(
             devpath=f"{disk.devpath}/{name}",
             subsystem="block",
@@ -681,7 +592,7 @@ class Layout:
                 "discard_alignment": "0",
                 "partition": str(part.number),
                 "ro": "0",
-                "size": str(part.size_bytes // SECTOR),
+                "size": str(entry.sectors),
                 "start": str(start),
             },
             properties=props,
@@ -690,45 +601,27 @@ class Layout:
             parents=disk.parents,
         )
 
-
-def _by_id_links(cfg: ControllerConfig, wwid: str, serial: str, id_path: str) -> list[str]:
-    """The disk's by-id and by-path links (udev 252 also keeps the legacy
-    ``nvme-<model>_<serial>`` link without the NSID, shared by every namespace)."""
-    legacy = f"{cfg.model.strip().replace(' ', '_')}_{cfg.serial.strip()}"
-    return [
-        f"/dev/disk/by-id/nvme-{serial}",
-        f"/dev/disk/by-id/nvme-{wwid}",
-        f"/dev/disk/by-id/nvme-{legacy}",
-        f"/dev/disk/by-path/{id_path}",
-    ]
+    def _view_removed(self, view: _View) -> list[Event]:
+        for dev in (view.disk, view.generic, *view.partitions):
+            self._free_minor(dev.dev)
+        events = [Event("remove", view.generic)]
+        events += [Event("remove", p) for p in reversed(view.partitions)]
+        return [*events, Event("remove", view.bdi), Event("remove", view.disk)]
 
 
-def _fs_links(fs_props: Mapping[str, str]) -> list[str]:
-    """by-label/by-uuid links of a filesystem's ``ID_FS_*`` properties."""
-    links = []
-    if fs_props.get("ID_FS_LABEL"):
-        links.append(f"/dev/disk/by-label/{fs_props['ID_FS_LABEL']}")
-    if "ID_FS_UUID" in fs_props:
-        links.append(f"/dev/disk/by-uuid/{fs_props['ID_FS_UUID']}")
-    return links
+def _view_added(view: _View, multipath: bool) -> list[Event]:
+    events = [Event("add", view.bdi), Event("add", view.generic), Event("add", view.disk)]
+    if view.partitions and multipath:
+        # The captures: udev's partition scan of a multipath head ends in a disk `change`
+        # (with NVME_HOST_IFACE) before the partitions' adds.
+        view.disk.properties["NVME_HOST_IFACE"] = "none"
+        events.append(Event("change", view.disk))
+    return events + [Event("add", p) for p in view.partitions]
 
 
-def _fs_properties(
-    ns: NamespaceConfig, fs: str | None, label: str | None, what: str
-) -> dict[str, str]:
-    """blkid's ``ID_FS_*`` for a filesystem (nothing for a blank device)."""
-    if not fs:
-        return {}
-    fs_uuid = ns.fs_uuid or _derived_uuid(ns.ctrl, ns.nsid, ns.generation, what, fs)
-    props = {
-        "ID_FS_UUID": fs_uuid,
-        "ID_FS_UUID_ENC": fs_uuid,
-        "ID_FS_TYPE": fs,
-        "ID_FS_USAGE": "other" if fs == "swap" else "filesystem",
-    }
-    if fs in ("ext2", "ext3", "ext4"):
-        props["ID_FS_VERSION"] = "1.0"
-    if label is not None:
-        props["ID_FS_LABEL"] = label
-        props["ID_FS_LABEL_ENC"] = label
-    return props
+def _fs(ns: NamespaceConfig, fs: str | None, label: str | None, what: str) -> dict[str, str]:
+    """blkid's view of a filesystem made for ``ns``."""
+    fs_uuid = ns.fs_uuid or derived_uuid(ns.ctrl, ns.nsid, ns.generation, what, fs)
+    return udevrules.fs_properties(
+        fs, udevrules.blkid_label(label) if label is not None else None, fs_uuid
+    )

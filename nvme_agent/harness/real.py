@@ -110,8 +110,9 @@ class RealBacking:
         return dataclasses.replace(ns, devname=loop)
 
     def release_detached(self, layout: Layout) -> None:
-        """Detach loop devices of namespaces the layout no longer has (after a remove)."""
-        for key in [k for k in self.loops if not layout.is_attached(*k)]:
+        """Detach loop devices of namespaces the layout no longer has through any path
+        (after a remove, a controller gone)."""
+        for key in [k for k in self.loops if not layout.namespace_present(*k)]:
             self.retired.append(self.loops.pop(key))
         for loop, image in self.retired:
             self._release(loop, image, lazy=True)

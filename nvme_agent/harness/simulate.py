@@ -5,7 +5,8 @@
 then executes the steps.  After every injection it waits for the daemon's visible reaction
 instead of sleeping: the topology changes the step must cause (computed purely with the same
 :class:`~nvme_agent.topology.tracker.Topology` on the same device records), the plan published for
-each, and one action result per planned action.
+each, and one action result per planned action.  A step of several phases (a connecting
+controller: ``(efault)`` add, then live, then its namespaces) waits after each phase.
 
 Output goes to a callback as records (``type`` + ``nsid`` plus readable ``text``), so the
 command can print a timeline or JSON lines.
@@ -16,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,20 +28,22 @@ from typing import Any
 import yaml
 
 from nvme_agent.harness.agent import AgentError, AgentProcess, EventFeed, environ_without_bed
-from nvme_agent.harness.bed import Bed
+from nvme_agent.harness.bed import Bed, BedError
 from nvme_agent.harness.expect import Expectations, mounted_targets
-from nvme_agent.harness.layout import Event, Layout
-from nvme_agent.harness.real import RealBacking
-from nvme_agent.harness.scenario import Scenario, Step
-from nvme_agent.topology.changes import ChangeType
+from nvme_agent.harness.layout import Event, LayoutError
+from nvme_agent.harness.real import RealBacking, RealModeError
+from nvme_agent.harness.scenario import Scenario, Step, coldplug_order
+from nvme_agent.harness.steps import DEVICE_STEPS, Prepare, coldplug, unchanged
+from nvme_agent.harness.timeline import CHANGE_TYPES, describe_record
 from nvme_agent.topology.tracker import Topology
 
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 Emit = Callable[[Record, str | None], None]
-CHANGE_TYPES = frozenset(t.value for t in ChangeType)
 DEFAULT_POLICY = "version: 1\nrules: []\n"
+#: Real mode's mount roots live here: a policy may not put its mount root below /tmp.
+REAL_ROOT_PARENT = "/run"
 
 
 @dataclass
@@ -53,81 +57,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.failed == 0 and not self.errors
-
-
-def describe_record(rec: Record, specs: list[dict[str, Any]] | None = None) -> str:
-    """One timeline line for an event-stream record."""
-    kind = rec.get("type")
-    if kind in CHANGE_TYPES:
-        ns = rec.get("namespace") or {}
-        part = rec.get("partition") or {}
-        ctrl = rec.get("controller") or {}
-        bits = [str(kind)]
-        if ns:
-            bits.append(f"nsid={ns.get('nsid')} {ns.get('name')}")
-            if part:
-                bits.append(f"partition={part.get('name')}")
-            bits.append(f"id={ns.get('identity')}" + (" (weak)" if ns.get("identity_weak") else ""))
-            fs = (part or ns).get("fs")
-            if fs:
-                bits.append(
-                    f"fs={fs.get('type')}" + (f" label={fs['label']!r}" if fs.get("label") else "")
-                )
-            if ns.get("size_bytes") is not None:
-                bits.append(f"size={_size(ns['size_bytes'])}")
-            if ns.get("devnode"):
-                bits.append(f"dev={ns['devnode']}")
-        elif ctrl:
-            bits.append(
-                f"{ctrl.get('name')} serial={ctrl.get('serial')} nqn={ctrl.get('subsysnqn')}"
-            )
-        if rec.get("reason"):
-            bits.append(f"({rec['reason']})")
-        if rec.get("coldplug"):
-            bits.append("[coldplug]")
-        return " ".join(bits)
-    if kind == "plan":
-        actions = rec.get("actions") or []
-        if rec.get("rule") is None and not actions:
-            return "  no rule matched: logged only"
-        what = ", ".join(_action_text(a) for a in actions) or "no actions"
-        return f"  rule {rec.get('rule')}: {what}"
-    if kind == "action-result":
-        spec = specs.pop(0) if specs else None
-        target = f" {spec.get('target')}" if spec and spec.get("target") else ""
-        msg = rec.get("error") or rec.get("message") or ""
-        return f"    {rec.get('action')}{target}: {rec.get('status')}" + (
-            f" ({msg})" if msg else ""
-        )
-    if kind in ("reloaded", "reload-failed", "ejected", "ready"):
-        extra = {k: v for k, v in rec.items() if k not in ("type", "nsid")}
-        return f"{kind} " + " ".join(f"{k}={v}" for k, v in extra.items())
-    return f"{kind} {rec}"
-
-
-def _action_text(spec: dict[str, Any]) -> str:
-    kind = spec.get("kind")
-    if kind == "mount":
-        return f"mount {spec.get('source')} -> {spec.get('target')}"
-    if kind == "unmount":
-        gone = " (device gone)" if spec.get("device_gone") else ""
-        return f"unmount {spec.get('source')}{gone}"
-    if kind == "exec":
-        return "exec " + " ".join(spec.get("argv") or [])
-    if kind == "systemd":
-        return f"systemctl {spec.get('verb')} {spec.get('unit')}"
-    if kind == "signal":
-        return f"signal {spec.get('signal')}"
-    if kind == "grow":
-        return f"grow {spec.get('source')}"
-    return str(kind)
-
-
-def _size(n: int) -> str:
-    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div and n % div == 0:
-            return f"{n // div}{unit}"
-    return str(n)
 
 
 def relocate_policy(text: str, old_root: str, new_root: str) -> str:
@@ -164,6 +93,19 @@ def policy_mount_root(text: str) -> str:
     data = yaml.safe_load(text) or {}
     root = ((data.get("defaults") or {}).get("mount_root")) if isinstance(data, dict) else None
     return str(root or "/run/media/nvme-agent")
+
+
+@dataclass
+class _Guest:
+    """Everything a running simulation drives."""
+
+    bed: Bed
+    agent: AgentProcess
+    feed: EventFeed
+    shadow: Topology
+    expect: Expectations
+    policy_file: Path
+    backing: RealBacking | None
 
 
 class Simulation:
@@ -207,12 +149,8 @@ class Simulation:
             if rec.get("type") == "plan":
                 self._specs.setdefault(key, []).extend(rec.get("actions") or [])
             text = describe_record(rec, self._specs.get(key))
-            self._say(
-                rec,
-                f"{self._stamp()} {text}"
-                if rec.get("type") in CHANGE_TYPES
-                else f"{' ' * 10}{text}",
-            )
+            change = rec.get("type") in CHANGE_TYPES
+            self._say(rec, f"{self._stamp()} {text}" if change else f"{' ' * 10}{text}")
         self._printed = len(records)
 
     # ----------------------------------------------------------------- main
@@ -222,68 +160,14 @@ class Simulation:
             tmp = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="nvme-agent-simulate-"))
             )
-            backing: RealBacking | None = None
-            policy_text = self.policy_text
-            if self.real:
-                self._real_root = str(tmp / "mnt")
-                os.makedirs(self._real_root)
-                policy_text = relocate_policy(policy_text, self._mount_root, self._real_root)
-                backing = stack.enter_context(RealBacking(tmp / "images", self._real_root))
-            policy_file = tmp / "policy.yaml"
-            policy_file.write_text(policy_text, encoding="utf-8")
-            mode = "real" if self.real else "dry-run"
-            layout = "native multipath" if self.scenario.multipath else "no multipath"
-            self._say(
-                {
-                    "type": "simulation",
-                    "nsid": None,
-                    "scenario": self.scenario.name,
-                    "mode": mode,
-                    "multipath": self.scenario.multipath,
-                },
-                f"nvme-agent simulate: {self.scenario.name} ({mode}, {layout})"
-                + (f"\n  {self.scenario.description}" if self.scenario.description else ""),
-            )
-            bed = stack.enter_context(Bed(multipath=self.scenario.multipath))
-            shadow = Topology()
-            for ctrl in self.scenario.controllers:
-                self._inject(bed, bed.layout.add_controller(ctrl), shadow, quiet=True)
-            for ns in self.scenario.namespaces:
-                if backing is not None:
-                    ns = backing.back(ns, self._say)
-                self._inject(bed, bed.layout.attach(ns), shadow, quiet=True)
-            agent = AgentProcess(
-                policy_file, bed.env(environ_without_bed()), dry_run=not self.real, workdir=tmp
-            )
-            stack.callback(self._stop_agent, agent)
             try:
-                agent.start()
-            except AgentError as exc:
-                self.outcome.errors.append(str(exc))
+                guest = self._start(stack, tmp)
+            except (BedError, LayoutError) as exc:
+                self.outcome.errors.append(f"cannot build the guest: {exc}")
                 self._say({"type": "error", "nsid": None, "error": str(exc)}, f"error: {exc}")
-                return self.outcome
-            feed = EventFeed(agent.events_socket)
-            stack.callback(feed.close)
-            self._coldplug(agent)
-            expect = Expectations(
-                feed,
-                self._history,
-                real=self.real,
-                real_root=self._real_root,
-                mount_root=self._mount_root,
-            )
-            for step in self.scenario.steps:
-                try:
-                    self._step(step, bed, agent, feed, shadow, expect, backing, policy_file)
-                except (AgentError, TimeoutError) as exc:
-                    self._flush(feed)
-                    where = f"step {step.index + 1}" + (f" (line {step.line})" if step.line else "")
-                    msg = f"{where} {step.describe()}: {exc}"
-                    self.outcome.errors.append(msg)
-                    self._say({"type": "error", "nsid": step.nsid, "error": msg}, f"error: {msg}")
-                    log.debug("daemon log:%s", agent.tail(8000))
-                    break
-            self._flush(feed)
+                guest = None
+            if guest is not None:
+                self._steps(guest)
         verdict = "PASS" if self.outcome.ok else "FAIL"
         self._say(
             {
@@ -299,6 +183,87 @@ class Simulation:
         )
         return self.outcome
 
+    def _start(self, stack: contextlib.ExitStack, tmp: Path) -> _Guest | None:
+        """Bed, coldplug devices, policy and daemon; ``None`` (after saying why) on failure."""
+        backing, policy_text = self._real_mode(stack, tmp)
+        policy_file = tmp / "policy.yaml"
+        policy_file.write_text(policy_text, encoding="utf-8")
+        self._announce()
+        bed = stack.enter_context(Bed(multipath=self.scenario.multipath))
+        shadow = Topology()
+        prepare = self._prepare(backing)
+        events = coldplug(bed.layout, self.scenario.controllers, self.scenario.namespaces, prepare)
+        bed.apply(events, quiet=True)
+        for device in coldplug_order(bed.layout):
+            shadow.apply(device.record("add", coldplug=True))
+        agent = AgentProcess(
+            policy_file, bed.env(environ_without_bed()), dry_run=not self.real, workdir=tmp
+        )
+        stack.callback(self._stop_agent, agent)
+        try:
+            agent.start()
+        except AgentError as exc:
+            self.outcome.errors.append(str(exc))
+            self._say({"type": "error", "nsid": None, "error": str(exc)}, f"error: {exc}")
+            return None
+        feed = EventFeed(agent.events_socket)
+        stack.callback(feed.close)
+        self._coldplug(agent)
+        expect = Expectations(
+            feed,
+            self._history,
+            real=self.real,
+            real_root=self._real_root,
+            mount_root=self._mount_root,
+            status=lambda: agent.request({"cmd": "status"}),
+        )
+        return _Guest(bed, agent, feed, shadow, expect, policy_file, backing)
+
+    def _real_mode(self, stack: contextlib.ExitStack, tmp: Path) -> tuple[RealBacking | None, str]:
+        """Real mode: a mount root of our own and loop devices; the policy moved there."""
+        if not self.real:
+            return None, self.policy_text
+        root = tempfile.mkdtemp(prefix="nvme-agent-simulate.", dir=REAL_ROOT_PARENT)
+        stack.callback(shutil.rmtree, root, True)
+        self._real_root = os.path.join(root, "mnt")
+        os.makedirs(self._real_root)
+        text = relocate_policy(self.policy_text, self._mount_root, self._real_root)
+        return stack.enter_context(RealBacking(tmp / "images", self._real_root)), text
+
+    def _prepare(self, backing: RealBacking | None) -> Prepare:
+        if backing is None:
+            return unchanged
+        return lambda ns: backing.back(ns, self._say)
+
+    def _announce(self) -> None:
+        mode = "real" if self.real else "dry-run"
+        layout = "native multipath" if self.scenario.multipath else "no multipath"
+        self._say(
+            {
+                "type": "simulation",
+                "nsid": None,
+                "scenario": self.scenario.name,
+                "mode": mode,
+                "multipath": self.scenario.multipath,
+            },
+            f"nvme-agent simulate: {self.scenario.name} ({mode}, {layout})"
+            + (f"\n  {self.scenario.description}" if self.scenario.description else ""),
+        )
+
+    def _steps(self, guest: _Guest) -> None:
+        for step in self.scenario.steps:
+            try:
+                self._step(step, guest)
+            except (AgentError, BedError, TimeoutError, LayoutError, RealModeError) as exc:
+                self._flush(guest.feed)
+                where = f"step {step.index + 1}" + (f" (line {step.line})" if step.line else "")
+                msg = f"{where} {step.describe()}: {exc}"
+                self.outcome.errors.append(msg)
+                self._say({"type": "error", "nsid": step.nsid, "error": msg}, f"error: {msg}")
+                log.debug("daemon log:%s", guest.agent.tail(8000))
+                break
+        self._flush(guest.feed)
+
     def _stop_agent(self, agent: AgentProcess) -> None:
         code = agent.stop()
         if code not in (0, None):
@@ -313,31 +278,22 @@ class Simulation:
             self._say(rec, f"{self._stamp()} {describe_record(rec)}")
 
     # ----------------------------------------------------------------- steps
-    def _inject(
-        self, bed: Bed, events: list[Event], shadow: Topology, *, quiet: bool = False
-    ) -> list[tuple[str, int | None]]:
+    def _inject(self, guest: _Guest, events: list[Event]) -> list[tuple[str, int | None]]:
         """Apply ``events`` in the bed; return the changes the daemon must report."""
-        bed.apply(events, quiet=quiet)
+        guest.bed.apply(events)
         expected: list[tuple[str, int | None]] = []
         for ev in events:
-            if ev.device.silent and not quiet:
+            if ev.device.silent:
                 continue
-            for change in shadow.apply(ev.device.record(ev.action, coldplug=quiet)):
+            for change in guest.shadow.apply(ev.device.record(ev.action)):
                 expected.append((change.type.value, change.nsid))
         return expected
 
-    def _step(
-        self,
-        step: Step,
-        bed: Bed,
-        agent: AgentProcess,
-        feed: EventFeed,
-        shadow: Topology,
-        expect: Expectations,
-        backing: RealBacking | None,
-        policy_file: Path,
-    ) -> None:
-        self._flush(feed)
+    def _timeout(self, step: Step) -> float:
+        return self.step_timeout or step.timeout
+
+    def _step(self, step: Step, guest: _Guest) -> None:
+        self._flush(guest.feed)
         where = f"line {step.line}" if step.line else f"step {step.index + 1}"
         self._say(
             {
@@ -349,81 +305,83 @@ class Simulation:
             },
             f"{self._stamp()} --- {step.describe()} ({where})",
         )
-        timeout = self.step_timeout or step.timeout
-        layout: Layout = bed.layout
-        if step.kind in ("add", "remove", "hot-swap", "resize", "change", "burst"):
-            if (
-                backing is not None
-                and step.kind in ("add", "hot-swap")
-                and step.namespace is not None
-            ):
-                step = _with_namespace(step, backing.back(step.namespace, self._say))
-            if backing is not None and step.kind in ("resize", "change"):
-                raise AgentError(f"{step.kind} is not supported with --real yet")
-            start = len(feed.snapshot())
-            if backing is not None and step.kind == "burst" and step.namespace is not None:
-                events = []
-                for cfg in step.burst_configs(step.namespace):
-                    events += layout.attach(backing.back(cfg, self._say))
-            else:
-                events = self.scenario.step_events(layout, step)
-            expected = self._inject(bed, events, shadow)
-            self._cursor = start
-            await_reaction(feed, expected, start, timeout)
-            if backing is not None and step.kind in ("remove", "hot-swap"):
-                backing.release_detached(layout)
-        elif step.kind == "reload":
-            text = step.policy_text or DEFAULT_POLICY
-            if self.real and self._real_root:
-                text = relocate_policy(text, policy_mount_root(text), self._real_root)
-            self._mount_root = policy_mount_root(step.policy_text or DEFAULT_POLICY)
-            expect.mount_root = self._mount_root
-            policy_file.write_text(text, encoding="utf-8")
-            start = len(feed.snapshot())
-            reply = agent.request({"cmd": "reload"})
-            feed.wait(lambda r: r.get("type") in ("reloaded", "reload-failed"), timeout, start)
-            if not reply.get("ok"):
-                raise AgentError("reload refused: " + "; ".join(reply.get("errors") or []))
-        elif step.kind == "eject":
-            start = len(feed.snapshot())
-            req: dict[str, Any] = {"cmd": "eject", "nsid": step.nsid, "timeout": timeout}
-            if step.ctrl:
-                req["ctrl"] = step.ctrl
-            reply = agent.request(req, timeout=timeout + 5)
-            if reply.get("ok"):
-                feed.wait(
-                    lambda r: r.get("type") == "ejected" and r.get("nsid") == step.nsid,
-                    timeout,
-                    start,
-                )
-            else:
-                self._say(
-                    {"type": "eject-refused", "nsid": step.nsid, "error": reply.get("error")},
-                    f"          eject refused: {reply.get('error')}",
-                )
-        elif step.kind == "wait-for":
-            feed.wait(lambda r: _matches(r, step.match), timeout, self._cursor)
-        elif step.kind == "expect":
-            self._flush(feed)
-            result = expect.check(step)
-            if result.ok:
-                self.outcome.passed += 1
-            else:
-                self.outcome.failed += 1
-            self._say(
-                {
-                    "type": "expect",
-                    "nsid": step.nsid,
-                    "expect": step.expect,
-                    "args": dict(step.match),
-                    "ok": result.ok,
-                    "detail": result.detail,
-                    "line": step.line,
-                },
-                f"          expect {step.expect} {_args(step.match)}: "
-                f"{'PASS' if result.ok else 'FAIL'} ({result.detail})",
-            )
-        self._flush(feed)
+        handler = _HANDLERS["device" if step.kind in DEVICE_STEPS else step.kind]
+        handler(self, step, guest)
+        self._flush(guest.feed)
+
+    def _device_step(self, step: Step, guest: _Guest) -> None:
+        if guest.backing is not None and step.kind in ("resize", "change"):
+            raise AgentError(f"{step.kind} is not supported with --real yet")
+        self._cursor = len(guest.feed.snapshot())
+        for events in step.phases(guest.bed.layout, self._prepare(guest.backing)):
+            start = len(guest.feed.snapshot())
+            expected = self._inject(guest, events)
+            await_reaction(guest.feed, expected, start, self._timeout(step))
+        if guest.backing is not None:
+            guest.backing.release_detached(guest.bed.layout)
+
+    def _reload(self, step: Step, guest: _Guest) -> None:
+        text = step.policy_text or DEFAULT_POLICY
+        if self.real and self._real_root:
+            text = relocate_policy(text, policy_mount_root(text), self._real_root)
+        self._mount_root = policy_mount_root(step.policy_text or DEFAULT_POLICY)
+        guest.expect.mount_root = self._mount_root
+        guest.policy_file.write_text(text, encoding="utf-8")
+        start = len(guest.feed.snapshot())
+        reply = guest.agent.request({"cmd": "reload"})
+        guest.feed.wait(
+            lambda r: r.get("type") in ("reloaded", "reload-failed"), self._timeout(step), start
+        )
+        if not reply.get("ok"):
+            raise AgentError("reload refused: " + "; ".join(reply.get("errors") or []))
+
+    def _eject(self, step: Step, guest: _Guest) -> None:
+        timeout = self._timeout(step)
+        start = len(guest.feed.snapshot())
+        req: dict[str, Any] = {"cmd": "eject", "nsid": step.nsid, "timeout": timeout}
+        if step.ctrl:
+            req["ctrl"] = step.ctrl
+        reply = guest.agent.request(req, timeout=timeout + 5)
+        if reply.get("ok"):
+            guest.feed.wait(_is(type="ejected", nsid=step.nsid), timeout, start)
+            return
+        self._say(
+            {"type": "eject-refused", "nsid": step.nsid, "error": reply.get("error")},
+            f"          eject refused: {reply.get('error')}",
+        )
+
+    def _wait_for(self, step: Step, guest: _Guest) -> None:
+        guest.feed.wait(lambda r: _matches(r, step.match), self._timeout(step), self._cursor)
+
+    def _expect(self, step: Step, guest: _Guest) -> None:
+        self._flush(guest.feed)
+        result = guest.expect.check(step)
+        if result.ok:
+            self.outcome.passed += 1
+        else:
+            self.outcome.failed += 1
+        self._say(
+            {
+                "type": "expect",
+                "nsid": step.nsid,
+                "expect": step.expect,
+                "args": dict(step.match),
+                "ok": result.ok,
+                "detail": result.detail,
+                "line": step.line,
+            },
+            f"          expect {step.expect} {_args(step.match)}: "
+            f"{'PASS' if result.ok else 'FAIL'} ({result.detail})",
+        )
+
+
+_HANDLERS: Mapping[str, Callable[[Simulation, Step, _Guest], None]] = {
+    "device": Simulation._device_step,
+    "reload": Simulation._reload,
+    "eject": Simulation._eject,
+    "wait-for": Simulation._wait_for,
+    "expect": Simulation._expect,
+}
 
 
 def _is(**fields: Any) -> Callable[[Record], bool]:
@@ -465,12 +423,6 @@ def await_reaction(
             pos += 1
 
 
-def _with_namespace(step: Step, ns: Any) -> Step:
-    import dataclasses
-
-    return dataclasses.replace(step, namespace=ns)
-
-
 def _matches(rec: Record, match: Any) -> bool:
     for key, want in match.items():
         got: Any = rec
@@ -485,4 +437,12 @@ def _args(match: Any) -> str:
     return " ".join(f"{k}={v}" for k, v in match.items())
 
 
-__all__ = ["Outcome", "Simulation", "describe_record", "mounted_targets", "relocate_policy"]
+__all__ = [
+    "CHANGE_TYPES",
+    "Outcome",
+    "Simulation",
+    "await_reaction",
+    "describe_record",
+    "mounted_targets",
+    "relocate_policy",
+]

@@ -18,8 +18,11 @@ def register(sub: Any) -> None:
             "Replay a capture made on a real guest with `udevadm monitor --udev --property` "
             "(KERNEL events are ignored) through the real agent: each event's device is "
             "recreated in a fake-udev test bed and delivered to the daemon's pyudev monitor.  "
+            "Controllers (PCIe or fabrics) and subsystems may come and go inside the capture.  "
             "Prints every topology change, the rule that matched and each action (dry-run by "
-            "default), so a new policy can be tried against what real machines emit."
+            "default), so a new policy can be tried against what real machines emit; what "
+            "cannot be rebuilt (a line it does not understand, an NQN the capture does not "
+            "contain) is named with its line number."
         ),
     )
     p.add_argument("capture", metavar="CAPTURE", help="udevadm monitor --property output file")
@@ -36,7 +39,8 @@ def register(sub: Any) -> None:
         "--subsysnqn",
         metavar="NQN",
         default=None,
-        help="subsystem NQN to give the replayed controller (captures do not contain it)",
+        help="NQN to give the replayed subsystem (captures do not contain it; a second "
+        "subsystem gets a variant of it)",
     )
     p.add_argument(
         "--timeout",
@@ -51,10 +55,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from nvme_agent.cli.commands.common import policy_problem
     from nvme_agent.harness.bed import unavailable_reason
-    from nvme_agent.harness.replay import DEFAULT_NQN, Replay
+    from nvme_agent.harness.replay import DEFAULT_NQN, Replay, read_capture_file
 
     try:
-        text = Path(args.capture).read_text(encoding="utf-8")
+        text, notes = read_capture_file(args.capture)
     except OSError as exc:
         print(f"cannot read {args.capture}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -76,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         policy=policy,
         subsysnqn=args.subsysnqn or DEFAULT_NQN,
         timeout=args.timeout,
+        notes=notes,
     )
     result = replay.run()
     if result.error:

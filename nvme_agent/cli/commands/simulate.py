@@ -25,7 +25,8 @@ def register(sub: Any) -> None:
         description=(
             "Run the real daemon against a fake guest (a umockdev test bed: fake /sys, /dev "
             "and udev events delivered to the agent's pyudev monitor) and execute a scenario: "
-            "namespaces added, removed, hot-swapped, resized; policy reloads; ejects.  Prints "
+            "namespaces added, removed, hot-swapped, resized; paths and whole controllers (PCIe, "
+            "NVMe/TCP) that come and go; policy reloads; ejects.  Prints "
             "each topology change, the rule that matched, each action and its outcome, and "
             "the scenario's expectations.  Exit status 0 when every expectation holds.  "
             "Without SCENARIO it runs the bundled QEMU hot-swap scenario."
