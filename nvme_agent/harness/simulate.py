@@ -31,6 +31,7 @@ from nvme_agent.harness.expect import Expectations, mounted_targets
 from nvme_agent.harness.layout import Event, Layout
 from nvme_agent.harness.real import RealBacking
 from nvme_agent.harness.scenario import Scenario, Step
+from nvme_agent.policy.units import format_size
 from nvme_agent.topology.changes import ChangeType
 from nvme_agent.topology.tracker import Topology
 
@@ -74,7 +75,7 @@ def describe_record(rec: Record, specs: list[dict[str, Any]] | None = None) -> s
                     f"fs={fs.get('type')}" + (f" label={fs['label']!r}" if fs.get("label") else "")
                 )
             if ns.get("size_bytes") is not None:
-                bits.append(f"size={_size(ns['size_bytes'])}")
+                bits.append(f"size={format_size(ns['size_bytes'])}")
             if ns.get("devnode"):
                 bits.append(f"dev={ns['devnode']}")
         elif ctrl:
@@ -121,13 +122,6 @@ def _action_text(spec: dict[str, Any]) -> str:
     if kind == "grow":
         return f"grow {spec.get('source')}"
     return str(kind)
-
-
-def _size(n: int) -> str:
-    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div and n % div == 0:
-            return f"{n // div}{unit}"
-    return str(n)
 
 
 def relocate_policy(text: str, old_root: str, new_root: str) -> str:
