@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from nvme_agent.cli.clidoc import Completion, hint
 from nvme_agent.cli.exits import (
     CliError,
     DeniedError,
@@ -25,23 +26,25 @@ def with_exits(description: str, meanings: dict[Exit, str]) -> str:
 
 
 def add_runtime_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    action = p.add_argument(
         "--runtime-dir",
         type=Path,
         default=Path(DEFAULT_RUNTIME_DIR),
         metavar="DIR",
         help=f"where the daemon's sockets and state file live (default {DEFAULT_RUNTIME_DIR})",
     )
+    hint(action, Completion.DIRECTORY)
 
 
 def add_state_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    action = p.add_argument(
         "--state-dir",
         type=Path,
         default=Path(DEFAULT_STATE_DIR),
         metavar="DIR",
         help=f"history and mount ledger (default {DEFAULT_STATE_DIR})",
     )
+    hint(action, Completion.DIRECTORY)
 
 
 def add_policy(p: argparse.ArgumentParser) -> None:

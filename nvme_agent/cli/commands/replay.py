@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from nvme_agent.cli.clidoc import Completion, hint
 from nvme_agent.cli.commands.common import policy_problem, with_exits
 from nvme_agent.cli.exits import Exit, UsageError, error_for_os
 from nvme_agent.cli.output import Reporter
@@ -41,12 +42,13 @@ def register(sub: Any) -> None:
         "are fake)",
     )
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
-    p.add_argument(
+    nqn = p.add_argument(
         "--subsysnqn",
         metavar="NQN",
         default=None,
         help="subsystem NQN to give the replayed controller (captures do not contain it)",
     )
+    hint(nqn, Completion.NONE)
     p.add_argument(
         "--timeout",
         type=float,
