@@ -20,12 +20,14 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from nvme_agent import __version__
-from nvme_agent.cli import exits
+from nvme_agent.cli import catalog, exits
 from nvme_agent.cli import main as cli
 from nvme_agent.cli.clidoc import CommandDoc, OptionDoc, describe, write_output
 from nvme_agent.outputs import message_ids
 
 SECTION = 8
+#: Where the packages install the example policy and the JSON Schema.
+SHARE_DIR = "/usr/share/nvme-agent/"
 
 
 def roff_escape(text: str) -> str:
@@ -123,6 +125,12 @@ def _files() -> list[str]:
             "Runtime directory: the control and event sockets of the running daemon.",
         ),
         (cli.DEFAULT_STATE_DIR, "State kept across restarts (history, what the agent mounted)."),
+        (
+            SHARE_DIR,
+            "examples/policy.yaml (every policy feature, commented) and schema.json (the "
+            "policy's JSON Schema, for editors).",
+        ),
+        (catalog.INSTALL_PATH, "The journal catalog: journalctl \\-x explains each MESSAGE_ID."),
     )
     out: list[str] = []
     for path, text in entries:
@@ -156,9 +164,12 @@ def _message_ids() -> list[str]:
         ".fi",
         ".RE",
     ]
+    # Field names (NVME_IDENTITY_WEAK) must not be hyphenated: they are typed into journalctl.
+    out.append(".nh")
     for doc in message_ids.MESSAGES:
         out += [".TP", f"\\fB{roff_escape(doc.name)}\\fR {doc.message_id}"]
         out += [roff_escape(doc.body)]
+    out.append(".hy")
     return out
 
 
@@ -201,6 +212,7 @@ def render(parser: argparse.ArgumentParser | None = None, date: str | None = Non
     lines += [".SH EXIT STATUS", *_exit_status()]
     lines += [
         ".SH SEE ALSO",
+        ".BR nvme\\-agent.policy (5),",
         ".BR systemctl (1),",
         ".BR journalctl (1),",
         ".BR systemd.service (5),",
