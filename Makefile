@@ -7,15 +7,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.nvme-agent-installed
 
-# Debian packages: build deps for systemd-python, the umockdev fake-udev testbed (with Debian's
-# python3-gi for its controller), and the filesystem tools real mounts need.  The last line:
-# what `make deb` and tests/test_packaging*.py need (the build deps of packaging/debian/control,
-# lintian, and groff/man for rendering the generated man page).
+# What `make deb` needs, and nothing else: the build dependencies of packaging/debian/control
+# and lintian.  The package is built with Debian's python3; no venv, no PyPI.
+DEB_APT_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
+	python3-setuptools python3-wheel python3-pyudev python3-psutil python3-yaml python3-systemd \
+	lintian
+# Debian packages for development: build deps for systemd-python, the umockdev fake-udev
+# testbed (with Debian's python3-gi for its controller), the filesystem tools real mounts
+# need, the .deb's build deps (tests/test_packaging*.py build it), groff/man to render the
+# generated man page, zsh to test the generated zsh completion, and journalctl (systemd) to
+# check the journal catalog.
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	umockdev gir1.2-umockdev-1.0 libumockdev0 python3-gi \
 	e2fsprogs xfsprogs util-linux mount psmisc kmod systemd \
-	debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel \
-	python3-pyudev python3-psutil python3-yaml python3-systemd lintian groff-base man-db
+	$(DEB_APT_PACKAGES) groff-base man-db zsh
 
 .PHONY: setup apt venv demo test lint unit bench clean
 
@@ -63,9 +68,10 @@ DEB_OUT ?= dist
 
 .PHONY: deb man
 
-# The .deb, built from a clean copy of the tree, then lintian (overrides are justified in
-# packaging/debian/nvme-agent.lintian-overrides).
-deb: setup
+# The .deb, built from a clean copy of the tree with Debian's tools only (no `make setup`, no
+# PyPI), then lintian (overrides are justified in packaging/debian/nvme-agent.lintian-overrides).
+deb:
+	@scripts/ensure-apt-packages.sh deb $(DEB_APT_PACKAGES)
 	packaging/build-deb.sh $(DEB_OUT)
 	lintian --fail-on error,warning $(DEB_OUT)/nvme-agent_*.changes
 

@@ -225,9 +225,10 @@ def test_watch_prints_human_lines_until_eof(sockdir: Path) -> None:
 
 
 def test_watch_without_agent_fails_clearly(sockdir: Path) -> None:
+    from nvme_agent.cli.exits import Exit
     from nvme_agent.cli.main import main
 
-    assert main(["watch", "--runtime-dir", str(sockdir)]) == 1
+    assert main(["watch", "--runtime-dir", str(sockdir)]) == Exit.NO_DAEMON
 
 
 def test_a_connected_subscriber_gets_events_published_before_the_loop_turns(

@@ -134,10 +134,10 @@ def test_every_step_kind_has_a_parser_and_a_description() -> None:
         assert step.describe().startswith(kind.split("-")[0])
 
 
-def test_readme_lists_every_step_and_expectation() -> None:
+def test_contributing_lists_every_step_and_expectation() -> None:
     from nvme_agent.harness.steps import EXPECT_KINDS, STEP_KINDS
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "CONTRIBUTING.md").read_text()
     block = readme[readme.index("Scenario format") :]
     block = block[: block.index("```", block.index("```") + 3)]
     for kind in STEP_KINDS:

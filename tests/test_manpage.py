@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from nvme_agent.cli import exits, manpage
 from nvme_agent.cli import main as cli
-from nvme_agent.cli import manpage
 from nvme_agent.cli.clidoc import describe
-from nvme_agent.outputs import journal
+from nvme_agent.outputs import message_ids
 
 
 def tricky_parser() -> argparse.ArgumentParser:
@@ -77,10 +77,12 @@ def test_header_files_exit_status_and_message_ids(page: str) -> None:
     files = section(page, "FILES")
     for path in (cli.DEFAULT_POLICY, cli.DEFAULT_RUNTIME_DIR, cli.DEFAULT_STATE_DIR):
         assert manpage.roff_escape(path) in files
-    assert f"\\fB{cli.EXIT_USAGE}\\fR" in section(page, "EXIT STATUS")
+    exit_text = section(page, "EXIT STATUS")
+    for row in exits.EXITS:
+        assert f"\\fB{int(row.code)}\\fR ({manpage.roff_escape(row.name)})" in exit_text
     journal_text = section(page, "JOURNAL")
-    for message_id in journal.CHANGE_MESSAGE_IDS.values():
-        assert message_id in journal_text
+    for doc in message_ids.MESSAGES:
+        assert f"\\fB{manpage.roff_escape(doc.name)}\\fR {doc.message_id}" in journal_text
 
 
 def test_source_date_epoch_sets_the_date(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,8 +20,11 @@ import pytest
 from support.packaging import REPO, UNIT_NAME, add_host_units, require_tools, verify_unit
 
 from nvme_agent import __version__
+from nvme_agent.cli import catalog
 from nvme_agent.cli.clidoc import describe
+from nvme_agent.cli.completion import render as render_completion
 from nvme_agent.cli.main import build_parser
+from nvme_agent.policy import schema_text
 
 POLICY_SOURCE = Path("nvme_agent/data/default-policy.yaml")
 
@@ -33,14 +36,20 @@ EXPECTED_FILES = (
     "usr/lib/python3/dist-packages/nvme_agent/__init__.py",
     "usr/lib/python3/dist-packages/nvme_agent/cli/main.py",
     "usr/lib/python3/dist-packages/nvme_agent/service/daemon.py",
-    "lib/systemd/system/nvme-agent.service",
     "usr/lib/tmpfiles.d/nvme-agent.conf",
     "usr/lib/sysusers.d/nvme-agent.conf",
     "etc/nvme-agent/policy.yaml",
     "usr/share/man/man8/nvme-agent.8.gz",
     "usr/share/bash-completion/completions/nvme-agent",
+    "usr/share/zsh/vendor-completions/_nvme-agent",
+    "usr/lib/systemd/catalog/nvme-agent.catalog",
+    "usr/share/nvme-agent/schema.json",
+    "usr/share/nvme-agent/examples/policy.yaml",
     "usr/share/doc/nvme-agent/copyright",
 )
+
+#: Where debhelper may put the unit (dh_installsystemd decides, by release).
+UNIT_DIRS = ("lib/systemd/system", "usr/lib/systemd/system")
 
 
 @dataclass(frozen=True)
@@ -112,12 +121,20 @@ def relations(value: str) -> set[str]:
     return names
 
 
+def unit_path(tree: Path) -> Path:
+    """The packaged unit, wherever debhelper put it (exactly one place)."""
+    found = [tree / d / UNIT_NAME for d in UNIT_DIRS if (tree / d / UNIT_NAME).exists()]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_contents(built: Built) -> None:
     done = run(["dpkg-deb", "-c", str(built.deb)])
     assert done.returncode == 0, done.stderr
     listed = {line.split()[-1].removeprefix("./") for line in done.stdout.splitlines()}
     missing = [path for path in EXPECTED_FILES if path not in listed]
     assert not missing, missing
+    assert len([d for d in UNIT_DIRS if f"{d}/{UNIT_NAME}" in listed]) == 1
     # nothing from the developer's checkout
     assert not [p for p in listed if re.search(r"(\.venv|\.git|__pycache__|\.pyc$|tests/)", p)]
 
@@ -171,7 +188,7 @@ def test_installed_unit_verifies(built: Built, tmp_path: Path) -> None:
     result = verify_unit(root)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""
-    packaged = (root / "lib/systemd/system" / UNIT_NAME).read_text()
+    packaged = unit_path(root).read_text()
     assert packaged == (REPO / "systemd" / UNIT_NAME).read_text()
 
 
@@ -205,7 +222,9 @@ def test_packaged_man_page_and_completion(built: Built) -> None:
     for sub in describe(build_parser()).subcommands:
         assert sub.name in text
     completion = built.tree / "usr/share/bash-completion/completions/nvme-agent"
-    assert "complete -o filenames -F _nvme_agent nvme-agent" in completion.read_text()
+    assert completion.read_text() == render_completion(shell="bash")
+    zsh = built.tree / "usr/share/zsh/vendor-completions/_nvme-agent"
+    assert zsh.read_text() == render_completion(shell="zsh")
 
 
 def test_lintian_clean(built: Built) -> None:
@@ -217,3 +236,112 @@ def test_lintian_clean(built: Built) -> None:
     for i, line in enumerate(overrides):
         if line.strip() and not line.startswith("#"):
             assert i > 0 and overrides[i - 1].startswith("#"), line
+
+
+def test_policy_documentation_is_installed(built: Built) -> None:
+    """Issue 14.11: the example and the schema ship; the default policy's modeline names the
+    installed schema, which is what `nvme-agent check --print-schema` prints."""
+    share = built.tree / "usr/share/nvme-agent"
+    assert (share / "schema.json").read_text() == schema_text()
+    example = (share / "examples/policy.yaml").read_text().splitlines()
+    source = (built.source / "examples/policy.yaml").read_text().splitlines()
+    assert example[1:] == source[1:]
+    policy = (built.tree / "etc/nvme-agent/policy.yaml").read_text()
+    for installed in (policy, example[0]):
+        modeline = re.search(r"^# yaml-language-server: \$schema=(\S+)$", installed, re.M)
+        assert modeline, "no yaml-language-server modeline"
+        assert modeline.group(1) == "/usr/share/nvme-agent/schema.json"
+    for doc in ("/usr/share/nvme-agent/examples/policy.yaml", "man nvme-agent.policy"):
+        assert doc in policy
+
+
+def test_journal_catalog_is_installed_and_loads(built: Built, tmp_path: Path) -> None:
+    packaged = built.tree / catalog.INSTALL_PATH.lstrip("/")
+    assert packaged.read_text() == catalog.render()
+    require_tools("journalctl")
+    root = tmp_path / "root"
+    shutil.copytree(built.tree, root, symlinks=True)
+    done = run(["journalctl", f"--root={root}", "--update-catalog"])
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    listed = run(["journalctl", f"--root={root}", "--list-catalog"])
+    assert listed.stdout.count(" nvme-agent: ") == catalog.render().count("\n-- ")
+
+
+def test_suggests_what_simulate_and_replay_need(built: Built) -> None:
+    assert {"umockdev", "gir1.2-umockdev-1.0", "python3-gi"} <= relations(field(built, "Suggests"))
+
+
+def test_rules_let_debhelper_place_the_unit() -> None:
+    rules = (REPO / "packaging/debian/rules").read_text()
+    commands = [line for line in rules.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in commands if "systemd/system" in line]
+    assert "install -m 0644 systemd/nvme-agent.service debian/nvme-agent.service" in rules
+
+
+def test_make_deb_needs_neither_setup_nor_pypi() -> None:
+    """Issue 14.12: `make deb` installs Debian build dependencies only."""
+    require_tools("make")
+    done = run(["make", "-n", "-C", str(REPO), "deb"])
+    assert done.returncode == 0, done.stderr
+    commands = done.stdout
+    assert "packaging/build-deb.sh" in commands
+    for word in (".venv", "pip ", "make setup", "PyPI", "-m venv"):
+        assert word not in commands, word
+    wanted = set(re.findall(r"ensure-apt-packages\.sh deb (.*)$", commands, re.M)[0].split())
+    control = (REPO / "packaging/debian/control").read_text()
+    build_depends = re.search(r"^Build-Depends:(.*?)^\S", control, re.M | re.S)
+    assert build_depends
+    for name in relations(re.sub(r"^#.*$", "", build_depends.group(1), flags=re.M)):
+        # Virtual packages of debhelper and dh-python.
+        if not name.startswith("dh-sequence-") and name != "debhelper-compat":
+            assert name in wanted, name
+    assert "lintian" in wanted
+
+
+def license_text() -> str:
+    return (REPO / "LICENSE").read_text()
+
+
+def test_debian_copyright_carries_the_license_text() -> None:
+    """The .deb ships the license as debian/copyright (dh_python3 drops dist-info copies)."""
+    copyright_ = (REPO / "packaging/debian/copyright").read_text()
+    paragraph = copyright_.split("License: MIT\n", 2)[2]
+    body = "\n".join("" if line == " ." else line[1:] for line in paragraph.splitlines())
+    expected = license_text().split("\n\n", 2)[2]  # after the title and the copyright line
+    assert " ".join(body.split()) == " ".join(expected.split())
+    assert "Copyright (c) 2025 nvme-agent developers" in license_text()
+
+
+def test_the_wheel_carries_the_license(tmp_path: Path) -> None:
+    """The wheel, built by the real build backend (setuptools) from a clean copy."""
+    import zipfile
+
+    python = Path("/usr/bin/python3")
+    if not python.exists():
+        pytest.skip("no /usr/bin/python3")
+    src = tmp_path / "src"
+    listed = run(["git", "-C", str(REPO), "ls-files", "--cached", "--others", "--exclude-standard"])
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in listed.stdout.splitlines():
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
+    out = tmp_path / "wheel"
+    out.mkdir()
+    done = run(
+        [
+            str(python),
+            "-c",
+            "import sys; from setuptools import build_meta as b; print(b.build_wheel(sys.argv[1]))",
+            str(out),
+        ],
+        cwd=src,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = out / done.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(wheel) as zf:
+        licensed = [n for n in zf.namelist() if n.endswith(".dist-info/LICENSE")]
+        assert len(licensed) == 1
+        assert zf.read(licensed[0]).decode() == license_text()

@@ -73,6 +73,10 @@ def test_files_match_installed_paths(spec: str) -> None:
         "%{_bindir}/nvme-agent",
         "%{_mandir}/man8/nvme-agent.8*",
         "%{bash_completions_dir}/nvme-agent",
+        "%{zsh_completions_dir}/_nvme-agent",
+        "%{_journalcatalogdir}/nvme-agent.catalog",
+        "%{_datadir}/nvme-agent/schema.json",
+        "%{_datadir}/nvme-agent/examples/policy.yaml",
     ):
         assert path in files, path
     # every installed file in %install is claimed in %files (the other way round is rpmbuild's)
@@ -85,9 +89,31 @@ def test_files_match_installed_paths(spec: str) -> None:
 def test_installs_the_same_sources_as_the_debian_build(spec: str) -> None:
     """The spec installs generated files or the same repository files as debian/rules."""
     body = sections(spec)
-    generated = set(re.findall(r" -o (\S+)", body["build"]))
+    generated = set(re.findall(r"(?: -o|>) (\S+)", body["build"]))
     rules = (SPEC.parents[1] / "debian/rules").read_text()
     for src in re.findall(r"install -D -m 0644 (\S+) ", body["install"]):
         if src in generated or src.startswith("%{SOURCE"):
             continue
         assert f" {src} " in rules, f"{src} is not installed by debian/rules"
+
+
+def test_python_and_distributions(spec: str) -> None:
+    """Issue 14.12: the project needs Python >= 3.11, so RHEL 9 (3.9) is not claimed."""
+    header = spec.split("\nName:", 1)[0]
+    assert "RHEL/Alma/Rocky (>= 9" not in header and ">= 10" in header
+    assert "python3-devel >= 3.11" in tag(spec, "BuildRequires")
+    assert "python3 >= 3.11" in tag(spec, "Requires")
+    assert "%{error:" in spec  # a build on RHEL 9 stops with the reason
+
+
+def test_license_and_suggests(spec: str) -> None:
+    assert re.search(r"^%license LICENSE$", sections(spec)["files"], flags=re.M)
+    assert {"umockdev", "python3-gobject"} <= set(tag(spec, "Suggests"))
+
+
+def test_generated_files_are_the_ones_debian_generates(spec: str) -> None:
+    """The same generator commands as debian/rules (one source for both packages)."""
+    rules = (SPEC.parents[1] / "debian/rules").read_text()
+    build = sections(spec)["build"]
+    for module in re.findall(r"\$\(RUN\) (nvme_agent\S*)", rules):
+        assert f"-m {module}" in build, module

@@ -388,14 +388,18 @@ class FakeFinder:
 
 
 def test_explain_device_change_kinds() -> None:
+    from nvme_agent.cli.exits import NotFoundError, UsageError
+
     part = partition("nvme0n1", 1, label="p")
     finder = FakeFinder(namespace(1, label="scratch-a", partitions=(part,)))
     change, _ = explain_cmd.device_change(finder, "/dev/nvme0n1", "add")
     assert change.type is ChangeType.NAMESPACE_ADDED
     change, _ = explain_cmd.device_change(finder, "/dev/nvme0n1p1", "eject")
     assert change.type is ChangeType.PARTITION_REMOVED and change.reason == "eject"
-    with pytest.raises(explain_cmd._Usage):
+    with pytest.raises(NotFoundError):
         explain_cmd.device_change(finder, "/dev/nvme9n9", "add")
+    with pytest.raises(UsageError):
+        explain_cmd.device_change(finder, "/dev/nvme0n1p1", "resize")
 
 
 def test_explain_report_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -425,7 +429,8 @@ def test_explain_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "rules: expected a list of rules" in capsys.readouterr().err
     good = tmp_path / "good.yaml"
     good.write_text("version: 1\n")
-    assert main(["explain", "--policy", str(good), str(tmp_path / "no-such-device")]) == 2
+    # Not a device udev knows: "no such device" (3), not a usage error.
+    assert main(["explain", "--policy", str(good), str(tmp_path / "no-such-device")]) == 3
 
 
 def test_explain_bundled_scenario(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from nvme_agent.cli.commands.simulate import bundled_scenarios
 from nvme_agent.cli.main import main
+from nvme_agent.cli.scenarios import bundled
 from nvme_agent.harness.scenario import load_scenario, load_scenario_text
 from nvme_agent.harness.simulate import Simulation, relocate_policy
 
@@ -117,7 +117,7 @@ MODEL_GAPS = {
             if p.name in MODEL_GAPS
             else [],
         )
-        for p in bundled_scenarios()
+        for p in bundled().values()
     ],
 )
 def test_every_bundled_scenario_passes(path: Path, bed_support: None) -> None:
@@ -132,7 +132,7 @@ def test_bundled_path_loss_scenarios_lose_a_path_and_keep_the_namespace() -> Non
     # What makes them worth shipping: a path goes (remove-path or a controller of a shared
     # subsystem), then the namespace is expected present and still mounted.
     shown = 0
-    for path in bundled_scenarios():
+    for path in bundled().values():
         steps = load_scenario(path).steps
         kinds = [(s.kind, s.expect) for s in steps]
         for i, (kind, _) in enumerate(kinds):

@@ -15,6 +15,29 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Completion(StrEnum):
+    """What the shell completes for a value, when it is not a fixed list of choices."""
+
+    FILE = "file"
+    DIRECTORY = "directory"
+    NONE = "none"  # a number or free text: nothing to offer
+    DEVICE = "nvme-device"  # /dev/nvmeXnY block devices present now
+    NSID = "nvme-nsid"  # namespace IDs present now (sysfs ``nsid``)
+    CTRL = "nvme-ctrl"  # controller names present now (/sys/class/nvme)
+    SCENARIO = "scenario"  # bundled scenario names, and files
+
+
+#: The attribute :func:`hint` sets on an argparse action.
+_HINT = "nvme_agent_completion"
+
+
+def hint(action: argparse.Action, kind: Completion) -> argparse.Action:
+    """Tell the generated completions what ``action``'s value is (argparse has no field)."""
+    setattr(action, _HINT, kind)
+    return action
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +54,7 @@ class OptionDoc:
     help: str
     choices: tuple[str, ...] = ()
     required: bool = False
+    complete: Completion = Completion.FILE
 
     @property
     def positional(self) -> bool:
@@ -151,7 +175,18 @@ def _describe_action(formatter: argparse.HelpFormatter, action: argparse.Action)
         help=formatter._expand_help(action) if action.help else "",
         choices=choices,
         required=bool(action.required),
+        complete=_completion(action),
     )
+
+
+def _completion(action: argparse.Action) -> Completion:
+    hinted = getattr(action, _HINT, None)
+    if isinstance(hinted, Completion):
+        return hinted
+    # Numbers are never file names; everything else without a hint may be one.
+    if action.type in (int, float):
+        return Completion.NONE
+    return Completion.FILE
 
 
 def write_output(text: str, output: str | None) -> None:

@@ -14,6 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from nvme_agent import __version__
+from nvme_agent.cli.exits import CliError, Exit
+from nvme_agent.cli.output import printable_lines
+from nvme_agent.outputs.paths import DEFAULT_RUNTIME_DIR as _RUNTIME_DIR
+from nvme_agent.outputs.paths import DEFAULT_STATE_DIR as _STATE_DIR
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -30,12 +34,8 @@ COMMANDS: tuple[str, ...] = (
 )
 
 DEFAULT_POLICY = "/etc/nvme-agent/policy.yaml"
-DEFAULT_RUNTIME_DIR = "/run/nvme-agent"
-DEFAULT_STATE_DIR = "/var/lib/nvme-agent"
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+DEFAULT_RUNTIME_DIR = str(_RUNTIME_DIR)
+DEFAULT_STATE_DIR = str(_STATE_DIR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,16 +70,21 @@ def setup_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status comes from :mod:`nvme_agent.cli.exits`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
         rc: int = args.func(args)
+    except CliError as exc:
+        # Printed here, once, so every command words its failures the same way.
+        print(printable_lines(f"{parser.prog} {args.command}: {exc}"), file=sys.stderr)
+        return int(exc.code)
     except KeyboardInterrupt:
-        return 130
+        return int(Exit.INTERRUPTED)
     except BrokenPipeError:
-        return EXIT_OK
-    return rc
+        return int(Exit.OK)
+    return int(rc)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Generate the nvme-agent(8) man page (roff) from the argparse tree.
 
-Every subcommand, option and help text comes from :func:`nvme_agent.cli.main.build_parser`; file
-locations and exit codes from the constants in :mod:`nvme_agent.cli.main`; journal MESSAGE_IDs
-from :mod:`nvme_agent.outputs.journal`.  Run
-``python3 -m nvme_agent.cli.manpage -o nvme-agent.8`` (the
-Debian build does); ``man -l nvme-agent.8`` shows it.
+Every subcommand, option and help text comes from :func:`nvme_agent.cli.main.build_parser`;
+file locations from :mod:`nvme_agent.cli.main`; exit statuses from :mod:`nvme_agent.cli.exits`;
+journal MESSAGE_IDs from :mod:`nvme_agent.outputs.message_ids`.  Run
+``python3 -m nvme_agent.cli.manpage -o nvme-agent.8`` (the package builds do);
+``man -l nvme-agent.8`` shows it.
 
 The date in ``.TH`` is taken from ``SOURCE_DATE_EPOCH`` when set, so package builds are
 reproducible.
@@ -20,11 +20,14 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from nvme_agent import __version__
+from nvme_agent.cli import catalog, exits
 from nvme_agent.cli import main as cli
 from nvme_agent.cli.clidoc import CommandDoc, OptionDoc, describe, write_output
-from nvme_agent.outputs import journal
+from nvme_agent.outputs import message_ids
 
 SECTION = 8
+#: Where the packages install the example policy and the JSON Schema.
+SHARE_DIR = "/usr/share/nvme-agent/"
 
 
 def roff_escape(text: str) -> str:
@@ -122,6 +125,12 @@ def _files() -> list[str]:
             "Runtime directory: the control and event sockets of the running daemon.",
         ),
         (cli.DEFAULT_STATE_DIR, "State kept across restarts (history, what the agent mounted)."),
+        (
+            SHARE_DIR,
+            "examples/policy.yaml (every policy feature, commented) and schema.json (the "
+            "policy's JSON Schema, for editors).",
+        ),
+        (catalog.INSTALL_PATH, "The journal catalog: journalctl \\-x explains each MESSAGE_ID."),
     )
     out: list[str] = []
     for path, text in entries:
@@ -130,31 +139,24 @@ def _files() -> list[str]:
 
 
 def _exit_status() -> list[str]:
-    entries = (
-        (cli.EXIT_OK, "Success."),
-        (cli.EXIT_FAILURE, "Failure (for reload: the new policy is invalid; errors printed)."),
-        (cli.EXIT_USAGE, "Usage error or invalid arguments."),
-    )
-    out: list[str] = []
-    for code, text in entries:
-        out += [".TP", f"\\fB{code}\\fR", roff_escape(text)]
+    out = [
+        "Every command uses the same statuses for the same situations, so a script can "
+        "tell \\(lqretry later\\(rq from \\(lqgive up\\(rq; each command's description "
+        "above says which it uses."
+    ]
+    for row in exits.EXITS:
+        out += [".TP", f"\\fB{int(row.code)}\\fR ({roff_escape(row.name)})"]
+        out += [roff_escape(row.meaning)]
     return out
 
 
 def _message_ids() -> list[str]:
-    ids: list[tuple[str, str]] = [
-        (change.value, mid) for change, mid in journal.CHANGE_MESSAGE_IDS.items()
-    ]
-    # The other fixed IDs are the module's MSG_* constants (MSG_POLICY_RELOADED ->
-    # policy-reloaded), so new ones show up here without editing this file.
-    for attr in sorted(vars(journal)):
-        value = getattr(journal, attr)
-        if attr.startswith("MSG_") and isinstance(value, str):
-            ids.append((attr[4:].lower().replace("_", "-"), value))
-    example = ids[0][1] if ids else "ID"
+    example = message_ids.MESSAGES[0].message_id
     out = [
-        "The daemon writes one structured journal entry per topology change and per "
-        "daemon event, each with a fixed MESSAGE_ID; filter with, e.g.,",
+        "The daemon writes one structured journal entry per topology change, per daemon "
+        "event and per action outcome, each with a fixed MESSAGE_ID (they never change "
+        "between releases); \\fBjournalctl \\-x\\fR explains each from the installed "
+        "catalog.  Filter with, e.g.,",
         ".PP",
         ".RS",
         ".nf",
@@ -162,8 +164,12 @@ def _message_ids() -> list[str]:
         ".fi",
         ".RE",
     ]
-    for name, mid in ids:
-        out += [".TP", f"\\fB{roff_escape(name)}\\fR", mid]
+    # Field names (NVME_IDENTITY_WEAK) must not be hyphenated: they are typed into journalctl.
+    out.append(".nh")
+    for doc in message_ids.MESSAGES:
+        out += [".TP", f"\\fB{roff_escape(doc.name)}\\fR {doc.message_id}"]
+        out += [roff_escape(doc.body)]
+    out.append(".hy")
     return out
 
 
@@ -206,6 +212,7 @@ def render(parser: argparse.ArgumentParser | None = None, date: str | None = Non
     lines += [".SH EXIT STATUS", *_exit_status()]
     lines += [
         ".SH SEE ALSO",
+        ".BR nvme\\-agent.policy (5),",
         ".BR systemctl (1),",
         ".BR journalctl (1),",
         ".BR systemd.service (5),",

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from nvme_agent.outputs.paths import RuntimePaths
 from nvme_agent.service import control
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,9 @@ class AgentProcess:
         base = Path(self._tmp.name) if self._tmp is not None else workdir
         assert base is not None
         self.base = base
-        self.runtime_dir = base / "run"
-        self.state_dir = base / "state"
+        self.paths = RuntimePaths(runtime_dir=base / "run", state_dir=base / "state")
+        self.runtime_dir = self.paths.runtime_dir
+        self.state_dir = self.paths.state_dir
         self.policy = policy
         self.dry_run = dry_run
         self.env = dict(env)
@@ -132,11 +134,11 @@ class AgentProcess:
 
     @property
     def events_socket(self) -> str:
-        return str(self.runtime_dir / "events.sock")
+        return str(self.paths.events_socket)
 
     @property
     def control_socket(self) -> str:
-        return str(self.runtime_dir / "control.sock")
+        return str(self.paths.control_socket)
 
     def command(self) -> list[str]:
         cmd = [

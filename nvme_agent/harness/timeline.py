@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from nvme_agent.policy.units import format_size
 from nvme_agent.topology.changes import ChangeType
 
 Record = dict[str, Any]
@@ -62,7 +63,7 @@ def _namespace_bits(ns: Mapping[str, Any], part: Mapping[str, Any]) -> list[str]
         label = f" label={fs['label']!r}" if fs.get("label") else ""
         bits.append(f"fs={shown(fs.get('type'))}{label}")
     if ns.get("size_bytes") is not None:
-        bits.append(f"size={size_text(ns['size_bytes'])}")
+        bits.append(f"size={format_size(ns['size_bytes'])}")
     if ns.get("devnode"):
         bits.append(f"dev={shown(ns['devnode'])}")
     return bits
@@ -115,10 +116,3 @@ _ACTIONS: Mapping[str, Callable[[dict[str, Any]], str]] = {
     "signal": lambda s: f"signal {s.get('signal')}",
     "grow": lambda s: f"grow {shown(s.get('source'))}",
 }
-
-
-def size_text(n: int) -> str:
-    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div and n % div == 0:
-            return f"{n // div}{unit}"
-    return str(n)

@@ -54,9 +54,19 @@ def parse_size(value: object) -> int:
         raise ValueError(f"{value!r} is not a size") from exc
 
 
-def format_size(size: int) -> str:
-    """A short human form, for explanations."""
+def format_size(size: int | None) -> str:
+    """A short human form in the largest binary unit: exact when it divides the size
+    (``512MiB``), else one decimal and the exact byte count (``931.5GiB (1000204886016B)``);
+    ``?`` for an unknown size.  The one size formatter (explanations, ``status``,
+    ``simulate``).
+    """
+    if size is None:
+        return "?"
     for unit, mult in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= mult and size % mult == 0:
+        if size < mult:
+            continue
+        if size % mult == 0:
             return f"{size // mult}{unit}"
+        # Truncated, not rounded: 1GiB - 1 must not read as 1024.0MiB.
+        return f"{size * 10 // mult / 10:.1f}{unit} ({size}B)"
     return f"{size}B"

@@ -6,20 +6,29 @@ import argparse
 import sys
 from typing import Any
 
-from nvme_agent.cli.main import DEFAULT_POLICY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from nvme_agent.cli.commands.common import with_exits
+from nvme_agent.cli.exits import Exit, error_for_os
+from nvme_agent.cli.main import DEFAULT_POLICY
 from nvme_agent.cli.output import Reporter
 from nvme_agent.policy import PolicyError, PolicyIssue, load_policy, schema_text
+
+EXITS = {
+    Exit.OK: "valid (warnings allowed)",
+    Exit.FAILED: "invalid",
+    Exit.USAGE: "usage error or the file cannot be read",
+    Exit.DENIED: "the file is not readable by you",
+}
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "check",
         help="validate a policy file",
-        description=(
+        description=with_exits(
             "Validate a policy file: YAML syntax, the schema (unknown keys, wrong types), and "
             "meaning (globs, size units, absolute paths, signal names, templates, mount paths "
-            "below mount_root).  Every error is reported as FILE:LINE:COLUMN: KEY.PATH: MESSAGE. "
-            "Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error."
+            "below mount_root).  Every error is reported as FILE:LINE:COLUMN: KEY.PATH: MESSAGE.",
+            EXITS,
         ),
     )
     p.add_argument(
@@ -49,16 +58,13 @@ def _plural(n: int, word: str) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.print_schema:
         sys.stdout.write(schema_text())
-        return EXIT_OK
+        return Exit.OK
     out = Reporter(args.json)
     issues: list[PolicyIssue]
     try:
         policy = load_policy(args.policy)
     except OSError as exc:
-        print(
-            f"nvme-agent check: cannot read {args.policy}: {exc.strerror or exc}", file=sys.stderr
-        )
-        return EXIT_USAGE
+        raise error_for_os(exc, args.policy) from exc
     except PolicyError as exc:
         issues = exc.issues
         valid, rules = False, 0
@@ -85,4 +91,4 @@ def run(args: argparse.Namespace) -> int:
         },
         summary,
     )
-    return EXIT_OK if valid else EXIT_FAILURE
+    return Exit.OK if valid else Exit.FAILED

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import pyudev
 
-from nvme_agent.cli.main import DEFAULT_POLICY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from nvme_agent.cli import scenarios
+from nvme_agent.cli.clidoc import Completion, hint
+from nvme_agent.cli.commands.common import with_exits
+from nvme_agent.cli.exits import CliError, Exit, NotFoundError, UsageError, error_for_os
+from nvme_agent.cli.main import DEFAULT_POLICY
 from nvme_agent.cli.output import Reporter
-from nvme_agent.harness.scenario import load_scenario
+from nvme_agent.harness.scenario import ScenarioError, load_scenario
 from nvme_agent.policy import Policy, PolicyError, decide, explain, load_policy
 from nvme_agent.policy.explain import describe_action
 from nvme_agent.topology.changes import Change, ChangeType
@@ -23,9 +26,13 @@ from nvme_agent.topology.tracker import Topology
 #: ``--change`` choices: what synthetic change to decide on for a DEVICE.
 CHANGE_KINDS = ("add", "remove", "eject", "resize")
 
-
-class _Usage(Exception):
-    """A problem with the command line or the environment: exit status 2."""
+EXITS = {
+    Exit.OK: "explained",
+    Exit.FAILED: "the policy is invalid",
+    Exit.USAGE: "usage error, or a file that cannot be read",
+    Exit.NOT_FOUND: "DEVICE is not an NVMe namespace or partition known to udev",
+    Exit.DENIED: "a file is not readable by you",
+}
 
 
 class DeviceFinder(Protocol):
@@ -40,21 +47,27 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "explain",
         help="show which rule matches a device and the plan, executing nothing",
-        description=(
+        description=with_exits(
             "Show, for a device present on this machine or for every change of a harness "
             "scenario, which policy rule matches, why each earlier rule does not, and the "
-            "actions the agent would take.  Nothing is mounted or run."
+            "actions the agent would take.  Nothing is mounted or run.",
+            EXITS,
         ),
     )
-    p.add_argument(
+    device = p.add_argument(
         "device",
         nargs="?",
         metavar="DEVICE",
         help="block device of an NVMe namespace or partition (e.g. /dev/nvme0n1, a by-label link)",
     )
-    p.add_argument(
-        "--scenario", metavar="S", help="explain every change of this harness scenario file instead"
+    hint(device, Completion.DEVICE)
+    scenario = p.add_argument(
+        "--scenario",
+        metavar="S",
+        help="explain every change of this scenario instead: a file, or the name of a bundled "
+        "one (simulate --list)",
     )
+    hint(scenario, Completion.SCENARIO)
     p.add_argument(
         "--policy",
         metavar="P",
@@ -75,11 +88,11 @@ def device_change(finder: DeviceFinder, device: str, kind: str) -> tuple[Change,
     devnode = os.path.realpath(device)
     found = finder.find_device(devnode)
     if found is None:
-        raise _Usage(f"{device} is not an NVMe namespace or partition known to udev")
+        raise NotFoundError(f"{device} is not an NVMe namespace or partition known to udev")
     ns, part = found
     if kind == "resize":
         if part is not None:
-            raise _Usage("--change resize applies to a whole namespace, not a partition")
+            raise UsageError("--change resize applies to a whole namespace, not a partition")
         return Change(ChangeType.NAMESPACE_RESIZED, namespace=ns, previous=ns), finder.snapshot()
     if kind == "add":
         ctype = ChangeType.PARTITION_ADDED if part else ChangeType.NAMESPACE_ADDED
@@ -96,11 +109,14 @@ def _machine_topology() -> DeviceFinder:
     return topology
 
 
-def _scenario(path: str) -> tuple[Policy | None, list[tuple[Change, TopologySnapshot]]]:
+def _scenario(arg: str) -> tuple[Policy | None, list[tuple[Change, TopologySnapshot]]]:
+    path = scenarios.resolve(arg)
     try:
         scenario = load_scenario(path)
     except OSError as exc:
-        raise _Usage(f"cannot read scenario {path}: {exc.strerror or exc}") from exc
+        raise error_for_os(exc, f"scenario {path}") from exc
+    except ScenarioError as exc:
+        raise UsageError("\n".join(str(i) for i in exc.issues)) from exc
     policy: Policy | None = scenario.policy
     return policy, list(scenario.planned_changes())
 
@@ -123,29 +139,28 @@ def report(out: Reporter, policy: Policy, items: Sequence[tuple[Change, Topology
         out.emit(record, "\n".join(lines))
 
 
+def _policy(path: str) -> Policy:
+    try:
+        return load_policy(path)
+    except OSError as exc:
+        raise error_for_os(exc, f"policy {path}") from exc
+    except PolicyError as exc:
+        # The issues stay one per line, each starting with file:line:column.
+        raise CliError(f"invalid policy {path}:\n{exc}", Exit.FAILED) from exc
+
+
 def run(args: argparse.Namespace) -> int:
     if bool(args.device) == bool(args.scenario):
-        print("nvme-agent explain: give either DEVICE or --scenario S", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("give either DEVICE or --scenario S")
     out = Reporter(args.json)
-    try:
-        # An explicit policy is read first: its errors matter more than the device's.
-        policy: Policy | None = load_policy(args.policy) if args.policy else None
-        scenario_policy: Policy | None = None
-        if args.scenario:
-            scenario_policy, items = _scenario(args.scenario)
-        else:
-            items = [device_change(_machine_topology(), args.device, args.change)]
-        if policy is None:
-            policy = scenario_policy or load_policy(DEFAULT_POLICY)
-    except _Usage as exc:
-        print(f"nvme-agent explain: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"nvme-agent explain: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_FAILURE
+    # An explicit policy is read first: its errors matter more than the device's.
+    policy: Policy | None = _policy(args.policy) if args.policy else None
+    scenario_policy: Policy | None = None
+    if args.scenario:
+        scenario_policy, items = _scenario(args.scenario)
+    else:
+        items = [device_change(_machine_topology(), args.device, args.change)]
+    if policy is None:
+        policy = scenario_policy or _policy(DEFAULT_POLICY)
     report(out, policy, items)
-    return EXIT_OK
+    return Exit.OK

@@ -5,20 +5,33 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nvme_agent.cli.commands.common import add_json, add_state_dir
-from nvme_agent.cli.output import Reporter
+from nvme_agent.cli.clidoc import Completion, hint
+from nvme_agent.cli.commands.common import add_json, add_state_dir, with_exits
+from nvme_agent.cli.exits import Exit, error_for_os
+from nvme_agent.cli.output import Reporter, printable
+from nvme_agent.outputs.paths import RuntimePaths
 from nvme_agent.outputs.state import History
+
+EXITS = {
+    Exit.OK: "printed (nothing when no change was recorded yet)",
+    Exit.DENIED: "the history is not readable (root or the nvme-agent group only)",
+}
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "history",
         help="print the history of topology changes",
-        description="Print the append-only history of topology changes, oldest first.",
+        description=with_exits(
+            "Print the append-only history of topology changes, oldest first.", EXITS
+        ),
     )
     add_state_dir(p)
     p.add_argument("-n", "--limit", type=int, default=0, help="only the last N records")
-    p.add_argument("--nsid", type=int, help="only changes of this namespace ID")
+    hint(
+        p.add_argument("--nsid", type=int, help="only changes of this namespace ID"),
+        Completion.NSID,
+    )
     add_json(p)
     p.set_defaults(func=run)
 
@@ -36,11 +49,15 @@ def describe(rec: dict[str, Any]) -> str:
         bits.append(str(ctrl.get("name")))
     if rec.get("reason"):
         bits.append(f"({rec['reason']})")
-    return " ".join(bits)
+    return printable(" ".join(bits))
 
 
 def run(args: argparse.Namespace) -> int:
-    records = list(History(args.state_dir / "history.jsonl").read())
+    path = RuntimePaths(state_dir=args.state_dir).history_file
+    try:
+        records = list(History(path).read())
+    except OSError as exc:
+        raise error_for_os(exc, f"history {path}") from exc
     if args.nsid is not None:
         records = [r for r in records if r.get("nsid") == args.nsid]
     if args.limit > 0:
@@ -48,4 +65,4 @@ def run(args: argparse.Namespace) -> int:
     out = Reporter(args.json)
     for rec in records:
         out.emit(rec, describe(rec))
-    return 0
+    return Exit.OK

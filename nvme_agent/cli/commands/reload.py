@@ -6,18 +6,26 @@ import argparse
 import sys
 from typing import Any
 
-from nvme_agent.cli.commands.common import add_runtime_dir, control_socket
-from nvme_agent.service.control import ControlError, request
+from nvme_agent.cli.commands.common import add_runtime_dir, ask, with_exits
+from nvme_agent.cli.exits import Exit, exit_for_reason
+
+EXITS = {
+    Exit.OK: "reloaded",
+    Exit.FAILED: "the new policy is invalid (errors printed; the old one stays in force)",
+    Exit.NO_DAEMON: "no daemon reachable",
+    Exit.DENIED: "permission denied",
+}
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "reload",
         help="reload the daemon's policy (exit 1 and print the errors if it is invalid)",
-        description=(
+        description=with_exits(
             "Ask the running daemon to validate and load its policy file. On any error the "
-            "old policy stays in force, the errors are printed with file:line, and the exit "
-            "status is 1 (so `systemctl reload` fails visibly)."
+            "old policy stays in force and the errors are printed with file:line, so "
+            "`systemctl reload` fails visibly.",
+            EXITS,
         ),
     )
     add_runtime_dir(p)
@@ -25,14 +33,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        answer = request(control_socket(args.runtime_dir), {"cmd": "reload"})
-    except ControlError as exc:
-        print(f"nvme-agent reload: {exc}", file=sys.stderr)
-        return 2
+    answer = ask(args.runtime_dir, {"cmd": "reload"})
     if answer.get("ok"):
         print(f"policy reloaded (generation {answer.get('generation')})")
-        return 0
+        return Exit.OK
     for line in answer.get("errors") or [answer.get("error", "reload failed")]:
         print(line, file=sys.stderr)
     print(
@@ -40,4 +44,4 @@ def run(args: argparse.Namespace) -> int:
         "stays in force",
         file=sys.stderr,
     )
-    return 1
+    return exit_for_reason(answer.get("reason"))

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from nvme_agent.cli.clidoc import Completion, hint
+from nvme_agent.cli.commands.common import policy_problem, with_exits
+from nvme_agent.cli.exits import Exit, UsageError, error_for_os
 from nvme_agent.cli.output import Reporter
+
+EXITS = {
+    Exit.OK: "replayed",
+    Exit.FAILED: "the replay failed, or the policy is invalid",
+    Exit.USAGE: "usage error, a capture that cannot be read, or no umockdev",
+    Exit.DENIED: "a file is not readable by you",
+}
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "replay",
         help="replay a udevadm monitor capture through the agent and print what it does",
-        description=(
+        description=with_exits(
             "Replay a capture made on a real guest with `udevadm monitor --udev --property` "
             "(KERNEL events are ignored) through the real agent: each event's device is "
             "recreated in a fake-udev test bed and delivered to the daemon's pyudev monitor.  "
@@ -22,7 +31,8 @@ def register(sub: Any) -> None:
             "Prints every topology change, the rule that matched and each action (dry-run by "
             "default), so a new policy can be tried against what real machines emit; what "
             "cannot be rebuilt (a line it does not understand, an NQN the capture does not "
-            "contain) is named with its line number."
+            "contain) is named with its line number.",
+            EXITS,
         ),
     )
     p.add_argument("capture", metavar="CAPTURE", help="udevadm monitor --property output file")
@@ -35,13 +45,14 @@ def register(sub: Any) -> None:
         "are fake)",
     )
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
-    p.add_argument(
+    nqn = p.add_argument(
         "--subsysnqn",
         metavar="NQN",
         default=None,
         help="NQN to give the replayed subsystem (captures do not contain it; a second "
         "subsystem gets a variant of it)",
     )
+    hint(nqn, Completion.NONE)
     p.add_argument(
         "--timeout",
         type=float,
@@ -53,26 +64,22 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nvme_agent.cli.commands.common import policy_problem
     from nvme_agent.harness.bed import unavailable_reason
     from nvme_agent.harness.replay import DEFAULT_NQN, Replay, read_capture_file
 
     try:
         text, notes = read_capture_file(args.capture)
     except OSError as exc:
-        print(f"cannot read {args.capture}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        raise error_for_os(exc, args.capture) from exc
     policy = None
     if args.policy:
         problem = policy_problem(args.policy)
         if problem is not None:
-            print(problem, file=sys.stderr)
-            return 2
+            raise problem
         policy = Path(args.policy).resolve()
     reason = unavailable_reason()
     if reason is not None:
-        print(f"cannot replay: {reason}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot replay: {reason}")
     reporter = Reporter(args.json)
     replay = Replay(
         text,
@@ -87,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
         reporter.emit(
             {"type": "error", "nsid": None, "error": result.error}, f"error: {result.error}"
         )
-        return 1
+        return Exit.FAILED
     if not result.records:
         reporter.emit(
             {"type": "summary", "nsid": None, "changes": 0},
             "no UDEV events for NVMe devices in this capture: no topology change",
         )
-    return 0
+    return Exit.OK

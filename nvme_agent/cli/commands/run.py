@@ -7,7 +7,18 @@ import asyncio
 import logging
 from typing import Any
 
-from nvme_agent.cli.commands.common import add_policy, add_runtime_dir, add_state_dir
+from nvme_agent.cli.commands.common import (
+    add_policy,
+    add_runtime_dir,
+    add_state_dir,
+    with_exits,
+)
+from nvme_agent.cli.exits import Exit
+
+EXITS = {
+    Exit.OK: "stopped by SIGTERM after draining",
+    Exit.FAILED: "cannot start (an invalid policy, a directory it cannot create) or failed",
+}
 
 log = logging.getLogger(__name__)
 
@@ -16,10 +27,11 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "run",
         help="run the daemon in the foreground",
-        description=(
+        description=with_exits(
             "Watch udev for NVMe namespaces, log every topology change and act on the policy. "
             "Sends READY=1 to systemd once coldplug is reconciled; SIGHUP reloads the policy "
-            "(a broken file keeps the old one); SIGTERM drains running actions and exits 0."
+            "(a broken file keeps the old one); SIGTERM drains running actions and exits 0.",
+            EXITS,
         ),
     )
     add_policy(p)
@@ -77,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(run_daemon(config))
     except PolicyError as exc:
         log.error("cannot start with an invalid policy:\n%s", exc)
-        return 1
+        return Exit.FAILED
     except OSError as exc:
         log.error("cannot start: %s", exc)
-        return 1
+        return Exit.FAILED

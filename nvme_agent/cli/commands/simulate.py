@@ -4,40 +4,54 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
-import sys
-from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nvme_agent.cli import scenarios
+from nvme_agent.cli.clidoc import Completion, hint
+from nvme_agent.cli.commands.common import policy_problem, with_exits
+from nvme_agent.cli.exits import CliError, Exit, UsageError, error_for_os
 from nvme_agent.cli.output import Reporter
+
+if TYPE_CHECKING:
+    from nvme_agent.harness.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SCENARIO = "qemu-hot-swap.yaml"
+EXITS = {
+    Exit.OK: "every expectation holds",
+    Exit.FAILED: "an expectation failed, or the policy is invalid",
+    Exit.USAGE: "usage error, a scenario that cannot be read, or no umockdev",
+    Exit.DENIED: "--real without root, or a file that is not readable by you",
+}
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "simulate",
         help="run the agent against a fake NVMe guest and print the timeline",
-        description=(
+        description=with_exits(
             "Run the real daemon against a fake guest (a umockdev test bed: fake /sys, /dev "
             "and udev events delivered to the agent's pyudev monitor) and execute a scenario: "
             "namespaces added, removed, hot-swapped, resized; paths and whole controllers (PCIe, "
             "NVMe/TCP) that come and go; policy reloads; ejects.  Prints "
             "each topology change, the rule that matched, each action and its outcome, and "
-            "the scenario's expectations.  Exit status 0 when every expectation holds.  "
-            "Without SCENARIO it runs the bundled QEMU hot-swap scenario."
+            "the scenario's expectations.  Without SCENARIO it runs the bundled QEMU "
+            f"hot-swap scenario ({scenarios.DEFAULT}).",
+            EXITS,
         ),
     )
-    p.add_argument(
+    scenario = p.add_argument(
         "scenario",
         nargs="?",
         metavar="SCENARIO",
-        help="scenario YAML file (default: the bundled QEMU nvme-ns hot-swap scenario)",
+        help="scenario YAML file, or the name of a bundled scenario (--list); default: "
+        f"{scenarios.DEFAULT}",
     )
+    hint(scenario, Completion.SCENARIO)
     p.add_argument(
         "--policy",
         metavar="P",
@@ -69,19 +83,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--list",
         action="store_true",
-        help="list the bundled scenarios and exit",
+        help="list the names of the bundled scenarios (each works as SCENARIO) and exit",
     )
     p.set_defaults(func=run)
-
-
-def bundled_scenarios() -> list[Path]:
-    """The scenario files shipped in the package."""
-    folder = resources.files("nvme_agent").joinpath("data/scenarios")
-    return sorted(
-        Path(str(f))
-        for f in folder.iterdir()
-        if f.name.endswith(".yaml") and not f.name.endswith(".policy.yaml")
-    )
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -89,44 +93,46 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _load(arg: str | None) -> Scenario:
+    from nvme_agent.harness.scenario import ScenarioError, load_scenario
+
+    path = scenarios.resolve(arg)
+    try:
+        return load_scenario(path)
+    except ScenarioError as exc:
+        raise UsageError("\n".join(str(issue) for issue in exc.issues)) from exc
+    except OSError as exc:
+        raise error_for_os(exc, f"scenario {path}") from exc
+
+
+def _policy_text(path: str | None) -> str | None:
+    if not path:
+        return None
+    problem = policy_problem(path)
+    if problem is not None:
+        raise problem
+    return Path(path).read_text(encoding="utf-8")
+
+
 def run(args: argparse.Namespace) -> int:
-    from nvme_agent.cli.commands.common import policy_problem
     from nvme_agent.harness.bed import unavailable_reason
     from nvme_agent.harness.real import RealModeError, check_real_mode
-    from nvme_agent.harness.scenario import ScenarioError, load_scenario
     from nvme_agent.harness.simulate import Simulation
 
     if args.list:
-        for path in bundled_scenarios():
-            print(path.name)
-        return 0
-    path = Path(args.scenario) if args.scenario else _default_scenario()
-    try:
-        scenario = load_scenario(path)
-    except ScenarioError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"cannot read scenario {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    policy_text = None
-    if args.policy:
-        problem = policy_problem(args.policy)
-        if problem is not None:
-            print(problem, file=sys.stderr)
-            return 2
-        policy_text = Path(args.policy).read_text(encoding="utf-8")
+        for name in scenarios.bundled():
+            print(name)
+        return Exit.OK
+    scenario = _load(args.scenario)
+    policy_text = _policy_text(args.policy)
     if args.real:
         try:
             check_real_mode()
         except RealModeError as exc:
-            print(str(exc), file=sys.stderr)
-            return 2
+            raise CliError(str(exc), Exit.DENIED if os.geteuid() else Exit.USAGE) from exc
     reason = unavailable_reason()
     if reason is not None:
-        print(f"cannot simulate: {reason}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot simulate: {reason}")
     reporter = Reporter(args.json)
 
     def emit(record: dict[str, Any], text: str | None) -> None:
@@ -138,12 +144,7 @@ def run(args: argparse.Namespace) -> int:
             scenario, emit, policy_text=policy_text, real=args.real, step_timeout=args.timeout
         ).run()
     except RealModeError as exc:
-        print(f"real mode: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(f"real mode: {exc}", Exit.FAILED) from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0 if outcome.ok else 1
-
-
-def _default_scenario() -> Path:
-    return Path(str(resources.files("nvme_agent").joinpath(f"data/scenarios/{DEFAULT_SCENARIO}")))
+    return Exit.OK if outcome.ok else Exit.FAILED

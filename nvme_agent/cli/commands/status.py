@@ -9,6 +9,7 @@ from typing import Any
 
 from nvme_agent.cli.commands.common import add_json, add_runtime_dir, control_socket
 from nvme_agent.cli.output import Reporter
+from nvme_agent.policy.units import format_size
 from nvme_agent.service.control import ControlError, request
 
 log = logging.getLogger(__name__)
@@ -66,16 +67,6 @@ def _local_status() -> dict[str, Any]:
     }
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n = n / 1024  # type: ignore[assignment]
-    return str(n)
-
-
 def run(args: argparse.Namespace) -> int:
     path = control_socket(args.runtime_dir)
     data: dict[str, Any]
@@ -107,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         fs = ns.get("fs") or {}
         weak = " (weak: cannot detect a swapped image)" if ns.get("identity_weak") else ""
         lines = [
-            f"  nsid {ns['nsid']}: {ns.get('devnode')} {_size(ns.get('size_bytes'))} "
+            f"  nsid {ns['nsid']}: {ns.get('devnode')} {format_size(ns.get('size_bytes'))} "
             f"via {','.join(ns.get('controllers') or []) or '?'}"
             + (" [multipath]" if ns.get("multipath") else ""),
             f"    identity {ns.get('identity')}{weak}",

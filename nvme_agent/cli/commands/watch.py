@@ -5,39 +5,43 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import socket
-import sys
+from pathlib import Path
 from typing import Any
 
-from nvme_agent.cli.output import Reporter
+from nvme_agent.cli.commands.common import add_runtime_dir, with_exits
+from nvme_agent.cli.exits import CliError, DeniedError, Exit, NoDaemonError, UsageError
+from nvme_agent.cli.output import Reporter, printable
+from nvme_agent.outputs.paths import RuntimePaths
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUNTIME_DIR = "/run/nvme-agent"
-EVENTS_SOCKET = "events.sock"
+EXITS = {
+    Exit.OK: "the stream ended, or N events were printed (--count)",
+    Exit.FAILED: "the stream ended before N events (--count)",
+    Exit.USAGE: "usage error",
+    Exit.NO_DAEMON: "no daemon reachable",
+    Exit.DENIED: "permission denied",
+}
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "watch",
         help="print the agent's events (topology changes, plans, action results) as they happen",
-        description=(
+        description=with_exits(
             "Connect to the running agent's event stream (RUNTIME_DIR/events.sock) and print "
             "one line per topology change, plan and action result until the agent closes "
             "the stream or you press Ctrl-C.  A subscriber that stops reading is "
-            "disconnected by the agent after a bounded backlog; just run watch again."
+            "disconnected by the agent after a bounded backlog; just run watch again.",
+            EXITS,
         ),
     )
-    p.add_argument(
-        "--runtime-dir",
-        default=DEFAULT_RUNTIME_DIR,
-        metavar="DIR",
-        help=f"the daemon's runtime directory (default: {DEFAULT_RUNTIME_DIR})",
-    )
+    add_runtime_dir(p)
     p.add_argument(
         "--socket",
         metavar="PATH",
+        type=Path,
         help="event socket path (default: RUNTIME_DIR/events.sock)",
     )
     p.add_argument(
@@ -55,7 +59,11 @@ def register(sub: Any) -> None:
 
 
 def summarize(record: dict[str, Any]) -> str:
-    """One human line for an event record."""
+    """One human line for an event record (disk- and user-supplied values escaped)."""
+    return printable(_summary(record))
+
+
+def _summary(record: dict[str, Any]) -> str:
     kind = str(record.get("type", "?"))
     nsid = record.get("nsid")
     ns = f" nsid={nsid}" if nsid is not None else ""
@@ -93,22 +101,29 @@ def summarize(record: dict[str, Any]) -> str:
     return kind + ns + (f" {json.dumps(extra, default=str)}" if extra else "")
 
 
-def run(args: argparse.Namespace) -> int:
-    path = args.socket or os.path.join(args.runtime_dir, EVENTS_SOCKET)
-    if args.count is not None and args.count < 1:
-        print("nvme-agent watch: --count must be at least 1", file=sys.stderr)
-        return 2
+def connect(path: Path) -> socket.socket:
+    """A connection to the event socket at ``path``, or the CLI error that says why not."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(path)
+        sock.connect(str(path))
     except OSError as exc:
         sock.close()
-        print(
-            f"nvme-agent watch: cannot connect to {path}: {exc.strerror} "
-            "(is the agent running? right --runtime-dir? member of group nvme-agent?)",
-            file=sys.stderr,
-        )
-        return 1
+        if isinstance(exc, PermissionError):
+            raise DeniedError(
+                f"cannot connect to {path}: {exc.strerror} (root or group nvme-agent only)"
+            ) from exc
+        raise NoDaemonError(
+            f"cannot connect to {path}: {exc.strerror} "
+            "(is the agent running? the right --runtime-dir?)"
+        ) from exc
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    path = args.socket or RuntimePaths(runtime_dir=args.runtime_dir).events_socket
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    sock = connect(path)
     reporter = Reporter(args.json)
     seen = 0
     with sock, sock.makefile("r", encoding="utf-8", errors="replace") as stream:
@@ -127,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
             reporter.emit(record, summarize(record))
             seen += 1
             if args.count is not None and seen >= args.count:
-                return 0
+                return Exit.OK
     if args.count is not None:
-        print(f"nvme-agent watch: stream ended after {seen} events", file=sys.stderr)
-        return 1
-    return 0
+        raise CliError(f"stream ended after {seen} of {args.count} events", Exit.FAILED)
+    return Exit.OK
