@@ -343,3 +343,25 @@ def test_json_shapes_only_grow() -> None:
     assert {"type", "nsid", "ctrl", "namespace", "previous", "controller"} <= set(change)
     assert change["path"]["device"] == "nvme1n1"
     assert change["type"] == ChangeType.PATH_ADDED.value
+
+
+def test_a_controller_replaced_under_its_name_takes_its_old_disks_along() -> None:
+    topo = Topology()
+    topo.apply(controller("nvme1", fabrics=True))
+    topo.apply(disk("add", "nvme1", "nvme1n1", fabrics=True))
+    # The fabrics controller went away unseen; a PCIe controller now has the name nvme1.
+    out = topo.apply(controller("nvme1", "add"))
+    assert kinds(out) == ["namespace-removed", "controller-removed", "controller-added"]
+    assert out[0].reason == "controller nvme1 removed"
+    ctrl = topo.snapshot().controller("nvme1")
+    assert ctrl is not None and ctrl.transport == "pcie"  # nothing of the old one carried over
+
+
+def test_removes_of_unknown_paths_and_controllers_change_nothing() -> None:
+    topo = Topology()
+    topo.apply(controller("nvme0"))
+    topo.apply(head("add", "nvme0n1", 1))
+    assert topo.apply(hidden("remove", "nvme0c3n1")) == []
+    assert topo.apply(controller("nvme7", "remove")) == []
+    ns = topo.snapshot().namespace(1)
+    assert ns is not None and ns.controllers == ("nvme0",)

@@ -179,11 +179,12 @@ class Topology:
             changes = self._forget_controller(known, record.seqnum)
             return changes + self._announce(record, ctrl)
         self.controllers[name] = ctrl
-        if ctrl != known:
-            log.debug("controller %s updated: state %s -> %s", name, known.state, ctrl.state)
-            self._snapshot = None
-            self._refresh(self._reached_through(name), record.seqnum)
-        return []
+        if ctrl == known:
+            return []
+        log.debug("controller %s updated: state %s -> %s", name, known.state, ctrl.state)
+        self._snapshot = None
+        # Its paths now show the new state; the set of paths stays the same.
+        return self._refresh(self._reached_through(name), record.seqnum, record.coldplug)
 
     def _announce(self, record: DeviceRecord, ctrl: Controller) -> list[Change]:
         """Announce a live controller; hold back one that is still connecting."""
@@ -220,7 +221,7 @@ class Topology:
         changes: list[Change] = []
         # Its own disks normally went first (udev orders children before parents); a disk
         # whose remove was lost cannot outlive its controller.
-        for devpath in [d for d in self._devices if _owner(d) == old.name]:
+        for devpath in [d for d in self._devices if parent_dir(d) == old.devpath]:
             changes.extend(self._detach(devpath, seqnum, reason))
         for hidden in self._hidden.values():
             hidden.pop(old.name, None)
@@ -296,11 +297,13 @@ class Topology:
     def _apply_hidden_path(self, record: DeviceRecord, head: str, ctrl: str) -> list[Change]:
         """A hidden multipath path disk: which controller reaches which head.  Enumeration
         lists them; the kernel sends no uevents for them."""
-        paths = self._hidden.setdefault(head, {})
         if record.action == "remove":
-            paths.pop(ctrl, None)
+            known = self._hidden.get(head)
+            if known is None or known.pop(ctrl, None) is None:
+                log.debug("remove of unknown path %s", record.devpath)
+                return []
         else:
-            paths[ctrl] = record.devpath
+            self._hidden.setdefault(head, {})[ctrl] = record.devpath
         key = self._key_of.get(self._heads.get(head, ""))
         return [] if key is None else self._refresh([key], record.seqnum, record.coldplug)
 
