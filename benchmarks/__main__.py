@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     sizes = (3, 10) if quick else (10, 100, 1000, 3000)
     rules = (1, 5) if quick else (1, 100, 1000)
-    reps = args.reps or (3 if quick else 30)
+    reps = args.reps or (3 if quick else 50)
     report = Report()
     if "topology" in groups:
         inprocess.topology_growth(report, sizes, reps)

@@ -46,7 +46,7 @@ def test_in_process_figures_and_growth_tables(tmp_path: Path) -> None:
     assert apply["baseline_value"] > 0 and apply["ratio"] is not None and apply["met"] is not None
     tables = {t["name"]: t for t in data["tables"]}
     topo = next(t for name, t in tables.items() if name.startswith("topology"))
-    assert topo["rows"] == ["3", "10"] and set(topo["cells"]["10"]) == {"p50", "p99", "x smallest"}
+    assert topo["rows"] == ["3", "10"] and "x smallest" in topo["cells"]["10"]
     decide = next(t for name, t in tables.items() if name.startswith("decide"))
     assert decide["columns"] == ["R=1", "R=5"]
 

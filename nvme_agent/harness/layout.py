@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvme_agent.topology.model import Properties
-from nvme_agent.topology.records import ATTRIBUTES, DeviceRecord
+from nvme_agent.topology.records import ATTRIBUTES, PARENT_ATTRIBUTES, DeviceRecord
 
 #: The first fake minor number.  Linux minors go up to 2**20 - 1.
 MINOR_BASE = 900_000
@@ -121,7 +121,7 @@ class Device:
                 (
                     p.subsystem,
                     p.sysname,
-                    Properties.of(_pick(p.attributes, ATTRIBUTES[p.subsystem])),
+                    Properties.of(_pick(p.attributes, PARENT_ATTRIBUTES[p.subsystem])),
                 )
                 for p in self.parents
                 if p.subsystem in ("nvme", "nvme-subsystem")

@@ -43,6 +43,13 @@ ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
     "nvme-generic": (),
 }
 
+#: sysfs attributes read of a device's NVMe ancestors (``DeviceRecord.parents``): only what the
+#: tracker uses.  Read for every event of every disk, so nothing more.
+PARENT_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
+    "nvme": ("subsysnqn",),
+    "nvme-subsystem": ("subsysnqn",),
+}
+
 #: What the kernel's ``vsprintf`` prints for a bad or missing string: a fabrics controller
 #: that is still connecting answers ``(efault)`` for its serial, model and subsystem NQN.
 #: Such a value is never data; it means "not known yet".
