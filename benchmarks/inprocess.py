@@ -103,8 +103,11 @@ def topology_growth(report: Report, sizes: Sequence[int], reps: int) -> None:
                 load.topology.snapshot()
         return (time.perf_counter() - start) / len(load.probe)
 
-    apply = {n: summary(v) for n, v in _interleaved(sizes, reps, lambda n: timed(n, False)).items()}
-    both = {n: summary(v) for n, v in _interleaved(sizes, reps, lambda n: timed(n, True)).items()}
+    # Both variants in the same repetitions, so that a busy moment of the machine hits both.
+    runs = [(n, snap) for n in sizes for snap in (False, True)]
+    samples = _interleaved(range(len(runs)), reps, lambda i: timed(*runs[i]))
+    apply = {n: summary(samples[runs.index((n, False))]) for n in sizes}
+    both = {n: summary(samples[runs.index((n, True))]) for n in sizes}
     first, last = sizes[0], sizes[-1]
     report.tables.append(
         Table(

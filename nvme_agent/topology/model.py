@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, overload
+
+_T = TypeVar("_T")
 
 
 class IdentitySource(StrEnum):
@@ -132,7 +134,13 @@ class Properties(Mapping[str, str]):
     def __getitem__(self, key: str) -> str:
         return self._map[key]
 
-    def get(self, key: str, default: Any = None) -> Any:
+    @overload
+    def get(self, key: str, /) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str | _T, /) -> str | _T: ...
+
+    def get(self, key: str, default: object = None, /) -> object:
         return self._map.get(key, default)
 
     def __contains__(self, key: object) -> bool:
