@@ -42,9 +42,9 @@ demo: setup
 	$(BIN)/nvme-agent simulate
 
 lint: setup
-	$(BIN)/ruff check nvme_agent tests
-	$(BIN)/ruff format --check nvme_agent tests
-	$(BIN)/mypy --strict nvme_agent
+	$(BIN)/ruff check nvme_agent tests benchmarks
+	$(BIN)/ruff format --check nvme_agent tests benchmarks
+	$(BIN)/mypy --strict nvme_agent benchmarks
 
 unit: setup
 	$(BIN)/python -m pytest -q -m 'not e2e and not bench'
@@ -56,9 +56,12 @@ test: setup lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory e2e
 
-# Benchmarks (throughput, memory): figures, not pass/fail targets.
+# Benchmarks (issue 13): every figure against a baseline measured in the same run, printed as
+# a table and written to build/bench.json.  Figures, not pass/fail targets; run it on a quiet
+# machine (the real-mount figures need root).  BENCH_ARGS=--quick is a smoke run,
+# BENCH_ARGS="--only topology,policy" the in-process part alone.
 bench: setup
-	$(BIN)/python -m pytest -q -s -m bench tests/bench
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -112,7 +112,9 @@ def test_substituted_fields_are_ones_the_entries_carry(doc: object) -> None:
     assert isinstance(doc, MessageDoc)
     fields = set(re.findall(r"@([A-Z_]+)@", doc.subject + doc.body))
     allowed = {
-        "topology": {"NVME_NSID"} if doc.name.startswith(("namespace", "partition")) else set(),
+        "topology": {"NVME_NSID"}
+        if doc.name.startswith(("namespace", "partition", "path"))
+        else set(),
         "daemon": {"NVME_NSID"} if doc.name == "ejected" else set(),
         "action": {"NVME_ACTION"},
     }[doc.kind]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvme_agent.topology.model import Properties
-from nvme_agent.topology.records import ATTRIBUTES, DeviceRecord
+from nvme_agent.topology.records import ATTRIBUTES, PARENT_ATTRIBUTES, DeviceRecord
 
 QEMU_VENDOR = 0x1B36
 
@@ -93,7 +93,7 @@ class Device:
                 (
                     p.subsystem,
                     p.sysname,
-                    Properties.of(_pick(p.attributes, ATTRIBUTES[p.subsystem])),
+                    Properties.of(_pick(p.attributes, PARENT_ATTRIBUTES[p.subsystem])),
                 )
                 for p in sorted(self.ancestors(), key=lambda p: p.subsystem != "nvme")
                 if p.subsystem in ("nvme", "nvme-subsystem")

@@ -95,6 +95,22 @@ MESSAGES: tuple[MessageDoc, ...] = (
         "An NVMe controller went away.  With native multipath its namespaces stay while "
         "another path reaches them; otherwise their removals are logged separately.",
     ),
+    _change(
+        ChangeType.PATH_ADDED,
+        "NVMe namespace @NVME_NSID@ gained a path",
+        "One more controller reaches a namespace that was already present (a second port of "
+        "an NVMe-oF target, a second controller of a shared subsystem, a path that came "
+        "back).  Nothing is mounted again: the namespace is the same.  " + _NS_FIELDS,
+    ),
+    _change(
+        ChangeType.PATH_LOST,
+        "NVMe namespace @NVME_NSID@ lost a path",
+        "A controller no longer reaches a namespace that other controllers still reach (a "
+        "port went down, `nvme detach-ns` on one controller, a controller was removed).  The "
+        "namespace stays and its mounts stay; redundancy is reduced.  Without native "
+        "multipath the namespace's block device may change to the disk of another path; the "
+        "entry names the namespace before and after.  " + _NS_FIELDS,
+    ),
     MessageDoc(
         "daemon-ready",
         journal.MSG_DAEMON_READY,

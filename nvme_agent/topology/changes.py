@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from nvme_agent.topology.model import Controller, Namespace, Partition
+from nvme_agent.topology.model import Controller, Namespace, NamespacePath, Partition
 
 
 class ChangeType(StrEnum):
@@ -20,6 +20,8 @@ class ChangeType(StrEnum):
     PARTITION_REMOVED = "partition-removed"
     CONTROLLER_ADDED = "controller-added"
     CONTROLLER_REMOVED = "controller-removed"
+    PATH_ADDED = "path-added"
+    PATH_LOST = "path-lost"
 
 
 #: Change kinds whose policy hook is ``on_add`` / ``on_remove`` / ``on_resize``.
@@ -36,6 +38,8 @@ class Change:
     the state before a resize or change.  ``partition`` is set for partition changes, and
     ``namespace`` then is the namespace the partition belongs to (if known).
     ``coldplug`` marks changes found by enumeration at start rather than by a live event.
+    ``path`` is set for path changes: the path that came or went, while ``namespace`` (and
+    ``previous``, before the change) stay present.
     """
 
     type: ChangeType
@@ -46,6 +50,7 @@ class Change:
     controller: Controller | None = None
     coldplug: bool = False
     reason: str | None = None
+    path: NamespacePath | None = None
 
     @property
     def nsid(self) -> int | None:
@@ -55,6 +60,8 @@ class Change:
     def ctrl(self) -> str | None:
         if self.controller is not None:
             return self.controller.name
+        if self.path is not None and self.path.controller:
+            return self.path.controller
         return self.namespace.ctrl if self.namespace else None
 
     @property
@@ -75,6 +82,8 @@ class Change:
             parts.append(f"nsid={ns.nsid} {ns.name}")
             if self.partition is not None:
                 parts.append(f"partition={self.partition.name}")
+            if self.path is not None:
+                parts.append(_path_summary(self.path))
             parts.append(f"id={ns.identity}{' (weak)' if ns.identity.weak else ''}")
             if ns.size_bytes is not None:
                 parts.append(f"size={ns.size_bytes}")
@@ -103,4 +112,17 @@ class Change:
             "previous": self.previous.to_dict() if self.previous else None,
             "partition": self.partition.to_dict() if self.partition else None,
             "controller": self.controller.to_dict() if self.controller else None,
+            "path": self.path.to_dict() if self.path else None,
         }
+
+
+def _path_summary(path: NamespacePath) -> str:
+    parts = [f"path={path.controller or '?'}" + (f" ({path.device})" if path.device else "")]
+    for name, value in (
+        ("transport", path.transport),
+        ("address", path.address),
+        ("state", path.state),
+    ):
+        if value:
+            parts.append(f"{name}={value}")
+    return " ".join(parts)

@@ -14,8 +14,13 @@ from typing import Any
 
 import pyudev
 
+try:  # pyudev's own helper over libudev's lists; not public, so a fallback is kept
+    from pyudev._util import udev_list_iterate
+except ImportError:  # pragma: no cover - a pyudev without it
+    udev_list_iterate = None
+
 from nvme_agent.topology.model import Properties
-from nvme_agent.topology.records import ATTRIBUTES, SUBSYSTEMS, DeviceRecord
+from nvme_agent.topology.records import ATTRIBUTES, PARENT_ATTRIBUTES, SUBSYSTEMS, DeviceRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +52,34 @@ def _read_attributes(device: Any, names: tuple[str, ...]) -> dict[str, str]:
 
 def _parents(device: Any) -> tuple[tuple[str, str, Properties], ...]:
     found: list[tuple[str, str, Properties]] = []
-    for subsystem in ("nvme", "nvme-subsystem"):
+    for subsystem, names in PARENT_ATTRIBUTES.items():
         try:
             parent = device.find_parent(subsystem)
         except (OSError, ValueError):
             parent = None
         if parent is not None:
-            attrs = _read_attributes(parent, ATTRIBUTES.get(subsystem, ()))
+            attrs = _read_attributes(parent, names)
             found.append((subsystem, parent.sys_name, Properties.of(attrs)))
     return tuple(found)
+
+
+def _properties(device: Any) -> dict[str, str]:
+    """Every udev property of ``device`` in one pass over libudev's list.
+
+    pyudev's mapping looks each value up again by name, which made reading the properties
+    the largest part of building a record.  Its public mapping is the fallback.
+    """
+    if udev_list_iterate is not None:
+        try:
+            lib = device._libudev
+            entry = lib.udev_device_get_properties_list_entry(device)
+            return {
+                name.decode("utf-8", "replace"): value.decode("utf-8", "replace")
+                for name, value in udev_list_iterate(lib, entry)
+            }
+        except AttributeError:
+            pass  # not the pyudev this was written against: the public mapping below
+    return {str(k): str(v) for k, v in device.properties.items()}
 
 
 def record_from_device(
@@ -68,7 +92,7 @@ def record_from_device(
     """
     action = action or device.action or "add"
     subsystem = device.subsystem or ""
-    props = {str(k): str(v) for k, v in device.properties.items()}
+    props = _properties(device)
     if action == "remove":
         attrs: dict[str, str] = {}
         parents: tuple[tuple[str, str, Properties], ...] = ()

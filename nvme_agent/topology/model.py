@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, overload
+
+_T = TypeVar("_T")
 
 
 class IdentitySource(StrEnum):
@@ -118,16 +120,31 @@ class Properties(Mapping[str, str]):
     """An immutable, hashable mapping of udev properties."""
 
     items_: tuple[tuple[str, str], ...] = ()
+    # A lookup table beside the canonical tuple: every event reads a dozen properties, and a
+    # scan of a 40-item tuple per read was a visible share of the per-record cost.
+    _map: dict[str, str] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_map", dict(self.items_))
 
     @classmethod
     def of(cls, mapping: Mapping[str, str]) -> Properties:
         return cls(tuple(sorted(mapping.items())))
 
     def __getitem__(self, key: str) -> str:
-        for k, v in self.items_:
-            if k == key:
-                return v
-        raise KeyError(key)
+        return self._map[key]
+
+    @overload
+    def get(self, key: str, /) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str | _T, /) -> str | _T: ...
+
+    def get(self, key: str, default: object = None, /) -> object:
+        return self._map.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
 
     def __iter__(self) -> Iterator[str]:
         return (k for k, _ in self.items_)
@@ -160,6 +177,42 @@ class Controller:
             "firmware": self.firmware,
             "subsysnqn": self.subsysnqn,
             "cntlid": self.cntlid,
+            "transport": self.transport,
+            "address": self.address,
+            "state": self.state,
+        }
+
+
+#: Controller states in which the kernel has not finished bringing a controller up: its sysfs
+#: attributes may still read as placeholders, so it is not announced yet.
+NOT_LIVE_STATES = frozenset({"new", "connecting"})
+
+
+@dataclass(frozen=True, slots=True)
+class NamespacePath:
+    """One way to reach a namespace: a controller and the block device behind it.
+
+    Without native multipath each controller has its own visible disk (``nvme0n1`` and
+    ``nvme1n1`` for one namespace behind two controllers); with it the visible head is the
+    namespace and each path is a hidden ``nvmeXcYnZ`` disk (``device`` is ``None`` when no
+    such disk was seen and the path is inferred from the subsystem's controllers).
+    ``transport``, ``address`` and ``state`` are the controller's.
+    """
+
+    controller: str | None
+    device: str | None = None
+    devpath: str | None = None
+    devnode: str | None = None
+    transport: str | None = None
+    address: str | None = None
+    state: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "controller": self.controller,
+            "device": self.device,
+            "devpath": self.devpath,
+            "devnode": self.devnode,
             "transport": self.transport,
             "address": self.address,
             "state": self.state,
@@ -224,6 +277,7 @@ class Namespace:
     generic: str | None = None
     partitions: tuple[Partition, ...] = ()
     properties: Properties = field(default_factory=Properties)
+    paths: tuple[NamespacePath, ...] = ()
 
     @property
     def key(self) -> tuple[str, int]:
@@ -261,6 +315,7 @@ class Namespace:
             "fs": self.fs.to_dict() if self.fs else None,
             "generic": self.generic,
             "partitions": [p.to_dict() for p in self.partitions],
+            "paths": [p.to_dict() for p in self.paths],
         }
 
 
@@ -270,21 +325,70 @@ class TopologySnapshot:
 
     controllers: tuple[Controller, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
+    # Lookup tables, built on first use: a snapshot is shared by every decision of a burst, so
+    # lookups must not scan all namespaces each time.  Not part of the value.
+    _index: dict[str, Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+
+    def _table(self, name: str) -> Any:
+        table = self._index.get(name)
+        if table is None:
+            table = self._index[name] = _BUILDERS[name](self)
+        return table
 
     def namespace(self, nsid: int, subsysnqn: str | None = None) -> Namespace | None:
-        for ns in self.namespaces:
-            if ns.nsid == nsid and (subsysnqn is None or ns.subsysnqn == subsysnqn):
-                return ns
-        return None
+        """The namespace ``nsid`` (of subsystem ``subsysnqn``; the first in order if None)."""
+        if subsysnqn is None:
+            found: Namespace | None = self._table("nsid").get(nsid)
+        else:
+            found = self._table("key").get((subsysnqn, nsid))
+        return found
 
     def controller(self, name: str) -> Controller | None:
-        for c in self.controllers:
-            if c.name == name:
-                return c
-        return None
+        found: Controller | None = self._table("controller").get(name)
+        return found
+
+    def device(self, devnode: str) -> tuple[Namespace, Partition | None] | None:
+        """The namespace (and partition) whose device node is ``devnode``."""
+        found: tuple[Namespace, Partition | None] | None = self._table("devnode").get(devnode)
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "controllers": [c.to_dict() for c in self.controllers],
             "namespaces": [n.to_dict() for n in self.namespaces],
         }
+
+
+def _by_nsid(snap: TopologySnapshot) -> dict[int, Namespace]:
+    table: dict[int, Namespace] = {}
+    for ns in snap.namespaces:
+        table.setdefault(ns.nsid, ns)
+    return table
+
+
+def _by_key(snap: TopologySnapshot) -> dict[tuple[str | None, int], Namespace]:
+    table: dict[tuple[str | None, int], Namespace] = {}
+    for ns in snap.namespaces:
+        table.setdefault((ns.subsysnqn, ns.nsid), ns)
+    return table
+
+
+def _by_devnode(snap: TopologySnapshot) -> dict[str, tuple[Namespace, Partition | None]]:
+    table: dict[str, tuple[Namespace, Partition | None]] = {}
+    for ns in snap.namespaces:
+        if ns.devnode:
+            table.setdefault(ns.devnode, (ns, None))
+        for part in ns.partitions:
+            if part.devnode:
+                table.setdefault(part.devnode, (ns, part))
+    return table
+
+
+_BUILDERS: dict[str, Any] = {
+    "nsid": _by_nsid,
+    "key": _by_key,
+    "controller": lambda snap: {c.name: c for c in reversed(snap.controllers)},
+    "devnode": _by_devnode,
+}

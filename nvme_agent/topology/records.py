@@ -43,6 +43,29 @@ ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
     "nvme-generic": (),
 }
 
+#: sysfs attributes read of a device's NVMe ancestors (``DeviceRecord.parents``): only what the
+#: tracker uses.  Read for every event of every disk, so nothing more.
+PARENT_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
+    "nvme": ("subsysnqn",),
+    "nvme-subsystem": ("subsysnqn",),
+}
+
+#: What the kernel's ``vsprintf`` prints for a bad or missing string: a fabrics controller
+#: that is still connecting answers ``(efault)`` for its serial, model and subsystem NQN.
+#: Such a value is never data; it means "not known yet".
+PLACEHOLDERS = frozenset({"(efault)", "(null)", "(einval)"})
+
+
+def clean_value(value: str | None) -> str | None:
+    """``value`` stripped; ``None`` when it is empty or a kernel placeholder."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or value in PLACEHOLDERS:
+        return None
+    return value
+
+
 #: Subsystems the agent listens to.  ``bdi`` is deliberately absent: it carries nothing that
 #: the block device does not.
 SUBSYSTEMS: tuple[str, ...] = ("block", "nvme", "nvme-generic", "nvme-subsystem")
@@ -94,6 +117,14 @@ class DeviceRecord:
             parents=parents,
             coldplug=coldplug,
         )
+
+    def attr(self, name: str) -> str | None:
+        """The sysfs attribute ``name``, stripped; ``None`` if absent, empty or a placeholder."""
+        return clean_value(self.attributes.get(name))
+
+    def placeholders(self) -> tuple[str, ...]:
+        """Names of the attributes that read as a kernel placeholder (``(efault)``...)."""
+        return tuple(k for k, v in self.attributes.items() if v.strip() in PLACEHOLDERS)
 
     def parent(self, subsystem: str) -> tuple[str, Properties] | None:
         """Nearest ancestor of ``subsystem`` as (sysname, attributes), if any."""

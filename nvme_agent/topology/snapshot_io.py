@@ -10,6 +10,7 @@ from nvme_agent.topology.model import (
     Identity,
     IdentitySource,
     Namespace,
+    NamespacePath,
     Partition,
     TopologySnapshot,
 )
@@ -40,6 +41,11 @@ def _partition(data: dict[str, Any]) -> Partition:
     )
 
 
+def _path(data: dict[str, Any]) -> NamespacePath:
+    fields = NamespacePath.__dataclass_fields__
+    return NamespacePath(**{k: v for k, v in data.items() if k in fields})
+
+
 def _namespace(data: dict[str, Any]) -> Namespace:
     source = IdentitySource(data["identity_source"])
     value = str(data["identity"]).split(":", 1)[1]
@@ -66,6 +72,9 @@ def _namespace(data: dict[str, Any]) -> Namespace:
         fs=_fs(data.get("fs")),
         generic=data.get("generic"),
         partitions=tuple(_partition(p) for p in data.get("partitions", ())),
+        # A state file of an older version has no paths: () means "not known", and the diff
+        # then compares none.
+        paths=tuple(_path(p) for p in data.get("paths", ())),
     )
 
 

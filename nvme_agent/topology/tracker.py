@@ -1,104 +1,118 @@
-"""The live NVMe topology and the diff that turns device records into typed changes.
+"""The live NVMe topology: device records in, typed changes out.
 
 :class:`Topology` is the only mutable piece of the model.  It is fed :class:`DeviceRecord`s in
-arrival order and answers each with zero or more :class:`Change`s.  It never keys anything on
-the block device name (``nvme0nN`` follows attach order, not NSIDs): namespaces are indexed
-by devpath (what ``remove`` events carry) and by (subsystem NQN, nsid).
+arrival order and answers each with zero or more :class:`Change`s.
+
+* Disks are tracked by devpath (what ``remove`` events carry); namespaces by (subsystem NQN,
+  nsid), never by the block device name (``nvme0nN`` follows attach order, not NSIDs).
+* A namespace is reached through one or more **paths**.  With native multipath the visible
+  head ``nvmeXnY`` is the namespace and the paths are its controllers (the hidden
+  ``nvmeXcYnZ`` disks when seen, else the subsystem's controllers).  Without it every
+  controller has its own disk for the namespace (``nvme0n1`` and ``nvme1n1``): the first disk
+  seen is the namespace's device, the others are further paths, and the namespace is removed
+  only when its last disk goes.
+* A controller is announced once it is live: a fabrics controller that is still connecting
+  reads ``(efault)`` for its attributes and is held back until they complete.
 
 Duplicate and out-of-order input (the add of a known device, the remove of an unknown one, a
-partition before its disk) is absorbed here and logged at debug level, never raised.
+partition before its disk) is absorbed here and logged at debug level, never raised.  Every
+update costs the same whatever the number of namespaces: lookups go through indexes, and the
+snapshot handed to the policy is rebuilt only after a change, once.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
+from nvme_agent.topology.build import (
+    DiskContext,
+    build_controller,
+    build_namespace,
+    build_partition,
+    not_live_reason,
+)
 from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.diff import (
+    diff_snapshots,
+    instance_reason,
+    is_new_instance,
+    path_changes,
+    removal,
+)
 from nvme_agent.topology.model import (
     Controller,
-    Filesystem,
-    Identity,
     Namespace,
+    NamespacePath,
     Partition,
     Properties,
     TopologySnapshot,
 )
-from nvme_agent.topology.records import DeviceRecord
+from nvme_agent.topology.names import (
+    CTRL_RE,
+    DISK_RE,
+    PART_RE,
+    controller_of,
+    generic_disk,
+    generic_of,
+    hidden_path,
+    is_multipath_head,
+    parent_dir,
+    path_segment,
+)
+from nvme_agent.topology.records import DeviceRecord, clean_value
 
 log = logging.getLogger(__name__)
 
-#: Visible namespace disks: nvme<subsys-or-ctrl instance>n<ns index>.
-DISK_RE = re.compile(r"^nvme(\d+)n(\d+)$")
-#: Hidden per-path devices of native multipath: nvme<subsys>c<ctrl>n<ns index>.
-PATH_RE = re.compile(r"^nvme(\d+)c(\d+)n(\d+)$")
-PART_RE = re.compile(r"^(nvme\d+n\d+)p(\d+)$")
-GENERIC_RE = re.compile(r"^ng(\d+)n(\d+)$")
-CTRL_RE = re.compile(r"^nvme(\d+)$")
+#: (subsystem NQN or "", nsid): what identifies a namespace slot.
+Key = tuple[str, int]
+
+_SUPERSEDED = "superseded: remove event lost"
 
 
-def _int(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value.strip(), 0)
-    except ValueError:
-        return None
-
-
-def _attr(record: DeviceRecord, name: str) -> str | None:
-    value = record.attributes.get(name)
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
-
-
-@dataclass
-class _SubsystemInfo:
-    subsysnqn: str | None
-    serial: str | None
-    model: str | None
-
-
-@dataclass
 class Topology:
-    """The agent's current view of controllers, subsystems, namespaces and partitions."""
+    """The agent's current view of controllers, subsystems, namespaces, paths and partitions."""
 
-    controllers: dict[str, Controller] = field(default_factory=dict)
-    namespaces: dict[str, Namespace] = field(default_factory=dict)  # by devpath
-    _subsystems: dict[str, _SubsystemInfo] = field(default_factory=dict)
-    _ctrl_by_devpath: dict[str, str] = field(default_factory=dict)
-    _pending_parts: dict[str, dict[str, Partition]] = field(default_factory=dict)
-    _generics: dict[str, str] = field(default_factory=dict)  # ng devpath -> ng name
-    _paths: dict[str, set[str]] = field(default_factory=dict)  # head name -> controllers
+    def __init__(self) -> None:
+        self.controllers: dict[str, Controller] = {}  # announced (live), by name
+        self.namespaces: dict[Key, Namespace] = {}  # the namespace: its device plus all paths
+        self._pending: dict[str, Controller] = {}  # controllers seen but not live yet
+        self._subsystems: dict[str, str | None] = {}  # nvme-subsysN -> NQN
+        self._devices: dict[str, Namespace] = {}  # disk devpath -> the namespace as it shows it
+        self._key_of: dict[str, Key] = {}  # disk devpath -> namespace key
+        self._groups: dict[Key, list[str]] = {}  # key -> disk devpaths, the device first
+        # The snapshot's order, kept sorted as namespaces come and go, so that a snapshot is a
+        # copy of a list rather than a sort of every namespace after each change.
+        self._order: list[Key] = []
+        self._ordered: list[Namespace] = []  # namespaces in the order of _order
+        self._hidden: dict[str, dict[str, str]] = {}  # head name -> {controller: path devpath}
+        self._heads: dict[str, str] = {}  # multipath head name -> devpath
+        self._pending_parts: dict[str, dict[str, Partition]] = {}
+        self._generics: dict[str, str] = {}  # ng devpath -> ng name
+        self._snapshot: TopologySnapshot | None = None
 
     # ----------------------------------------------------------------- queries
     def snapshot(self) -> TopologySnapshot:
-        """An immutable copy, namespaces ordered by (NQN, nsid)."""
-        return TopologySnapshot(
-            controllers=tuple(self.controllers[k] for k in sorted(self.controllers)),
-            namespaces=tuple(sorted(self.namespaces.values(), key=lambda n: n.key)),
-        )
+        """An immutable copy, namespaces ordered by (NQN, nsid); the same object until the
+        topology changes, so a burst of decisions shares one."""
+        if self._snapshot is None:
+            self._snapshot = TopologySnapshot(
+                controllers=tuple(self.controllers[k] for k in sorted(self.controllers)),
+                namespaces=tuple(self._ordered),
+            )
+        return self._snapshot
 
     def by_key(self, subsysnqn: str | None, nsid: int) -> Namespace | None:
-        for ns in self.namespaces.values():
-            if ns.nsid == nsid and (subsysnqn is None or ns.subsysnqn == subsysnqn):
-                return ns
-        return None
+        """The namespace ``nsid`` of ``subsysnqn`` (of any subsystem when ``None``)."""
+        if subsysnqn is None:
+            return self.snapshot().namespace(nsid)
+        return self.namespaces.get((subsysnqn, nsid))
 
     def find_device(self, devnode: str) -> tuple[Namespace, Partition | None] | None:
         """The namespace (and partition) whose device node is ``devnode``."""
-        for ns in self.namespaces.values():
-            if ns.devnode == devnode:
-                return ns, None
-            for part in ns.partitions:
-                if part.devnode == devnode:
-                    return ns, part
-        return None
+        return self.snapshot().device(devnode)
 
     # ----------------------------------------------------------------- intake
     def apply(self, record: DeviceRecord) -> list[Change]:
@@ -141,241 +155,229 @@ class Topology:
         if record.action == "remove":
             self._subsystems.pop(record.sysname, None)
         else:
-            self._subsystems[record.sysname] = _SubsystemInfo(
-                subsysnqn=_attr(record, "subsysnqn"),
-                serial=_attr(record, "serial"),
-                model=_attr(record, "model"),
-            )
+            self._subsystems[record.sysname] = record.attr("subsysnqn")
         return []
+
+    def _controller(self, name: str) -> Controller | None:
+        return self.controllers.get(name) or self._pending.get(name)
 
     def _apply_controller(self, record: DeviceRecord) -> list[Change]:
         name = record.sysname
         if not CTRL_RE.match(name):
             return []
         if record.action == "remove":
-            old = self.controllers.pop(name, None)
-            self._ctrl_by_devpath.pop(record.devpath, None)
-            if old is None:
-                log.debug("remove of unknown controller %s", record.devpath)
-                return []
-            return [Change(ChangeType.CONTROLLER_REMOVED, record.seqnum, controller=old)]
-        ctrl = Controller(
-            name=name,
-            devpath=record.devpath,
-            serial=_attr(record, "serial"),
-            model=_attr(record, "model"),
-            firmware=_attr(record, "firmware_rev"),
-            subsysnqn=_attr(record, "subsysnqn"),
-            cntlid=_int(_attr(record, "cntlid")),
-            transport=_attr(record, "transport") or record.properties.get("NVME_TRTYPE"),
-            address=_attr(record, "address"),
-            state=_attr(record, "state"),
-        )
-        old = self.controllers.get(name)
-        if old is not None and not record.attributes:
-            return []  # a change event whose attributes could not be read: keep what we know
-        self.controllers[name] = ctrl
-        self._ctrl_by_devpath[record.devpath] = name
-        if old is None:
-            return [
-                Change(
-                    ChangeType.CONTROLLER_ADDED,
-                    record.seqnum,
-                    controller=ctrl,
-                    coldplug=record.coldplug,
-                )
-            ]
-        if old.devpath != ctrl.devpath or old.subsysnqn != ctrl.subsysnqn:
+            return self._remove_controller(record)
+        known = self.controllers.get(name)
+        base = known or self._pending.get(name)
+        if base is not None and base.devpath != record.devpath:
+            base = None  # another device under a reused name: nothing of the old one carries over
+        ctrl = build_controller(record, base)
+        if known is None:
+            return self._announce(record, ctrl)
+        if known.devpath != ctrl.devpath or known.subsysnqn != ctrl.subsysnqn:
             # Same kernel name, different controller: the old one went away unseen.
-            return [
-                Change(ChangeType.CONTROLLER_REMOVED, record.seqnum, controller=old),
-                Change(ChangeType.CONTROLLER_ADDED, record.seqnum, controller=ctrl),
-            ]
-        if old != ctrl:
-            log.debug("controller %s updated: state %s -> %s", name, old.state, ctrl.state)
-        return []
+            changes = self._forget_controller(known, record.seqnum)
+            return changes + self._announce(record, ctrl)
+        self.controllers[name] = ctrl
+        if ctrl == known:
+            return []
+        log.debug("controller %s updated: state %s -> %s", name, known.state, ctrl.state)
+        self._snapshot = None
+        # Its paths now show the new state; the set of paths stays the same.
+        return self._refresh(self._reached_through(name), record.seqnum, record.coldplug)
+
+    def _announce(self, record: DeviceRecord, ctrl: Controller) -> list[Change]:
+        """Announce a live controller; hold back one that is still connecting."""
+        reason = not_live_reason(record, ctrl)
+        if reason is not None:
+            self._pending[ctrl.name] = ctrl
+            log.debug("controller %s not live yet (%s): not announced", ctrl.name, reason)
+            return []
+        self._pending.pop(ctrl.name, None)
+        self.controllers[ctrl.name] = ctrl
+        self._snapshot = None
+        added = Change(
+            ChangeType.CONTROLLER_ADDED, record.seqnum, controller=ctrl, coldplug=record.coldplug
+        )
+        # Multipath heads whose paths are inferred from the subsystem gain one through it.
+        affected = self._reached_through(ctrl.name) + self._inferred_heads(ctrl.subsysnqn)
+        return [added, *self._refresh(affected, record.seqnum, record.coldplug)]
+
+    def _remove_controller(self, record: DeviceRecord) -> list[Change]:
+        name = record.sysname
+        if self._pending.pop(name, None) is not None:
+            log.debug("controller %s went away before it was live", name)
+        old = self.controllers.get(name)
+        if old is None:
+            log.debug("remove of unknown controller %s", record.devpath)
+            return []
+        return self._forget_controller(old, record.seqnum)
+
+    def _forget_controller(self, old: Controller, seqnum: int) -> list[Change]:
+        """Drop ``old`` and every path through it; ``controller-removed`` comes last."""
+        del self.controllers[old.name]
+        self._snapshot = None
+        reason = f"controller {old.name} removed"
+        changes: list[Change] = []
+        # Its own disks normally went first (udev orders children before parents); a disk
+        # whose remove was lost cannot outlive its controller.
+        for devpath in [d for d in self._devices if parent_dir(d) == old.devpath]:
+            changes.extend(self._detach(devpath, seqnum, reason))
+        for hidden in self._hidden.values():
+            hidden.pop(old.name, None)
+        changes.extend(self._refresh(self._reached_through(old.name), seqnum, reason=reason))
+        changes.append(Change(ChangeType.CONTROLLER_REMOVED, seqnum, controller=old))
+        return changes
+
+    def _reached_through(self, ctrl: str) -> list[Key]:
+        return [k for k, ns in self.namespaces.items() if ctrl in ns.controllers]
+
+    def _inferred_heads(self, subsysnqn: str | None) -> list[Key]:
+        if subsysnqn is None:
+            return []
+        return [
+            k
+            for k, ns in self.namespaces.items()
+            if ns.multipath and ns.subsysnqn == subsysnqn and ns.name not in self._hidden
+        ]
+
+    def _refresh(
+        self,
+        keys: Iterable[Key],
+        seqnum: int,
+        coldplug: bool = False,
+        reason: str | None = None,
+    ) -> list[Change]:
+        """Rebuild the paths of ``keys``; the paths that came or went, as changes."""
+        changes: list[Change] = []
+        for key in dict.fromkeys(keys):
+            before = self.namespaces[key]
+            lost, added = path_changes(before, self._publish(key))
+            changes.extend(
+                dataclasses.replace(c, seqnum=seqnum, coldplug=coldplug, reason=reason)
+                for c in lost + added
+            )
+        return changes
 
     # ----------------------------------------------------------------- generic char devices
     def _apply_generic(self, record: DeviceRecord) -> list[Change]:
-        match = GENERIC_RE.match(record.sysname)
-        if not match:
+        disk = generic_disk(record.devpath)
+        if disk is None:
             return []
-        head = f"nvme{match.group(1)}n{match.group(2)}"
-        parent_dir = record.devpath.rsplit("/", 1)[0]
+        generic: str | None = None
         if record.action == "remove":
             self._generics.pop(record.devpath, None)
-            generic: str | None = None
         else:
-            self._generics[record.devpath] = record.sysname
-            generic = record.sysname
-        for devpath, ns in self.namespaces.items():
-            if ns.name == head and devpath.rsplit("/", 1)[0] == parent_dir:
-                self.namespaces[devpath] = dataclasses.replace(ns, generic=generic)
+            self._generics[record.devpath] = generic = record.sysname
+        dev = self._devices.get(disk)
+        if dev is not None:
+            self._devices[disk] = dataclasses.replace(dev, generic=generic)
+            self._republish(disk)
         return []
-
-    def _generic_for(self, ns_name: str, devpath: str) -> str | None:
-        match = DISK_RE.match(ns_name)
-        if not match:
-            return None
-        wanted = f"{devpath.rsplit('/', 1)[0]}/ng{match.group(1)}n{match.group(2)}"
-        return self._generics.get(wanted)
 
     # ----------------------------------------------------------------- block devices
     def _apply_block(self, record: DeviceRecord) -> list[Change]:
         name = record.sysname
-        path = PATH_RE.match(name)
-        if path is not None:
-            # Hidden multipath path device: it tells which controller reaches which head.
-            head = f"nvme{path.group(1)}n{path.group(3)}"
-            ctrls = self._paths.setdefault(head, set())
-            if record.action == "remove":
-                ctrls.discard(f"nvme{path.group(2)}")
-            else:
-                ctrls.add(f"nvme{path.group(2)}")
-            return []
+        hidden = hidden_path(name)
+        if hidden is not None:
+            return self._apply_hidden_path(record, *hidden)
         devtype = record.devtype or record.properties.get("DEVTYPE")
         if devtype == "partition" or PART_RE.match(name):
-            if not PART_RE.match(name):
-                return []
-            return self._apply_partition(record)
+            return self._apply_partition(record) if PART_RE.match(name) else []
         if not DISK_RE.match(name):
             return []  # not an NVMe namespace (loop, virtio, ...): never ours
         if record.action == "remove":
-            return self._remove_disk(record)
+            self._pending_parts.pop(record.devpath, None)
+            if record.devpath not in self._devices:
+                log.debug("remove of unknown disk %s", record.devpath)
+                return []
+            return self._detach(record.devpath, record.seqnum)
         return self._add_or_change_disk(record)
 
-    def _build_namespace(self, record: DeviceRecord, old: Namespace | None) -> Namespace | None:
-        props = record.properties
-        nsid = _int(_attr(record, "nsid")) or _int(props.get("ID_NSID"))
-        if nsid is None:
-            if old is not None:
-                nsid = old.nsid
-            else:
-                log.warning("%s: no nsid attribute or ID_NSID property; ignored", record.devpath)
-                return None
-        multipath = "/nvme-subsystem/" in record.devpath
-        subsys = record.parent("nvme-subsystem")
-        ctrl_parent = record.parent("nvme")
-        subsysnqn: str | None = None
-        controllers: tuple[str, ...] = ()
-        if multipath:
-            if subsys is not None:
-                subsysnqn = (subsys[1].get("subsysnqn") or "").strip() or None
-            if subsysnqn is None:
-                info = self._subsystems.get(_path_segment(record.devpath, "nvme-subsystem") or "")
-                subsysnqn = info.subsysnqn if info else None
-            paths = self._paths.get(record.sysname)
-            if paths:
-                controllers = tuple(sorted(paths))
-            else:
-                controllers = tuple(
-                    sorted(
-                        c.name
-                        for c in self.controllers.values()
-                        if subsysnqn is not None and c.subsysnqn == subsysnqn
-                    )
-                )
+    def _apply_hidden_path(self, record: DeviceRecord, head: str, ctrl: str) -> list[Change]:
+        """A hidden multipath path disk: which controller reaches which head.  Enumeration
+        lists them; the kernel sends no uevents for them."""
+        if record.action == "remove":
+            known = self._hidden.get(head)
+            if known is None or known.pop(ctrl, None) is None:
+                log.debug("remove of unknown path %s", record.devpath)
+                return []
         else:
-            ctrl_name = ctrl_parent[0] if ctrl_parent else _path_segment(record.devpath, "nvme")
-            if ctrl_name:
-                controllers = (ctrl_name,)
-                if ctrl_parent is not None:
-                    subsysnqn = (ctrl_parent[1].get("subsysnqn") or "").strip() or None
-                if subsysnqn is None and ctrl_name in self.controllers:
-                    subsysnqn = self.controllers[ctrl_name].subsysnqn
-        if subsysnqn is None and old is not None:
-            subsysnqn = old.subsysnqn
-        if not controllers and old is not None:
-            controllers = old.controllers
-        ctrl = self.controllers.get(controllers[0]) if controllers else None
+            self._hidden.setdefault(head, {})[ctrl] = record.devpath
+        key = self._key_of.get(self._heads.get(head, ""))
+        return [] if key is None else self._refresh([key], record.seqnum, record.coldplug)
 
-        uuid = _attr(record, "uuid")
-        nguid = _attr(record, "nguid")
-        eui64 = _attr(record, "eui")
-        wwid = _attr(record, "wwid") or props.get("ID_WWN") or None
-        if not record.attributes and old is not None:
-            # Attributes unreadable (raced with removal): keep the identifiers we had.
-            uuid, nguid, eui64, wwid = old.uuid, old.nguid, old.eui64, wwid or old.wwid
-        sectors = _int(_attr(record, "size"))
-        size_bytes = sectors * 512 if sectors is not None else (old.size_bytes if old else None)
-        lba = _int(_attr(record, "queue/logical_block_size"))
-        return Namespace(
-            nsid=nsid,
-            name=record.sysname,
-            devpath=record.devpath,
-            devnode=props.get("DEVNAME") or (old.devnode if old else f"/dev/{record.sysname}"),
-            identity=Identity.derive(
-                uuid=uuid,
-                nguid=nguid,
-                eui64=eui64,
-                wwid=wwid,
-                subsysnqn=subsysnqn,
-                nsid=nsid,
-            ),
-            subsysnqn=subsysnqn,
-            controllers=controllers,
-            multipath=multipath,
-            size_bytes=size_bytes,
-            lba_size=lba if lba is not None else (old.lba_size if old else None),
-            uuid=uuid,
-            nguid=nguid,
-            eui64=eui64,
-            wwid=wwid,
-            serial=props.get("ID_SERIAL_SHORT") or (ctrl.serial if ctrl else None),
-            model=props.get("ID_MODEL") or (ctrl.model if ctrl else None),
-            transport=ctrl.transport if ctrl else None,
-            diskseq=_int(_attr(record, "diskseq")) or _int(props.get("DISKSEQ")),
-            read_only=_attr(record, "ro") == "1",
-            fs=Filesystem.from_properties(props),
-            generic=self._generic_for(record.sysname, record.devpath)
-            or (old.generic if old else None),
-            partitions=old.partitions if old else (),
-            properties=props,
+    def _context(self, record: DeviceRecord, old: Namespace | None) -> DiskContext:
+        """What the tracker knows about the disk of ``record`` beyond the record itself."""
+        nqn: str | None = None
+        if is_multipath_head(record.devpath):
+            subsys = record.parent("nvme-subsystem")
+            if subsys is not None:
+                nqn = clean_value(subsys[1].get("subsysnqn"))
+            if nqn is None:
+                nqn = self._subsystems.get(path_segment(record.devpath, "nvme-subsystem") or "")
+            names = self._mp_controllers(record.sysname, nqn)
+        else:
+            parent = record.parent("nvme")
+            name = parent[0] if parent else controller_of(record.devpath)
+            if parent is not None:
+                nqn = clean_value(parent[1].get("subsysnqn"))
+            ctrl = self._controller(name) if name else None
+            nqn = nqn or (ctrl.subsysnqn if ctrl else None)
+            names = (name,) if name else ()
+        if old is not None:
+            nqn = nqn or old.subsysnqn
+            names = names or old.controllers
+        return DiskContext(
+            subsysnqn=nqn,
+            controllers=names,
+            ctrl=self._controller(names[0]) if names else None,
+            generic=self._generics.get(generic_of(record.devpath) or ""),
         )
 
+    def _mp_controllers(self, head: str, subsysnqn: str | None) -> tuple[str, ...]:
+        """Controllers reaching a multipath head: its hidden path disks when enumeration saw
+        them, else every live controller of its subsystem."""
+        hidden = self._hidden.get(head)
+        if hidden is not None:
+            return tuple(sorted(hidden))
+        if subsysnqn is None:
+            return ()
+        return tuple(sorted(c.name for c in self.controllers.values() if c.subsysnqn == subsysnqn))
+
     def _add_or_change_disk(self, record: DeviceRecord) -> list[Change]:
-        old = self.namespaces.get(record.devpath)
-        new = self._build_namespace(record, old)
+        old = self._devices.get(record.devpath)
+        new = build_namespace(record, old, self._context(record, old))
         if new is None:
             return []
-        changes: list[Change] = []
         if old is None:
-            # The same (NQN, nsid) still known at another devpath: its remove was lost.
-            stale = self.by_key(new.subsysnqn, new.nsid)
-            if stale is not None:
-                changes.extend(self._drop(stale, record.seqnum, "superseded: remove event lost"))
-            self.namespaces[record.devpath] = new
+            return self._attach(new, record)
+        reason = _instance_change(old, new)
+        if reason is not None:
+            gone = self._detach(record.devpath, record.seqnum, reason)
+            fresh = dataclasses.replace(new, partitions=())
+            return gone + self._attach(fresh, record, reason)
+        self._devices[record.devpath] = new
+        key = self._key_of[record.devpath]
+        before = self.namespaces[key]
+        after = self._republish(record.devpath)
+        if after is None:
+            log.debug("%s %s: another path of nsid %s", record.action, record.devpath, new.nsid)
+            return []
+        changes: list[Change] = []
+        if before.size_bytes != after.size_bytes and after.size_bytes is not None:
             changes.append(
                 Change(
-                    ChangeType.NAMESPACE_ADDED,
-                    record.seqnum,
-                    namespace=new,
-                    coldplug=record.coldplug,
+                    ChangeType.NAMESPACE_RESIZED, record.seqnum, namespace=after, previous=before
                 )
             )
-            changes.extend(self._adopt_pending(new, record))
-            return changes
-        if _is_new_instance(old, new):
-            reason = _instance_reason(old, new)
-            changes.extend(self._drop(old, record.seqnum, reason))
-            new = dataclasses.replace(new, partitions=())
-            self.namespaces[record.devpath] = new
-            changes.append(
-                Change(ChangeType.NAMESPACE_ADDED, record.seqnum, namespace=new, reason=reason)
-            )
-            return changes
-        self.namespaces[record.devpath] = new
-        if old.size_bytes != new.size_bytes and new.size_bytes is not None:
-            changes.append(
-                Change(ChangeType.NAMESPACE_RESIZED, record.seqnum, namespace=new, previous=old)
-            )
-        if old.fs != new.fs:
+        if before.fs != after.fs:
             changes.append(
                 Change(
                     ChangeType.NAMESPACE_CHANGED,
                     record.seqnum,
-                    namespace=new,
-                    previous=old,
+                    namespace=after,
+                    previous=before,
                     reason="filesystem changed",
                 )
             )
@@ -383,79 +385,175 @@ class Topology:
             log.debug("%s %s: nothing changed", record.action, record.devpath)
         return changes
 
-    def _drop(self, ns: Namespace, seqnum: int, reason: str | None = None) -> list[Change]:
-        """Forget ``ns`` (and its partitions), returning the removal changes, partitions first."""
-        self.namespaces.pop(ns.devpath, None)
-        changes = [
+    def _attach(
+        self, dev: Namespace, record: DeviceRecord, reason: str | None = None
+    ) -> list[Change]:
+        """A disk appears: a new namespace, or one more path of a known one."""
+        key = dev.key
+        changes = self._supersede(dev, record.seqnum) if key in self._groups else []
+        self._devices[dev.devpath] = dev
+        self._key_of[dev.devpath] = key
+        if dev.multipath:
+            self._heads[dev.name] = dev.devpath
+        group = self._groups.get(key)
+        if group is None:
+            self._groups[key] = [dev.devpath]
+            index = bisect.bisect_left(self._order, key)
+            self._order.insert(index, key)
+            self._ordered.insert(index, dev)  # a placeholder until published
+            ns = self._publish(key)
+            changes.append(
+                Change(
+                    ChangeType.NAMESPACE_ADDED,
+                    record.seqnum,
+                    namespace=ns,
+                    coldplug=record.coldplug,
+                    reason=reason,
+                )
+            )
+            return changes + self._adopt_pending(dev.devpath, record)
+        before = self.namespaces[key]
+        group.append(dev.devpath)
+        self._adopt_pending(dev.devpath, record)  # another path's partitions: not announced
+        after = self._publish(key)
+        path = next((p for p in after.paths if p.devpath == dev.devpath), self._disk_path(dev))
+        changes.append(
             Change(
-                ChangeType.PARTITION_REMOVED,
-                seqnum,
-                namespace=ns,
-                partition=part,
+                ChangeType.PATH_ADDED,
+                record.seqnum,
+                namespace=after,
+                previous=before,
+                path=path,
+                coldplug=record.coldplug,
                 reason=reason,
             )
-            for part in ns.partitions
-        ]
-        changes.append(Change(ChangeType.NAMESPACE_REMOVED, seqnum, namespace=ns, reason=reason))
+        )
         return changes
 
-    def _remove_disk(self, record: DeviceRecord) -> list[Change]:
-        old = self.namespaces.get(record.devpath)
-        self._pending_parts.pop(record.devpath, None)
-        if old is None:
-            log.debug("remove of unknown disk %s", record.devpath)
-            return []
-        return self._drop(old, record.seqnum)
+    def _supersede(self, dev: Namespace, seqnum: int) -> list[Change]:
+        """Make room for ``dev`` among the known disks of its namespace.
 
-    # ----------------------------------------------------------------- partitions
-    def _build_partition(self, record: DeviceRecord, old: Partition | None) -> Partition:
-        props = record.properties
-        sectors = _int(_attr(record, "size"))
-        return Partition(
-            name=record.sysname,
-            devpath=record.devpath,
-            devnode=props.get("DEVNAME") or (old.devnode if old else f"/dev/{record.sysname}"),
-            number=_int(props.get("PARTN")) or _int(_attr(record, "partition")),
-            size_bytes=sectors * 512 if sectors is not None else (old.size_bytes if old else None),
-            fs=Filesystem.from_properties(props),
-            partlabel=props.get("ID_PART_ENTRY_NAME") or props.get("PARTNAME") or None,
-            partuuid=props.get("ID_PART_ENTRY_UUID") or None,
-            properties=props,
+        A disk of the same controller (or, with native multipath, the same subsystem) at
+        another devpath is stale: its remove was lost.  A namespace whose identity differs
+        from ``dev``'s is gone: one NSID of one subsystem is one namespace at a time.
+        """
+        owner = _owner(dev.devpath)
+        changes: list[Change] = []
+        for stale in [d for d in self._groups[dev.key] if _owner(d) == owner]:
+            changes.extend(self._detach(stale, seqnum, _SUPERSEDED))
+        ns = self.namespaces.get(dev.key)
+        if ns is not None and ns.identity != dev.identity:
+            changes.extend(self._drop(dev.key, seqnum, instance_reason(ns, dev)))
+        return changes
+
+    def _detach(self, devpath: str, seqnum: int, reason: str | None = None) -> list[Change]:
+        """A disk goes: one path fewer, or the namespace with its last one."""
+        dev = self._devices.pop(devpath)
+        key = self._key_of.pop(devpath)
+        if dev.multipath and self._heads.get(dev.name) == devpath:
+            del self._heads[dev.name]
+            self._hidden.pop(dev.name, None)  # its hidden paths went with it, silently
+        group = self._groups[key]
+        group.remove(devpath)
+        before = self.namespaces[key]
+        if not group:
+            return self._drop(key, seqnum, reason)
+        after = self._publish(key)
+        lost = next(
+            (p for p in before.paths if p.devpath == devpath),
+            NamespacePath(controller=None, device=dev.name, devpath=devpath, devnode=dev.devnode),
+        )
+        return [
+            Change(
+                ChangeType.PATH_LOST,
+                seqnum,
+                namespace=after,
+                previous=before,
+                path=lost,
+                reason=reason,
+            )
+        ]
+
+    def _drop(self, key: Key, seqnum: int, reason: str | None) -> list[Change]:
+        """Forget the namespace ``key`` with all its disks; its removal changes."""
+        for devpath in self._groups.pop(key):
+            self._devices.pop(devpath, None)
+            self._key_of.pop(devpath, None)
+        ns = self.namespaces.pop(key)
+        index = bisect.bisect_left(self._order, key)
+        del self._order[index]
+        del self._ordered[index]
+        self._snapshot = None
+        return removal(ns, reason, seqnum)
+
+    def _publish(self, key: Key) -> Namespace:
+        """Rebuild the namespace ``key`` from its device and its paths."""
+        group = self._groups[key]
+        device = self._devices[group[0]]
+        if device.multipath:
+            names = self._mp_controllers(device.name, device.subsysnqn) or device.controllers
+            hidden = self._hidden.get(device.name) or {}
+            paths = tuple(self._path(c, hidden.get(c)) for c in names)
+        else:
+            paths = tuple(self._disk_path(self._devices[d]) for d in group)
+            names = tuple(dict.fromkeys(p.controller for p in paths if p.controller))
+        ns = dataclasses.replace(device, paths=paths, controllers=names or device.controllers)
+        self.namespaces[key] = ns
+        self._ordered[bisect.bisect_left(self._order, key)] = ns
+        self._snapshot = None
+        return ns
+
+    def _republish(self, devpath: str) -> Namespace | None:
+        """Rebuild the namespace of ``devpath``; it, if that disk is its device, else ``None``
+        (the disk is another path: what it shows is not what the namespace is)."""
+        key = self._key_of[devpath]
+        ns = self._publish(key)
+        return ns if self._groups[key][0] == devpath else None
+
+    def _path(self, ctrl_name: str, devpath: str | None) -> NamespacePath:
+        ctrl = self._controller(ctrl_name)
+        return NamespacePath(
+            controller=ctrl_name,
+            device=devpath.rsplit("/", 1)[-1] if devpath else None,
+            devpath=devpath,
+            transport=ctrl.transport if ctrl else None,
+            address=ctrl.address if ctrl else None,
+            state=ctrl.state if ctrl else None,
         )
 
+    def _disk_path(self, dev: Namespace) -> NamespacePath:
+        name = dev.controllers[0] if dev.controllers else None
+        ctrl = self._controller(name) if name else None
+        return NamespacePath(
+            controller=name,
+            device=dev.name,
+            devpath=dev.devpath,
+            devnode=dev.devnode,
+            transport=ctrl.transport if ctrl else None,
+            address=ctrl.address if ctrl else None,
+            state=ctrl.state if ctrl else None,
+        )
+
+    # ----------------------------------------------------------------- partitions
     def _apply_partition(self, record: DeviceRecord) -> list[Change]:
-        parent_path = record.devpath.rsplit("/", 1)[0]
-        ns = self.namespaces.get(parent_path)
+        disk = parent_dir(record.devpath)
+        dev = self._devices.get(disk)
         if record.action == "remove":
-            pending = self._pending_parts.get(parent_path)
-            if pending is not None:
-                pending.pop(record.devpath, None)
-            if ns is None:
-                log.debug("remove of partition %s of unknown disk", record.devpath)
-                return []
-            part = next((p for p in ns.partitions if p.devpath == record.devpath), None)
-            if part is None:
-                log.debug("remove of unknown partition %s", record.devpath)
-                return []
-            ns = dataclasses.replace(
-                ns, partitions=tuple(p for p in ns.partitions if p.devpath != record.devpath)
-            )
-            self.namespaces[parent_path] = ns
-            return [
-                Change(ChangeType.PARTITION_REMOVED, record.seqnum, namespace=ns, partition=part)
-            ]
-        if ns is None:
+            return self._remove_partition(record, disk, dev)
+        if dev is None:
             # Partition before its disk: hold it until the disk shows up.
             log.debug("partition %s before its disk; holding it", record.devpath)
-            part = self._build_partition(record, None)
-            self._pending_parts.setdefault(parent_path, {})[record.devpath] = part
+            part = build_partition(record, None)
+            self._pending_parts.setdefault(disk, {})[record.devpath] = part
             return []
-        old = next((p for p in ns.partitions if p.devpath == record.devpath), None)
-        part = self._build_partition(record, old)
-        parts = [p for p in ns.partitions if p.devpath != record.devpath] + [part]
-        parts.sort(key=lambda p: (p.number or 0, p.name))
-        ns = dataclasses.replace(ns, partitions=tuple(parts))
-        self.namespaces[parent_path] = ns
+        old = next((p for p in dev.partitions if p.devpath == record.devpath), None)
+        part = build_partition(record, old)
+        parts = [p for p in dev.partitions if p.devpath != record.devpath] + [part]
+        parts.sort(key=_partition_order)
+        self._devices[disk] = dataclasses.replace(dev, partitions=tuple(parts))
+        ns = self._republish(disk)
+        if ns is None:
+            return []  # a partition as another path shows it
         if old is None:
             return [
                 Change(
@@ -479,13 +577,37 @@ class Topology:
         log.debug("%s of known partition %s: nothing changed", record.action, record.devpath)
         return []
 
-    def _adopt_pending(self, ns: Namespace, record: DeviceRecord) -> list[Change]:
-        pending = self._pending_parts.pop(ns.devpath, None)
+    def _remove_partition(
+        self, record: DeviceRecord, disk: str, dev: Namespace | None
+    ) -> list[Change]:
+        pending = self._pending_parts.get(disk)
+        if pending is not None:
+            pending.pop(record.devpath, None)
+        if dev is None:
+            log.debug("remove of partition %s of unknown disk", record.devpath)
+            return []
+        part = next((p for p in dev.partitions if p.devpath == record.devpath), None)
+        if part is None:
+            log.debug("remove of unknown partition %s", record.devpath)
+            return []
+        remaining = tuple(p for p in dev.partitions if p.devpath != record.devpath)
+        self._devices[disk] = dataclasses.replace(dev, partitions=remaining)
+        ns = self._republish(disk)
+        if ns is None:
+            return []
+        return [Change(ChangeType.PARTITION_REMOVED, record.seqnum, namespace=ns, partition=part)]
+
+    def _adopt_pending(self, devpath: str, record: DeviceRecord) -> list[Change]:
+        pending = self._pending_parts.pop(devpath, None)
         if not pending:
             return []
-        parts = sorted(pending.values(), key=lambda p: (p.number or 0, p.name))
-        ns = dataclasses.replace(ns, partitions=tuple(parts))
-        self.namespaces[ns.devpath] = ns
+        parts = sorted(pending.values(), key=_partition_order)
+        self._devices[devpath] = dataclasses.replace(
+            self._devices[devpath], partitions=tuple(parts)
+        )
+        ns = self._republish(devpath)
+        if ns is None:
+            return []
         return [
             Change(
                 ChangeType.PARTITION_ADDED,
@@ -498,108 +620,24 @@ class Topology:
         ]
 
 
-def _path_segment(devpath: str, after: str) -> str | None:
-    """The path component following ``after`` (e.g. 'nvme0' in '.../nvme/nvme0/nvme0n1')."""
-    parts = devpath.split("/")
-    for i, part in enumerate(parts[:-1]):
-        if part == after:
-            return parts[i + 1]
+def _owner(devpath: str) -> str | None:
+    """Who exposes a disk: its controller, or with native multipath its subsystem."""
+    if is_multipath_head(devpath):
+        return "subsystem:" + (path_segment(devpath, "nvme-subsystem") or "")
+    return controller_of(devpath)
+
+
+def _partition_order(part: Partition) -> tuple[int, str]:
+    return (part.number or 0, part.name)
+
+
+def _instance_change(old: Namespace, new: Namespace) -> str | None:
+    """Why the disk at one devpath now holds a different namespace (``None``: it does not)."""
+    if is_new_instance(old, new):
+        return instance_reason(old, new)
+    if old.key != new.key:
+        return f"subsystem changed: {old.subsysnqn} -> {new.subsysnqn}"
     return None
 
 
-def _is_new_instance(old: Namespace, new: Namespace) -> bool:
-    """True when ``new`` is a different disk than ``old`` at the same devpath.
-
-    A different identity (or nsid) is conclusive.  A different DISKSEQ means the kernel
-    created a new gendisk: a detach and reattach happened, even if a weak identity cannot
-    tell the images apart.
-    """
-    if old.nsid != new.nsid or old.identity != new.identity:
-        return True
-    return old.diskseq is not None and new.diskseq is not None and old.diskseq != new.diskseq
-
-
-def _instance_reason(old: Namespace, new: Namespace) -> str:
-    if old.identity != new.identity:
-        return f"identity changed: {old.identity} -> {new.identity}"
-    return f"new disk instance: diskseq {old.diskseq} -> {new.diskseq}"
-
-
-def diff_snapshots(old: TopologySnapshot, new: TopologySnapshot) -> list[Change]:
-    """Changes that turn ``old`` into ``new`` (removals first, then additions).
-
-    Namespaces are matched on (NQN, nsid); a different identity or DISKSEQ under the same key
-    is a removal plus an addition, never a change.
-    """
-    changes: list[Change] = []
-    old_ns = {n.key: n for n in old.namespaces}
-    new_ns = {n.key: n for n in new.namespaces}
-    additions: list[Change] = []
-    for key, before in old_ns.items():
-        after = new_ns.get(key)
-        if after is None:
-            changes.extend(_removal(before, "gone"))
-            continue
-        if _is_new_instance(before, after):
-            reason = _instance_reason(before, after)
-            changes.extend(_removal(before, reason))
-            additions.extend(_addition(after, reason))
-            continue
-        if before.size_bytes != after.size_bytes:
-            changes.append(Change(ChangeType.NAMESPACE_RESIZED, namespace=after, previous=before))
-        if before.fs != after.fs:
-            changes.append(
-                Change(
-                    ChangeType.NAMESPACE_CHANGED,
-                    namespace=after,
-                    previous=before,
-                    reason="filesystem changed",
-                )
-            )
-        before_parts = {p.devpath: p for p in before.partitions}
-        after_parts = {p.devpath: p for p in after.partitions}
-        changes.extend(
-            Change(ChangeType.PARTITION_REMOVED, namespace=after, partition=part)
-            for path, part in before_parts.items()
-            if path not in after_parts
-        )
-        additions.extend(
-            Change(ChangeType.PARTITION_ADDED, namespace=after, partition=part)
-            for path, part in after_parts.items()
-            if path not in before_parts
-        )
-    for key, after in new_ns.items():
-        if key not in old_ns:
-            additions.extend(_addition(after, None))
-    old_ctrl = {c.name: c for c in old.controllers}
-    new_ctrl = {c.name: c for c in new.controllers}
-    for name, ctrl in old_ctrl.items():
-        if name not in new_ctrl or new_ctrl[name].devpath != ctrl.devpath:
-            changes.append(Change(ChangeType.CONTROLLER_REMOVED, controller=ctrl))
-    ctrl_adds = [
-        Change(ChangeType.CONTROLLER_ADDED, controller=c)
-        for name, c in new_ctrl.items()
-        if name not in old_ctrl or old_ctrl[name].devpath != c.devpath
-    ]
-    return changes + ctrl_adds + additions
-
-
-def _removal(ns: Namespace, reason: str | None) -> list[Change]:
-    out = [
-        Change(ChangeType.PARTITION_REMOVED, namespace=ns, partition=p, reason=reason)
-        for p in ns.partitions
-    ]
-    out.append(Change(ChangeType.NAMESPACE_REMOVED, namespace=ns, reason=reason))
-    return out
-
-
-def _addition(ns: Namespace, reason: str | None) -> list[Change]:
-    out = [Change(ChangeType.NAMESPACE_ADDED, namespace=ns, reason=reason)]
-    out.extend(
-        Change(ChangeType.PARTITION_ADDED, namespace=ns, partition=p, reason=reason)
-        for p in ns.partitions
-    )
-    return out
-
-
-__all__ = ["Properties", "Topology", "diff_snapshots"]
+__all__ = ["Key", "Properties", "Topology", "diff_snapshots"]

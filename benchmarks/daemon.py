@@ -1,0 +1,575 @@
+"""Daemon figures: the real ``nvme-agent run`` (dry run) in a umockdev bed.
+
+What is measured is the daemon's own part, from a uevent datagram leaving the load generator
+(:mod:`benchmarks.wire`: the bed's datagrams, recorded once, replayed at full speed into the
+daemon's monitor socket) to the plan line on its event stream.  Each baseline is a bare
+``pyudev`` monitor (:mod:`benchmarks.baremonitor`) receiving the very same datagrams through
+the same kind of socket, its acknowledgement read the same way.
+
+Phases, on one bed with the sysfs tree written beforehand without events ("quietly"):
+
+1. record: the bed attaches every namespace once (the burst's datagrams) and detaches a few
+   (the remove datagrams of the latency cycles);
+2. baseline: the bare monitor gets the burst, then the remove/add cycles one at a time;
+3. daemon: the same burst (every plan decided, none lost), its memory after it, the same
+   cycles, then a reload of a large policy while cycles keep flowing;
+4. coldplug: every namespace present, daemon start until ``READY=1``, against a bare
+   enumeration in a fresh process;
+5. idle: a daemon that knows ``idle_namespaces`` namespaces, watched doing nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.inprocess import MOUNT_ROOT, policy_text
+from benchmarks.report import Figure, Report, summary
+from benchmarks.wire import PLAN, RECORDER_NAME, EventTap, LineTap, Recorder, Sender, describe
+from nvme_agent.harness.agent import AgentProcess, environ_without_bed
+from nvme_agent.harness.bed import Bed, unavailable_reason
+from nvme_agent.harness.layout import ControllerConfig, Event, NamespaceConfig
+from nvme_agent.topology.records import SUBSYSTEMS
+
+REPO = Path(__file__).resolve().parents[1]
+#: Namespaces whose disk is removed and re-added, one event at a time, for the latencies.
+CYCLE_NAMESPACES = 20
+MiB = 1 << 20
+TIMEOUT = 120.0
+#: A bed request writes the sysfs tree of every namespace in it: minutes for a thousand.
+BED_TIMEOUT = 900.0
+#: Seconds between the last request to an idle daemon and the start of its idle window.
+GRACE = 1.0
+
+
+def plan_for(change: str, nsid: int | None = None) -> Callable[[Any], bool]:
+    def match(record: Any) -> bool:
+        return (
+            isinstance(record, dict)
+            and record.get("type") == "plan"
+            and record.get("change") == change
+            and (nsid is None or record.get("nsid") == nsid)
+        )
+
+    return match
+
+
+@dataclass
+class Cycle:
+    """The disk datagrams of one namespace: its removal, then its addition."""
+
+    nsid: int
+    remove: bytes
+    add: bytes
+
+
+@dataclass
+class Run:
+    """Latencies (ns) of one receiver, and the burst's times."""
+
+    remove: list[int] = field(default_factory=list)
+    add: list[int] = field(default_factory=list)
+    burst_total: float | None = None  # first datagram sent -> last one handled (s)
+    burst_after_last: float | None = None  # last datagram sent -> last one handled (s)
+    burst_handled: int = 0
+
+    @property
+    def all(self) -> list[float]:
+        return [x / 1e6 for x in self.remove + self.add]  # ms
+
+
+class ProfiledAgent(AgentProcess):
+    """The daemon, under ``cProfile`` when ``profile`` names an output file."""
+
+    def __init__(self, *args: Any, profile: Path | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.profile = profile
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        if self.profile is None:
+            return cmd
+        return [cmd[0], "-m", "cProfile", "-o", str(self.profile), *cmd[1:]]
+
+
+class Rig:
+    """One bed with ``count`` namespaces' worth of recorded datagrams."""
+
+    def __init__(self, bed: Bed, tmp: Path, count: int, profile: Path | None = None) -> None:
+        self.bed = bed
+        self.tmp = tmp
+        self.profile = profile
+        self.env = bed.env(environ_without_bed())
+        bed.add_controller(ControllerConfig("nvme0", serial="SNBENCH"))
+        self.configs = [
+            NamespaceConfig("nvme0", nsid=1 + i, fs="ext4", label=f"b{i}") for i in range(count)
+        ]
+        self.burst: list[bytes] = []
+        self.cycles: list[Cycle] = []
+        self.mount_root = MOUNT_ROOT  # dry run: never created, nothing is mounted
+
+    # ------------------------------------------------------------------ sysfs without events
+    def quiet_attach(self, configs: list[NamespaceConfig]) -> None:
+        events: list[Event] = []
+        for cfg in configs:
+            events += self.bed.layout.attach(cfg)
+        self.bed.apply(events, quiet=True)
+
+    def quiet_detach(self, configs: list[NamespaceConfig]) -> None:
+        events: list[Event] = []
+        for cfg in configs:
+            events += self.bed.layout.detach(cfg.ctrl, cfg.nsid)
+        self.bed.apply(events, quiet=True)
+
+    # ------------------------------------------------------------------ recording
+    def record(self) -> None:
+        """The burst's datagrams and the cycles'; leaves no namespace in sysfs."""
+        subset = self.configs[:CYCLE_NAMESPACES]
+        with Recorder(str(self.bed.root)) as rec:
+            events: list[Event] = []
+            for cfg in self.configs:
+                events += self.bed.layout.attach(cfg)
+            self.burst = rec.take(len(self.bed.apply(events)))
+            adds = {_nsid(d): d for d in self.burst if _is_disk(d, "add")}
+            for cfg in subset:
+                detach = self.bed.layout.detach(cfg.ctrl, cfg.nsid)
+                sent = rec.take(len(self.bed.apply(detach)))
+                remove = next(d for d in sent if _is_disk(d, "remove"))
+                self.cycles.append(Cycle(cfg.nsid, remove, adds[cfg.nsid]))
+        self.quiet_attach(subset)
+        self.quiet_detach(self.configs)
+
+    def listener(self, before: set[str]) -> str:
+        new = set(self.bed.listeners()) - before - {RECORDER_NAME}
+        if len(new) != 1:
+            raise RuntimeError(f"expected one new monitor socket in the bed, found {sorted(new)}")
+        return os.path.join(str(self.bed.root), new.pop())
+
+    # ------------------------------------------------------------------ receivers
+    def bare_monitor(self, cycles: int) -> Run:
+        before = set(self.bed.listeners())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.baremonitor"],
+            env=self.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            tap = LineTap(proc.stdout)
+            tap.wait(lambda line: line == "ready", 0, 30)
+            sender = Sender(self.listener(before))
+            self.quiet_attach(self.configs)
+            wanted = sum(1 for d in self.burst if describe(d).get("SUBSYSTEM") in SUBSYSTEMS)
+            run = Run()
+            _burst(sender, self.burst, tap, lambda _line: True, wanted, run)
+            for i in range(cycles):
+                cycle = self.cycles[i % len(self.cycles)]
+                for datagram, kind, out in (
+                    (cycle.remove, "remove block ", run.remove),
+                    (cycle.add, "add block ", run.add),
+                ):
+                    start = len(tap)
+                    sent = sender.send(datagram)
+                    _, stamp, _ = tap.wait(_starts(kind), start, 10)
+                    out.append(stamp - sent)
+            sender.close()
+            return run
+        finally:
+            proc.terminate()
+            proc.wait()
+            self.quiet_detach(self.configs)
+
+    def write_policy(self, name: str, rules: int) -> Path:
+        path = self.tmp / name
+        path.write_text(policy_text(rules, self.mount_root))
+        path.chmod(0o644)
+        return path
+
+    def start_agent(self, name: str, policy: Path) -> AgentProcess:
+        workdir = self.tmp / name
+        workdir.mkdir()
+        profile = None
+        if self.profile is not None:
+            self.profile.mkdir(parents=True, exist_ok=True)
+            profile = self.profile / f"daemon-{name}.prof"
+        agent = ProfiledAgent(policy, self.env, dry_run=True, workdir=workdir, profile=profile)
+        return agent.start(TIMEOUT)
+
+
+def _starts(prefix: str) -> Callable[[Any], bool]:
+    return lambda line: isinstance(line, str) and line.startswith(prefix)
+
+
+def _is_disk(datagram: bytes, action: str) -> bool:
+    props = describe(datagram)
+    return (
+        props.get("ACTION") == action
+        and props.get("SUBSYSTEM") == "block"
+        and props.get("DEVTYPE") == "disk"
+    )
+
+
+def _nsid(datagram: bytes) -> int:
+    return int(describe(datagram).get("ID_NSID", "0") or 0)
+
+
+def _burst(
+    sender: Sender,
+    datagrams: list[bytes],
+    tap: LineTap | EventTap,
+    match: Callable[[Any], bool],
+    wanted: int,
+    run: Run,
+    needle: bytes | None = None,
+) -> None:
+    start = len(tap)
+    first = last = 0
+    for datagram in datagrams:
+        last = sender.send(datagram)
+        first = first or last
+    handled, done = tap.wait_count(match, start, wanted, TIMEOUT, needle)
+    run.burst_handled = handled
+    if done is not None:
+        run.burst_total = (done - first) / 1e9
+        run.burst_after_last = (done - last) / 1e9
+
+
+def _cycles(sender: Sender, tap: EventTap, cycles: list[Cycle], count: int, run: Run) -> None:
+    for i in range(count):
+        cycle = cycles[i % len(cycles)]
+        for datagram, kind, out in (
+            (cycle.remove, "namespace-removed", run.remove),
+            (cycle.add, "namespace-added", run.add),
+        ):
+            start = len(tap)
+            sent = sender.send(datagram)
+            _, stamp, _ = tap.wait(plan_for(kind, cycle.nsid), start, 10, PLAN)
+            out.append(stamp - sent)
+
+
+@dataclass
+class ReloadResult:
+    seconds: float
+    ok: bool
+    during: list[float]  # latencies (s) of events sent while the reload ran
+    lost: int
+    events: int
+
+
+def _reload_under_load(
+    agent: AgentProcess, sender: Sender, tap: EventTap, cycles: list[Cycle], policy: Path
+) -> ReloadResult:
+    """Reload a large policy while the load generator keeps sending remove/add cycles."""
+    results: list[tuple[int, int | None]] = []
+    cond = threading.Condition()
+    stop = threading.Event()
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set():
+            cycle = cycles[i % len(cycles)]
+            i += 1
+            for datagram, kind in (
+                (cycle.remove, "namespace-removed"),
+                (cycle.add, "namespace-added"),
+            ):
+                start = len(tap)
+                sent = sender.send(datagram)
+                try:
+                    _, stamp, _ = tap.wait(plan_for(kind, cycle.nsid), start, 10, PLAN)
+                except TimeoutError:
+                    stamp = None
+                with cond:
+                    results.append((sent, stamp))
+                    cond.notify_all()
+
+    def wait_results(count: int) -> None:
+        with cond:
+            cond.wait_for(lambda: len(results) >= count, timeout=TIMEOUT)
+
+    thread = threading.Thread(target=load, name="reload-load", daemon=True)
+    thread.start()
+    wait_results(4)
+    began = time.monotonic_ns()
+    answer = agent.request({"cmd": "reload"}, timeout=TIMEOUT)
+    ended = time.monotonic_ns()
+    with cond:
+        seen = len(results)
+    wait_results(seen + 4)
+    stop.set()
+    thread.join(timeout=TIMEOUT)
+    during = [
+        (stamp - sent) / 1e9
+        for sent, stamp in results
+        if stamp is not None and sent < ended and stamp > began
+    ]
+    return ReloadResult(
+        seconds=(ended - began) / 1e9,
+        ok=bool(answer.get("ok")),
+        during=during,
+        lost=sum(1 for _, stamp in results if stamp is None),
+        events=len(results),
+    )
+
+
+def fs_type(path: str) -> str:
+    """The filesystem type under ``path`` (from the mount table)."""
+    best, kind = "", "?"
+    with open("/proc/self/mounts", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[1]
+            inside = path == point or path.startswith(point.rstrip("/") + "/")
+            if inside and len(point) > len(best):
+                best, kind = point, fields[2]
+    return kind
+
+
+def scratch_parent() -> str | None:
+    """Where the daemons' runtime directories go: a tmpfs like the ``/run`` of a real system
+    (the state file is written, with fsync, before each batch's plans), if there is one."""
+    for candidate in ("/run", "/dev/shm"):
+        if os.path.isdir(candidate) and fs_type(candidate) == "tmpfs":
+            return candidate
+    return None
+
+
+def _rss(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / MiB
+
+
+def _context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of every thread: wakeups."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status", encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split(":", 1)[1])
+        except OSError:
+            continue  # a thread that just ended
+    return total
+
+
+def run(
+    report: Report,
+    *,
+    burst: int,
+    cycles: int,
+    idle_seconds: float,
+    idle_namespaces: int,
+    reload_rules: int,
+    profile: Path | None = None,
+) -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        report.skipped["daemon"] = reason
+        return
+    parent = scratch_parent()
+    report.notes["daemon runtime directory"] = (
+        f"{parent or tempfile.gettempdir()} ({fs_type(parent or tempfile.gettempdir())})"
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="nvme-agent-bench-", dir=parent) as tmp,
+        Bed(multipath=True, timeout=BED_TIMEOUT) as bed,
+    ):
+        rig = Rig(bed, Path(tmp), burst, profile)
+        rig.record()
+        base = rig.bare_monitor(cycles)
+        _daemon_phase(report, rig, base, cycles, reload_rules)
+        _coldplug_phase(report, rig)
+        _idle_phase(report, rig, idle_seconds, idle_namespaces)
+
+
+def _daemon_phase(report: Report, rig: Rig, base: Run, cycles: int, reload_rules: int) -> None:
+    before = set(rig.bed.listeners())
+    agent = rig.start_agent("agent", rig.write_policy("policy.yaml", 1))
+    try:
+        assert agent.proc is not None
+        tap = EventTap(agent.events_socket)
+        sender = Sender(rig.listener(before))
+        rig.quiet_attach(rig.configs)
+        measured = Run()
+        count = len(rig.configs)
+        _burst(sender, rig.burst, tap, plan_for("namespace-added"), count, measured, PLAN)
+        agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
+        rss_burst = _rss(agent.proc.pid)
+        _cycles(sender, tap, rig.cycles, cycles, measured)
+        big = rig.write_policy("policy.yaml", reload_rules)
+        reload = _reload_under_load(agent, sender, tap, rig.cycles, big)
+        sender.close()
+        tap.close()
+    finally:
+        agent.stop()
+    _latency_figures(report, base, measured)
+    _burst_figures(report, base, measured, count, rss_burst)
+    worst = max(reload.during, default=0.0)
+    report.figures.append(
+        Figure(
+            name=f"reload of a {reload_rules}-rule policy while events flow",
+            value=reload.seconds * 1e3,
+            unit="ms",
+            target="<= 100 ms; no event lost or delayed past 100 ms",
+            met=reload.ok and reload.seconds <= 0.1 and reload.lost == 0 and worst <= 0.1,
+            details={
+                "reload_ok": reload.ok,
+                "events": reload.events,
+                "lost": reload.lost,
+                "worst_delay_ms_during_reload": worst * 1e3,
+            },
+        )
+    )
+
+
+def _latency_figures(report: Report, base: Run, measured: Run) -> None:
+    b, m = summary(base.all), summary(measured.all)
+    report.figures.append(
+        Figure(
+            name="uevent -> change -> plan decided, p50",
+            value=m.get("p50"),
+            unit="ms",
+            baseline="bare pyudev.Monitor, same uevents, p50",
+            baseline_value=b.get("p50"),
+            target="<= baseline + 1 ms",
+            met=m["n"] > 0 and b["n"] > 0 and m["p50"] <= b["p50"] + 1.0,
+            details={"daemon": m, "bare_monitor": b},
+        )
+    )
+    report.figures.append(
+        Figure(
+            name="uevent -> change -> plan decided, p99",
+            value=m.get("p99"),
+            unit="ms",
+            baseline="bare pyudev.Monitor, same uevents, p99",
+            baseline_value=b.get("p99"),
+            target="<= 10 ms",
+            met=m["n"] > 0 and m["p99"] <= 10.0,
+        )
+    )
+
+
+def _burst_figures(report: Report, base: Run, measured: Run, count: int, rss: float) -> None:
+    lost = count - measured.burst_handled
+    report.figures.append(
+        Figure(
+            name=f"{count} namespaces in one rescan: last plan after the last uevent",
+            value=measured.burst_after_last,
+            unit="s",
+            baseline="bare monitor: last uevent received after the last sent",
+            baseline_value=base.burst_after_last,
+            target="<= 1 s after the last uevent, none lost",
+            met=measured.burst_after_last is not None
+            and measured.burst_after_last <= 1.0
+            and lost == 0,
+            details={
+                "plans": measured.burst_handled,
+                "lost": lost,
+                "daemon_first_to_last_s": measured.burst_total,
+                "bare_first_to_last_s": base.burst_total,
+            },
+        )
+    )
+    report.figures.append(
+        Figure(
+            name=f"{count} namespaces in one rescan: first uevent to last plan",
+            value=measured.burst_total,
+            unit="s",
+            baseline="bare monitor: first uevent to last received",
+            baseline_value=base.burst_total,
+            target="-",
+        )
+    )
+    report.figures.append(
+        Figure(
+            name=f"daemon RSS after a {count}-namespace burst",
+            value=rss,
+            unit="MiB",
+            target="-",
+        )
+    )
+
+
+def _coldplug_phase(report: Report, rig: Rig) -> None:
+    """Every namespace is present in sysfs (the daemon phase leaves them so)."""
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.baremonitor", "--enumerate"],
+        env=rig.env,
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    enumeration = time.monotonic() - started
+    started = time.monotonic()
+    agent = rig.start_agent("coldplug", rig.write_policy("coldplug.yaml", 1))
+    ready = time.monotonic() - started
+    try:
+        assert agent.proc is not None
+        rss = _rss(agent.proc.pid)
+    finally:
+        agent.stop()
+    count = len(rig.configs)
+    report.figures.append(
+        Figure(
+            name=f"coldplug: {count} namespaces present, start until READY=1 (dry run)",
+            value=ready,
+            unit="s",
+            baseline="pyudev enumeration alone (fresh process)",
+            baseline_value=enumeration,
+            target="<= baseline + 1 s",
+            met=ready <= enumeration + 1.0,
+            details={"rss_mib_after_coldplug": rss},
+        )
+    )
+
+
+def _idle_phase(report: Report, rig: Rig, seconds: float, namespaces: int) -> None:
+    rig.quiet_detach(rig.configs[namespaces:])
+    agent = rig.start_agent("idle", rig.write_policy("idle.yaml", 1))
+    try:
+        assert agent.proc is not None
+        agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
+        proc = psutil.Process(agent.proc.pid)
+        rss = _rss(proc.pid)
+        # The control connection's close still wakes the daemon once after the answer.
+        time.sleep(min(GRACE, seconds))
+        cpu_before = sum(proc.cpu_times()[:2])
+        switches_before = _context_switches(proc.pid)
+        time.sleep(seconds)  # the measurement window itself: nothing waits on it
+        cpu = sum(proc.cpu_times()[:2]) - cpu_before
+        wakeups = _context_switches(proc.pid) - switches_before
+    finally:
+        agent.stop()
+    known = min(namespaces, len(rig.configs))
+    report.figures.append(
+        Figure(
+            name=f"idle: RSS with {known} namespaces known",
+            value=rss,
+            unit="MiB",
+            target="<= 30 MiB",
+            met=rss <= 30.0,
+        )
+    )
+    report.figures.append(
+        Figure(
+            name=f"idle: CPU and wakeups over {seconds:g} s (no watchdog configured)",
+            value=cpu,
+            unit="s CPU",
+            target="no wakeups but the watchdog",
+            met=wakeups == 0,
+            details={"wakeups": wakeups, "window_s": seconds},
+        )
+    )

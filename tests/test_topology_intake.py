@@ -1,0 +1,93 @@
+"""Intake builds records from real pyudev devices (through the umockdev bed): every property in
+one pass over libudev's list, and of a disk's ancestors only what the tracker reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nvme_agent.harness.agent import environ_without_bed
+from nvme_agent.harness.bed import Bed, unavailable_reason
+from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
+from nvme_agent.topology import intake
+from nvme_agent.topology.records import PARENT_ATTRIBUTES
+
+#: Runs inside the bed: each device's properties both ways, and its record's parents.
+CHILD = """
+import json, pyudev
+from nvme_agent.topology import intake
+out = []
+context = pyudev.Context()
+for subsystem in ("nvme", "nvme-subsystem", "block", "nvme-generic"):
+    for device in context.list_devices(subsystem=subsystem):
+        record = intake.record_from_device(device, "add")
+        out.append({
+            "devpath": device.device_path,
+            "fast": intake._properties(device),
+            "public": {str(k): str(v) for k, v in device.properties.items()},
+            "parents": [[s, n, dict(a)] for s, n, a in record.parents],
+        })
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.umockdev
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+@pytest.mark.parametrize("multipath", [True, False])
+def test_records_from_real_devices_carry_every_property(multipath: bool) -> None:
+    with Bed(multipath=multipath) as bed:
+        bed.add_controller(ControllerConfig("nvme0", serial="SN1"), quiet=True)
+        parts = (PartitionConfig(1, 64 << 20, fs="ext4", label="p1"),)
+        bed.add_namespace(NamespaceConfig("nvme0", 1, fs="xfs", label="data"), quiet=True)
+        bed.add_namespace(NamespaceConfig("nvme0", 2, partitions=parts), quiet=True)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD],
+            env=bed.env(environ_without_bed()),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+    devices = json.loads(done.stdout)
+    assert len(devices) >= 7  # controller, 2 disks, a partition, 2 generics (+ subsystem)
+    for device in devices:
+        assert device["fast"] == device["public"], device["devpath"]
+        assert device["fast"]["DEVPATH"] == device["devpath"]
+        for subsystem, _name, attrs in device["parents"]:
+            assert set(attrs) <= set(PARENT_ATTRIBUTES[subsystem])
+    disks = [d for d in devices if d["fast"].get("DEVTYPE") == "disk" and "c" not in d["devpath"]]
+    nqn = "nqn.2019-08.org.qemu:subsys0"
+    assert all(d["parents"][0][2] == {"subsysnqn": nqn} for d in disks if d["parents"])
+
+
+class _FakeLibudev:
+    """libudev's property list, as (name, value) byte pairs: the kernel hands udev bytes."""
+
+    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        self.pairs = pairs
+
+    def udev_device_get_properties_list_entry(self, device: object) -> int:
+        return 1 if self.pairs else 0
+
+    def udev_list_entry_get_name(self, entry: int) -> bytes:
+        return self.pairs[entry - 1][0]
+
+    def udev_list_entry_get_value(self, entry: int) -> bytes:
+        return self.pairs[entry - 1][1]
+
+    def udev_list_entry_get_next(self, entry: int) -> int:
+        return entry + 1 if entry < len(self.pairs) else 0
+
+
+class _Device:
+    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        self._libudev = _FakeLibudev(pairs)
+
+
+def test_property_bytes_that_are_not_utf8_never_stop_intake() -> None:
+    pairs = [(b"ID_FS_LABEL", b"caf\xe9\xff"), (b"DEVNAME", b"/dev/nvme0n1")]
+    props = intake._properties(_Device(pairs))
+    assert props == {"ID_FS_LABEL": "caf\ufffd\ufffd", "DEVNAME": "/dev/nvme0n1"}
