@@ -97,29 +97,7 @@ def test_burst_reaches_the_daemon_in_order(bed_support: None) -> None:
     assert added == list(range(10, 50))
 
 
-#: Bundled scenarios that fail only because of today's topology model (they flip when the
-#: model learns paths of one namespace across controllers).
-MODEL_GAPS = {
-    "qemu-two-controllers-no-multipath.yaml": (
-        "topology: with nvme_core.multipath=N the second controller's disk nvme1n1 supersedes "
-        "nvme0n1 ('remove event lost') and losing that path removes the namespace"
-    ),
-}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(
-            p,
-            id=p.stem,
-            marks=[pytest.mark.xfail(strict=True, reason=MODEL_GAPS[p.name])]
-            if p.name in MODEL_GAPS
-            else [],
-        )
-        for p in bundled().values()
-    ],
-)
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in bundled().values()])
 def test_every_bundled_scenario_passes(path: Path, bed_support: None) -> None:
     records: list[dict[str, Any]] = []
     outcome = Simulation(load_scenario(path), lambda rec, _text: records.append(rec)).run()
@@ -164,21 +142,12 @@ def test_connecting_fabrics_controllers_reach_the_daemon(bed_support: None) -> N
     assert not [r for r in records if r["type"] == "namespace-removed"]  # path loss only
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="topology: a connecting controller's (efault) attributes are published as its "
-    "serial and NQN, and going live reads as controller-removed + controller-added",
-)
 def test_efault_never_reaches_the_event_stream(bed_support: None) -> None:
     _ok, records = run(TCP)
     assert "(efault)" not in json.dumps([r for r in records if r["type"] != "step"])
     assert [r["ctrl"] for r in records if r["type"] == "controller-removed"] == ["nvme0"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="topology: a multipath namespace keeps a removed controller in its controllers",
-)
 def test_a_removed_controller_is_no_longer_a_path(bed_support: None) -> None:
     ok, records = run(TCP.replace("{nsid: 1}}", "{nsid: 1, controllers: [nvme1]}}"))
     assert ok, [r for r in records if r["type"] == "expect"]
