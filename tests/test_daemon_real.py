@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from support.daemon import Agent, is_result
 
@@ -235,6 +237,18 @@ rules:
 """
 
 
+def _wait_for_processes(cmdline: list[str], timeout: float = 30.0) -> list[psutil.Process]:
+    """The processes running ``cmdline``, once there is at least one (bounded poll of /proc)."""
+    ticker = threading.Event()
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == cmdline]
+        if found or time.monotonic() > deadline:
+            assert found, f"no process {cmdline} within {timeout}s"
+            return found
+        ticker.wait(0.02)
+
+
 def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
@@ -261,8 +275,13 @@ def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path)
         first.start()  # READY while the partition's hook still blocks on the gate
         state = json.loads((workdir / "run" / "topology.json").read_text())
         assert [h for h in state["handled"] if h[1] == 7] == []
+        orphans = _wait_for_processes(["/usr/bin/cat", str(fifo)])  # the hook is running
         first.kill()
         release_gate()  # the orphaned hook of the killed daemon
+        # Until the orphan has closed its end, a second writer would pair with it instead of
+        # with the new daemon's hook, which would then wait for a writer forever.
+        _gone, alive = psutil.wait_procs(orphans, timeout=30)
+        assert not alive, alive
         gate = threading.Thread(target=release_gate)
         gate.start()
         second = Agent(policy, workdir, env, dry_run=False).start()
