@@ -89,10 +89,11 @@ def test_first_matching_rule_decides_and_explains_earlier_ones() -> None:
     # decide says how many rules did not match; only explain=True says why (a sentence a rule)
     assert why_not not in plan.explanation
     assert "1 rule before did not match (nvme-agent explain says why)" in plan.explanation
-    matched = "rules[1] 'scratch': matched: fs_label 'scratch-a' matches 'scratch-*'"
-    assert any(line.startswith(matched) for line in plan.explanation)
+    assert "rules[1] 'scratch': matched" in plan.explanation
     explained = decide(added(ns), topology(ns), POLICY, explain=True)
     assert why_not in explained.explanation
+    matched = "rules[1] 'scratch': matched: fs_label 'scratch-a' matches 'scratch-*'"
+    assert any(line.startswith(matched) for line in explained.explanation)
     assert explained.actions == plan.actions
     verdicts = explain(added(ns), topology(ns), POLICY)
     assert [(v.index, v.matched) for v in verdicts] == [(0, False), (1, True)]

@@ -134,6 +134,33 @@ class Checker:
             if k not in mapping:
                 self.report((*path, k), "required key missing")
 
+    # The opt_* checkers take the mapping and the key, and build the key's path only to report
+    # a problem: a large policy has thousands of keys that are absent, or right.
+
+    def opt_bool(self, m: dict[str, Any], path: Path, key: str, default: bool) -> bool:
+        value = m.get(key)
+        return default if value is None else self.boolean(value, (*path, key), default)
+
+    def opt_seconds(self, m: dict[str, Any], path: Path, key: str, default: float) -> float:
+        value = m.get(key)
+        return default if value is None else self.seconds(value, (*path, key), default)
+
+    def opt_owner(self, m: dict[str, Any], path: Path, key: str) -> str | None:
+        value = m.get(key)
+        return None if value is None else self.owner(value, (*path, key))
+
+    def opt_mode(self, m: dict[str, Any], path: Path, key: str) -> int | None:
+        value = m.get(key)
+        return None if value is None else self.mode(value, (*path, key))
+
+    def opt_string(self, m: dict[str, Any], path: Path, key: str) -> str | None:
+        value = m.get(key)
+        return None if value is None else self.string(value, (*path, key))
+
+    def opt_signal(self, m: dict[str, Any], path: Path, key: str, default: str) -> str:
+        value = m.get(key)
+        return default if value is None else self.signal(value, (*path, key), default)
+
     def boolean(self, value: Any, path: Path, default: bool) -> bool:
         if value is None:
             return default

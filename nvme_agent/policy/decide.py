@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from nvme_agent.policy.explain import RuleVerdict, evaluate
+from nvme_agent.policy.explain import evaluate
 from nvme_agent.policy.facts import Facts, facts_for
 from nvme_agent.policy.plan import (
     ActionSpec,
@@ -67,6 +67,7 @@ from nvme_agent.topology.model import TopologySnapshot
 
 #: Filesystems ``grow`` knows how to grow.
 GROWABLE = frozenset({"ext4", "xfs"})
+_HOOKED = ADD_KINDS | REMOVE_KINDS | RESIZE_KINDS
 PATH_MAX = 4095
 REFUSED = "refused: "
 
@@ -81,27 +82,60 @@ def plan_key(change: Change) -> str:
     return "unknown"
 
 
-def mount_target(tpl: Template, facts: Facts, mount_root: str) -> str:
+def mount_target(
+    tpl: Template, facts: Facts, mount_root: str, values: dict[str, str] | None = None
+) -> str:
     """Render a mount path: every value one safe component, the result below ``mount_root``.
 
     Raises :class:`TemplateError` if the result would escape (defence in depth: validation
-    already checked the template's fixed parts).
+    already checked the template's fixed parts).  ``values``: ``facts.template_values()``
+    when the caller has them already.
     """
-    values = facts.template_values()
+    values = facts.template_values() if values is None else values
     rendered = tpl.render(values, lambda _f, v: component(v, facts.fallback))
     target = os.path.normpath(rendered)
     root = os.path.normpath(mount_root)
-    if not target.startswith("/") or target == root or os.path.commonpath([target, root]) != root:
+    inside = root.rstrip("/") + "/"
+    if not target.startswith(inside) or target == root:
         raise TemplateError(f"mount path {rendered!r} is not below {root}")
     if len(target.encode("utf-8", errors="surrogateescape")) > PATH_MAX:
         raise TemplateError(f"mount path for {facts.devname} is longer than {PATH_MAX} bytes")
     return target
 
 
+#: The variables every ``exec`` hook gets besides ``PATH`` and ``LANG`` (the man page lists them
+#: from here; a test checks that :func:`hook_env` sets these and no others).
+HOOK_ENV: dict[str, str] = {
+    "NVME_AGENT_EVENT": "the change: namespace-added, namespace-removed, namespace-resized, "
+    "namespace-changed, partition-added, partition-removed",
+    "NVME_AGENT_RULE": "the rule's name (rules[INDEX] when it has none)",
+    "NVME_AGENT_REASON": "why, when the change says (eject; while the agent was down)",
+    "NVME_AGENT_COLDPLUG": "1 for a device found at start rather than by an event",
+    "NVME_NSID": "the namespace ID",
+    "NVME_CTRL": "the controller (nvme0)",
+    "NVME_SUBSYSNQN": "the subsystem NQN",
+    "NVME_SERIAL": "the controller's serial number",
+    "NVME_MODEL": "the controller's model",
+    "DEVNAME": "the block device (/dev/nvme0n1, /dev/nvme0n1p2)",
+    "NVME_PARTN": "the partition number, for a partition",
+    "MOUNTPOINT": "where the rule's mount action mounts (or mounted) the target",
+    "NVME_NS_UUID": "the namespace UUID",
+    "NVME_NS_NGUID": "the namespace NGUID",
+    "NVME_NS_EUI64": "the namespace EUI-64",
+    "NVME_NS_WWID": "the namespace WWID",
+    "NVME_IDENTITY": "the namespace identity (uuid:..., wwid:..., ...)",
+    "NVME_IDENTITY_WEAK": "1 when the identity cannot tell a swapped image from the old one",
+    "ID_FS_TYPE": "the filesystem type",
+    "ID_FS_LABEL": "the filesystem label",
+    "ID_FS_UUID": "the filesystem UUID",
+}
+
+
 def hook_env(
     change: Change, facts: Facts, rule: Rule | None, mountpoint: str | None
 ) -> dict[str, str]:
-    """The environment every ``exec`` hook of this plan gets (values raw, NUL removed)."""
+    """The environment every ``exec`` hook of this plan gets (values raw, NUL removed): the
+    :data:`HOOK_ENV` variables that have a value."""
     raw: dict[str, str | None] = {
         "NVME_AGENT_EVENT": change.type.value,
         "NVME_AGENT_RULE": rule.ident if rule else None,
@@ -153,7 +187,7 @@ class _Builder:
         mount = rule.mount
         if mount is not None:
             try:
-                self.mountpoint = mount_target(mount.path, facts, self.root)
+                self.mountpoint = mount_target(mount.path, facts, self.root, self.values)
             except TemplateError as exc:
                 self.mountpoint_error = str(exc)
         self.mounted = False
@@ -288,7 +322,7 @@ def _hook(change: Change, rule: Rule) -> tuple[str, tuple[Action, ...]]:
 def _first(facts: Facts, rules: tuple[Rule, ...]) -> int:
     """The position of the first rule whose conditions hold, or -1 (verdicts only)."""
     for i, rule in enumerate(rules):
-        if rule.matcher.matches(facts):
+        if rule.holds(facts):
             return i
     return -1
 
@@ -312,8 +346,8 @@ def _select(facts: Facts, policy: Policy, explain: bool) -> tuple[Rule | None, l
         s = "" if before == 1 else "s"
         lines.append(f"{before} rule{s} before did not match (nvme-agent explain says why)")
     if rule is not None:
-        _, reason = rule.matcher.test(facts)
-        lines.append(RuleVerdict(rule.index, rule.name, True, reason, rule.ignore).line())
+        tail = " (ignore: true, nothing happens)" if rule.ignore else ""
+        lines.append(f"{rule.label}: matched{tail}")
     return rule, lines
 
 
@@ -341,20 +375,20 @@ def decide(
     lines += tried
     if change.type == ChangeType.NAMESPACE_CHANGED:
         return _changed(base, topology, policy, facts, rule, lines)
-    env = hook_env(change, facts, rule, None)
     if rule is None:
         lines.append("no rule matched: the change is logged and streamed, nothing else happens")
-        return _with(base, env=env, explanation=tuple(lines))
-    if rule.ignore:
-        return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
-    if change.type not in ADD_KINDS | REMOVE_KINDS | RESIZE_KINDS:  # pragma: no cover
-        lines.append(f"{change.type.value} has no policy hook")
+        return _with(base, env=hook_env(change, facts, rule, None), explanation=tuple(lines))
+    if rule.ignore or change.type not in _HOOKED:
+        if not rule.ignore:  # pragma: no cover - every namespace change kind has a hook
+            lines.append(f"{change.type.value} has no policy hook")
+        env = hook_env(change, facts, rule, None)
         return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
     removal = change.type in REMOVE_KINDS
     builder = _Builder(change, facts, rule, policy, device_gone=change.reason != "eject")
     hook, actions = _hook(change, rule)
     specs = _build(builder, _todo(rule, hook, actions, removal, policy), removal, lines)
     if specs is None:
+        env = hook_env(change, facts, rule, None)
         return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
     lines.extend(builder.notes)
     mountpoint = builder.mountpoint if (builder.mounted or removal) else None

@@ -39,8 +39,13 @@ class Facts:
     fs_label: str | None
     fs_uuid: str | None
     fs_usage: str | None
-    partition_table: str | None
     properties: Properties = field(default_factory=Properties)
+
+    @property
+    def partition_table(self) -> str | None:
+        """The partition table type (gpt, dos), if the target carries one."""
+        # Looked up when asked, not per decision: only a skipped mount explains with it.
+        return self.properties.get("ID_PART_TABLE_TYPE") or None
 
     @property
     def fallback(self) -> str:
@@ -137,6 +142,5 @@ def facts_for(
         fs_label=fs.label if fs else None,
         fs_uuid=fs.uuid if fs else None,
         fs_usage=fs.usage if fs else None,
-        partition_table=props.get("ID_PART_TABLE_TYPE") or None,
         properties=props,
     )

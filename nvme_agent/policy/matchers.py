@@ -1,15 +1,18 @@
 """Rule conditions, compiled once into small matcher objects.
 
-Every matcher answers two questions.  ``matches(facts) -> bool`` is what ``decide`` asks, for
-every rule until one matches: it builds no text, and globs are regular expressions compiled at
-load time.  ``test(facts) -> (matched, reason)`` is what ``nvme-agent explain`` asks: the reason
-is an operator-facing phrase ("fs_label 'data' does not match 'scratch-*'").  Strings are
-matched like :func:`fnmatch.fnmatchcase`; hexadecimal identifiers (uuid, nguid, eui64, wwid,
-fs_uuid) case-insensitively, since tools disagree on their case.
+Every matcher answers two questions.  ``holds(facts) -> bool`` is what ``decide`` asks, for
+every rule until one matches: one closure built at load time, which builds no text (most globs
+become string comparisons, the others regular expressions compiled once).
+``test(facts) -> (matched, reason)`` is what ``nvme-agent explain`` asks: the reason is an
+operator-facing phrase ("fs_label 'data' does not match 'scratch-*'").  Strings are matched
+like :func:`fnmatch.fnmatchcase`; hexadecimal identifiers (uuid, nguid, eui64, wwid, fs_uuid)
+case-insensitively, since tools disagree on their case.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,18 +47,104 @@ def glob_problem(pattern: str) -> str | None:
     return None
 
 
-def compile_globs(patterns: Sequence[str], casefold: bool = False) -> Callable[[str], Any]:
-    """One regular expression's ``match`` for all of ``patterns`` (fnmatchcase semantics;
-    with ``casefold`` the caller lower-cases the value)."""
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _simple(pattern: str) -> tuple[str, str] | None:
+    """("exact"|"prefix"|"suffix"|"contains"|"all", text) for a pattern whose only glob
+    characters are leading or trailing stars; None for anything a regex must do."""
+    if not _GLOB_CHARS.intersection(pattern):
+        return "exact", pattern
+    if "?" in pattern or "[" in pattern:
+        return None
+    if pattern.strip("*") == "":
+        return "all", ""
+    inner = pattern[1:-1] if pattern.startswith("*") and pattern.endswith("*") else None
+    if inner is not None and "*" not in inner:
+        return "contains", inner
+    if pattern.endswith("*") and "*" not in pattern[:-1]:
+        return "prefix", pattern[:-1]
+    if pattern.startswith("*") and "*" not in pattern[1:]:
+        return "suffix", pattern[1:]
+    return None
+
+
+def _contains(part: str) -> Callable[[str], bool]:
+    return lambda value: part in value
+
+
+def _any_of(tests: list[Callable[[str], bool]]) -> Callable[[str], bool]:
+    def test(value: str) -> bool:
+        for t in tests:  # noqa: SIM110  (as in All.matches)
+            if t(value):
+                return True
+        return False
+
+    return test
+
+
+@functools.lru_cache(maxsize=8192)
+def compile_globs(patterns: tuple[str, ...], casefold: bool = False) -> Callable[[str], bool]:
+    """A test of a value against ``patterns`` with :func:`fnmatch.fnmatchcase`'s meaning (with
+    ``casefold``, the caller lower-cases the value).
+
+    Most policy globs are a literal or a literal with a leading or trailing star: those become
+    string comparisons, the rest one regular expression.  Cached: large policies repeat their
+    globs (``fs_type: [ext4, xfs]``), and compiling a regex costs more than deciding.
+    """
     pats = [p.lower() for p in patterns] if casefold else list(patterns)
-    return re.compile("|".join(f"(?:{translate(p)})" for p in pats)).match
+    exact: set[str] = set()
+    starts: list[str] = []
+    ends: list[str] = []
+    inside: list[str] = []
+    rest: list[str] = []
+    for p in pats:
+        simple = _simple(p)
+        if simple is None:
+            rest.append(p)
+        elif simple[0] == "all":
+            return lambda _value: True
+        elif simple[0] == "exact":
+            exact.add(simple[1])
+        elif simple[0] == "prefix":
+            starts.append(simple[1])
+        elif simple[0] == "suffix":
+            ends.append(simple[1])
+        else:
+            inside.append(simple[1])
+    tests: list[Callable[[str], bool]] = []
+    if len(exact) == 1:
+        only = next(iter(exact))
+        tests.append(lambda value: value == only)
+    elif exact:
+        tests.append(frozenset(exact).__contains__)
+    if starts:
+        prefixes = tuple(starts)
+        tests.append(lambda value: value.startswith(prefixes))
+    if ends:
+        suffixes = tuple(ends)
+        tests.append(lambda value: value.endswith(suffixes))
+    tests += [_contains(part) for part in inside]
+    if rest:
+        match = re.compile("|".join(f"(?:{translate(p)})" for p in rest)).match
+        tests.append(lambda value: match(value) is not None)
+    return tests[0] if len(tests) == 1 else _any_of(tests)
+
+
+Test = Callable[[Facts], bool]
 
 
 class Matcher:
-    """Base class: a condition on :class:`Facts`."""
+    """Base class: a condition on :class:`Facts`.
 
-    def matches(self, facts: Facts) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
+    ``holds`` is the verdict as one closure, built when the matcher is: what ``decide`` calls
+    for every rule it tries, so it costs one Python frame per condition evaluated.
+    """
+
+    holds: Test
+
+    def matches(self, facts: Facts) -> bool:
+        return self.holds(facts)
 
     def test(self, facts: Facts) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -65,6 +154,27 @@ def _pats(patterns: tuple[str, ...]) -> str:
     return repr(patterns[0]) if len(patterns) == 1 else "any of " + repr(list(patterns))
 
 
+def _fact_glob(key: str, patterns: tuple[str, ...], casefold: bool) -> Test:
+    """The verdict of a :class:`Glob`; a single literal or prefix glob gets a closure of its
+    own (the shape of most rules), the rest goes through :func:`compile_globs`."""
+    get = operator.attrgetter(key)
+    simple = _simple(patterns[0]) if len(patterns) == 1 and not casefold else None
+    if simple is not None:
+        kind, text = simple
+        if kind == "exact":
+            return lambda facts: get(facts) == text
+        if kind == "prefix":
+            return lambda facts: (v := get(facts)) is not None and v.startswith(text)
+    match = compile_globs(patterns, casefold)
+    if casefold:
+        return lambda facts: (v := get(facts)) is not None and match(v.lower())
+    return lambda facts: (v := get(facts)) is not None and match(v)
+
+
+def _set(matcher: Matcher, holds: Test) -> None:
+    object.__setattr__(matcher, "holds", holds)
+
+
 @dataclass(frozen=True, slots=True)
 class Glob(Matcher):
     """The string fact ``key`` (a :class:`Facts` attribute) matches one of ``patterns``."""
@@ -72,16 +182,10 @@ class Glob(Matcher):
     key: str
     patterns: tuple[str, ...]
     casefold: bool = False
-    _match: Callable[[str], Any] = field(init=False, repr=False, compare=False)
+    holds: Test = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_match", compile_globs(self.patterns, self.casefold))
-
-    def matches(self, facts: Facts) -> bool:
-        value = getattr(facts, self.key)
-        if value is None:
-            return False
-        return self._match(value.lower() if self.casefold else value) is not None
+        _set(self, _fact_glob(self.key, self.patterns, self.casefold))
 
     def test(self, facts: Facts) -> Verdict:
         value = getattr(facts, self.key)
@@ -89,7 +193,7 @@ class Glob(Matcher):
             return False, f"{self.key} is absent (wanted {_pats(self.patterns)})"
         probe = value.lower() if self.casefold else value
         for p in self.patterns:
-            if compile_globs((p,), self.casefold)(probe) is not None:
+            if compile_globs((p,), self.casefold)(probe):
                 return True, f"{self.key} {value!r} matches {p!r}"
         return False, f"{self.key} {value!r} does not match {_pats(self.patterns)}"
 
@@ -99,9 +203,11 @@ class Nsid(Matcher):
     """The namespace ID is one of ``values``."""
 
     values: frozenset[int]
+    holds: Test = field(init=False, repr=False, compare=False)
 
-    def matches(self, facts: Facts) -> bool:
-        return facts.nsid in self.values
+    def __post_init__(self) -> None:
+        values = self.values
+        _set(self, lambda facts: facts.nsid in values)
 
     def test(self, facts: Facts) -> Verdict:
         want = ", ".join(str(v) for v in sorted(self.values))
@@ -116,9 +222,14 @@ class Flag(Matcher):
 
     key: str
     expected: bool
+    holds: Test = field(init=False, repr=False, compare=False)
 
-    def matches(self, facts: Facts) -> bool:
-        return bool(getattr(facts, self.key)) == self.expected
+    def __post_init__(self) -> None:
+        get = operator.attrgetter(self.key)
+        if self.expected:
+            _set(self, lambda facts: bool(get(facts)))
+        else:
+            _set(self, lambda facts: not get(facts))
 
     def test(self, facts: Facts) -> Verdict:
         value = bool(getattr(facts, self.key))
@@ -134,15 +245,17 @@ class Size(Matcher):
 
     minimum: int | None
     maximum: int | None
+    holds: Test = field(init=False, repr=False, compare=False)
 
-    def matches(self, facts: Facts) -> bool:
-        size = facts.size
-        if size is None:
-            return False
-        return not (
-            (self.minimum is not None and size < self.minimum)
-            or (self.maximum is not None and size > self.maximum)
-        )
+    def __post_init__(self) -> None:
+        lo = -1 if self.minimum is None else self.minimum
+        hi = self.maximum
+
+        def holds(facts: Facts) -> bool:
+            size = facts.size
+            return size is not None and size >= lo and (hi is None or size <= hi)
+
+        _set(self, holds)
 
     def test(self, facts: Facts) -> Verdict:
         if facts.size is None:
@@ -161,23 +274,42 @@ class Property(Matcher):
 
     name: str
     patterns: tuple[str, ...]
-    _match: Callable[[str], Any] = field(init=False, repr=False, compare=False)
+    holds: Test = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_match", compile_globs(self.patterns))
-
-    def matches(self, facts: Facts) -> bool:
-        value = facts.properties.get(self.name)
-        return value is not None and self._match(value) is not None
+        name, match = self.name, compile_globs(self.patterns)
+        _set(self, lambda facts: (v := facts.properties.get(name)) is not None and match(v))
 
     def test(self, facts: Facts) -> Verdict:
         value = facts.properties.get(self.name)
         if value is None:
             return False, f"property {self.name} is absent"
         for p in self.patterns:
-            if compile_globs((p,))(value) is not None:
+            if compile_globs((p,))(value):
                 return True, f"property {self.name} {value!r} matches {p!r}"
         return False, f"property {self.name} {value!r} does not match {_pats(self.patterns)}"
+
+
+def _all(tests: tuple[Test, ...]) -> Test:
+    # Unrolled for the usual two or three conditions of a rule: no loop, no generator.
+    if not tests:
+        return lambda _facts: True
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda facts: a(facts) and b(facts)
+    if len(tests) == 3:
+        a, b, c = tests
+        return lambda facts: a(facts) and b(facts) and c(facts)
+
+    def holds(facts: Facts) -> bool:
+        for t in tests:  # noqa: SIM110  (a generator per rule tried would cost 3x)
+            if not t(facts):
+                return False
+        return True
+
+    return holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +317,10 @@ class All(Matcher):
     """Every condition holds (a ``match:`` mapping).  Empty: matches everything."""
 
     items: tuple[Matcher, ...]
+    holds: Test = field(init=False, repr=False, compare=False)
 
-    def matches(self, facts: Facts) -> bool:
-        # A loop, not all(<generator>): a generator per rule tried costs 3x (decide's hot path).
-        for m in self.items:  # noqa: SIM110
-            if not m.matches(facts):
-                return False
-        return True
+    def __post_init__(self) -> None:
+        _set(self, _all(tuple(m.holds for m in self.items)))
 
     def test(self, facts: Facts) -> Verdict:
         if not self.items:
@@ -208,12 +337,18 @@ class Any_(Matcher):
     """At least one alternative holds (``any: [...]``)."""
 
     items: tuple[Matcher, ...]
+    holds: Test = field(init=False, repr=False, compare=False)
 
-    def matches(self, facts: Facts) -> bool:
-        for m in self.items:  # noqa: SIM110  (as in All.matches)
-            if m.matches(facts):
-                return True
-        return False
+    def __post_init__(self) -> None:
+        tests = tuple(m.holds for m in self.items)
+
+        def holds(facts: Facts) -> bool:
+            for t in tests:  # noqa: SIM110  (as in _all)
+                if t(facts):
+                    return True
+            return False
+
+        _set(self, holds)
 
     def test(self, facts: Facts) -> Verdict:
         reasons: list[str] = []
@@ -230,9 +365,11 @@ class Not(Matcher):
     """The inner condition does not hold (``not: {...}``)."""
 
     inner: Matcher
+    holds: Test = field(init=False, repr=False, compare=False)
 
-    def matches(self, facts: Facts) -> bool:
-        return not self.inner.matches(facts)
+    def __post_init__(self) -> None:
+        inner = self.inner.holds
+        _set(self, lambda facts: not inner(facts))
 
     def test(self, facts: Facts) -> Verdict:
         ok, reason = self.inner.test(facts)

@@ -186,9 +186,7 @@ SHAPES: dict[Shape, ShapeDoc] = {
         "non-empty list of condition mappings",
         {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/match"}},
     ),
-    Shape.ACTIONS: ShapeDoc(
-        "list of actions", {"type": "array", "items": {"$ref": "#/$defs/action"}}
-    ),
+    Shape.ACTIONS: ShapeDoc("list of actions", None),
     Shape.RULES: ShapeDoc(
         "list of rules",
         {"oneOf": [{"type": "null"}, {"type": "array", "items": {"$ref": "#/$defs/rule"}}]},

@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 from nvme_agent.policy.errors import PolicyIssue
+from nvme_agent.policy.facts import Facts
 from nvme_agent.policy.matchers import Matcher, compile_match
 from nvme_agent.policy.shapes import Shape
 from nvme_agent.policy.templates import Template
@@ -134,13 +136,13 @@ class Timeouts:
         "A timed-out hook's whole process group gets SIGTERM, then SIGKILL."
     )
 
-    mount: Annotated[float, Key("mount actions, including fsck", Shape.SECONDS)] = 60.0
+    mount: Annotated[float, Key("Mount actions, including fsck.", Shape.SECONDS)] = 60.0
     unmount: Annotated[
-        float, Key("unmount actions: waiting for holders and the unmount itself", Shape.SECONDS)
+        float, Key("Unmount actions: waiting for holders and the unmount itself.", Shape.SECONDS)
     ] = 30.0
-    exec: Annotated[float, Key("exec actions (hooks)", Shape.SECONDS)] = 30.0
-    systemd: Annotated[float, Key("systemd actions (systemctl)", Shape.SECONDS)] = 60.0
-    grow: Annotated[float, Key("grow actions (resize2fs, xfs_growfs)", Shape.SECONDS)] = 300.0
+    exec: Annotated[float, Key("Exec actions (hooks).", Shape.SECONDS)] = 30.0
+    systemd: Annotated[float, Key("Systemd actions (systemctl).", Shape.SECONDS)] = 60.0
+    grow: Annotated[float, Key("Grow actions (resize2fs, xfs_growfs).", Shape.SECONDS)] = 300.0
 
 
 _TIMEOUTS = Timeouts()
@@ -307,7 +309,9 @@ class Match:
 
 def _timeout(kind: str) -> Key:
     return Key(
-        "seconds this action may take", Shape.SECONDS, default_text=f"defaults.timeouts.{kind}"
+        "How long this action may take, in seconds.",
+        Shape.SECONDS,
+        default_text=f"defaults.timeouts.{kind}",
     )
 
 
@@ -568,9 +572,13 @@ class Rule:
     ] = True
     line: int | None = None
     matcher: Matcher = field(init=False, repr=False, compare=False)
+    #: ``matcher.holds``, one attribute away from the loop in ``decide`` that tries the rules.
+    holds: Callable[[Facts], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "matcher", compile_match(self.match, keys_of(Match)))
+        matcher = compile_match(self.match, keys_of(Match))
+        object.__setattr__(self, "matcher", matcher)
+        object.__setattr__(self, "holds", matcher.holds)
 
     @property
     def label(self) -> str:

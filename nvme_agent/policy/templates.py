@@ -137,7 +137,12 @@ def bounded(text: str, limit: int = MAX_COMPONENT_BYTES) -> str:
 
 def component(value: str | None, fallback: str) -> str:
     """``value`` as one safe path component (see the module docstring)."""
-    text = "".join(_clean_char(c) for c in (value or ""))
+    text = value or ""
+    if text.isascii() and text.isprintable():
+        # The common case, without a look at each character: only the separators to replace.
+        text = text.replace("/", "_").replace("\\", "_")
+    else:
+        text = "".join(_clean_char(c) for c in text)
     text = text.strip()
     if text.startswith("-"):
         text = "_" + text[1:]

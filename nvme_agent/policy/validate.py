@@ -11,6 +11,7 @@ so are the defaults: a key is added, renamed or documented there and nowhere els
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Literal, cast
 
@@ -53,6 +54,7 @@ DEFAULT_KEYS = key_names(Defaults)
 TIMEOUT_KEYS = key_names(Timeouts)
 RULE_KEYS = key_names(Rule)
 MATCH_KEYS = key_names(Match)
+_MATCH_INDEX = {k.name: k for k in keys_of(Match)}
 HOOKS = Rule.HOOKS
 ACTION_KINDS = tuple(cls.KIND for cls in ACTION_TYPES)
 #: Which hooks each action kind may appear in.
@@ -66,6 +68,9 @@ SIGNAL_KEYS = key_names(SignalAction)
 SIGNAL_TARGETS = SignalAction.ONE_OF
 GROW_KEYS = key_names(GrowAction)
 REQUIRED_EXEC = tuple(k.name for k in keys_of(ExecAction) if k.required)
+_Verb = Literal["start", "stop", "restart", "reload"]
+#: Template fields of device data (``mountpoint`` is only there in rules that mount).
+_DEVICE_FIELDS = FIELDS - {"mountpoint"}
 #: Options that undo the protections we warn about.
 SAFETY_OPTIONS = ("nodev", "nosuid")
 #: A mount root may not be one of these trees or lie inside one: a device label would pick a
@@ -122,8 +127,51 @@ def _probe(_field: str, _value: str) -> str:
     return "x"
 
 
+# The two checks below are pure functions of a template, cached: a large policy repeats the
+# same few mount paths and unit names, and rendering and path arithmetic cost more than that.
+
+
+@functools.lru_cache(maxsize=4096)
+def mount_path_verdict(tpl: Template, root: str) -> tuple[str | None, str | None]:
+    """(why ``tpl`` cannot be a mount path below ``root``, a warning about it), each or None."""
+    probe = tpl.render({}, _probe)
+    if not probe.startswith("/"):
+        return f"{tpl.source!r} is a relative path; mount paths are absolute", None
+    if any(part in (".", "..") for part in tpl.source.split("/")):
+        return f"{tpl.source!r} has . or .. components", None
+    if not _under(probe, root):
+        return f"{tpl.source!r} is not below mount_root {root}", None
+    if not tpl.fields:
+        return None, "a fixed mount path: a second matching device will find it occupied"
+    return None, None
+
+
+@functools.lru_cache(maxsize=4096)
+def unit_problem(tpl: Template) -> str | None:
+    """Why ``tpl`` cannot render a valid unit name, or None."""
+    try:
+        check_unit_name(tpl.render({}, _probe))
+    except TemplateError as exc:
+        return str(exc)
+    return None
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable form of parsed YAML that tells apart what compiles differently (``1`` and
+    ``true`` and ``1.0`` are equal in Python, not in a policy)."""
+    if isinstance(value, dict):
+        return ("map", tuple((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("seq", tuple(_frozen(v) for v in value))
+    return (type(value), value)
+
+
 class Compiler(Checker):
     """Builds the :class:`Policy`, reporting problems as it goes."""
+
+    def __init__(self, doc: Document) -> None:
+        super().__init__(doc)
+        self.known_actions: dict[Any, Action] = {}
 
     def policy(self) -> Policy:
         data = self.doc.data
@@ -166,22 +214,18 @@ class Compiler(Checker):
             mount_root=self.mount_root(d, path),
             mount_options=options,
             timeouts=self.timeouts(d.get("timeouts"), (*path, "timeouts")),
-            reconcile_on_reload=self.boolean(
-                d.get("reconcile_on_reload"),
-                (*path, "reconcile_on_reload"),
-                default_of(Defaults, "reconcile_on_reload"),
+            reconcile_on_reload=self.opt_bool(
+                d, path, "reconcile_on_reload", default_of(Defaults, "reconcile_on_reload")
             ),
-            unmount_on_stop=self.boolean(
-                d.get("unmount_on_stop"),
-                (*path, "unmount_on_stop"),
-                default_of(Defaults, "unmount_on_stop"),
+            unmount_on_stop=self.opt_bool(
+                d, path, "unmount_on_stop", default_of(Defaults, "unmount_on_stop")
             ),
             allowed_filesystems=self.filesystems(
                 d.get("allowed_filesystems"),
                 (*path, "allowed_filesystems"),
                 default_of(Defaults, "allowed_filesystems"),
             ),
-            admin_group=self.owner(d.get("admin_group"), (*path, "admin_group")),
+            admin_group=self.opt_owner(d, path, "admin_group"),
         )
 
     def mount_root(self, d: dict[str, Any], path: Path) -> str:
@@ -243,7 +287,7 @@ class Compiler(Checker):
         if r is None:
             return None
         self.keys(r, path, RULE_KEYS)
-        ignore = self.boolean(r.get("ignore"), (*path, "ignore"), default_of(Rule, "ignore"))
+        ignore = self.opt_bool(r, path, "ignore", default_of(Rule, "ignore"))
         has_mount = self._declares_mount(r.get("on_add"))
         hooks: dict[str, tuple[Action, ...]] = {}
         for hook in HOOKS:
@@ -255,16 +299,14 @@ class Compiler(Checker):
         line = self.doc.position(path)
         return Rule(
             index=index,
-            name=self.string(r.get("name"), (*path, "name")),
+            name=self.opt_string(r, path, "name"),
             match=self.matcher(r.get("match"), (*path, "match")) or Match(),
             ignore=ignore,
             on_add=hooks["on_add"],
             on_remove=hooks["on_remove"],
             on_resize=hooks["on_resize"],
-            implied_unmount=self.boolean(
-                r.get("implied_unmount"),
-                (*path, "implied_unmount"),
-                default_of(Rule, "implied_unmount"),
+            implied_unmount=self.opt_bool(
+                r, path, "implied_unmount", default_of(Rule, "implied_unmount")
             ),
             line=line[0] if line else None,
         )
@@ -283,9 +325,10 @@ class Compiler(Checker):
             return None
         self.keys(m, path, MATCH_KEYS)
         given: dict[str, Any] = {}
-        for info in keys_of(Match):
-            if info.name in m:
-                checked = self.condition(info.shape, m[info.name], (*path, info.name))
+        for name, raw in m.items():
+            info = _MATCH_INDEX.get(name)
+            if info is not None:
+                checked = self.condition(info.shape, raw, (*path, name))
                 if checked is not None:
                     given[info.attr] = checked
         lo, hi = given.get("size_min"), given.get("size_max")
@@ -332,10 +375,30 @@ class Compiler(Checker):
             return ()
         out: list[Action] = []
         for i, item in enumerate(value):
-            action = self.action(item, (*path, i), hook, defaults, has_mount)
+            action = self.cached_action(item, (*path, i), hook, defaults, has_mount)
             if action is not None:
                 out.append(action)
         return tuple(out)
+
+    def cached_action(
+        self, value: Any, path: Path, hook: str, defaults: Defaults, has_mount: bool
+    ) -> Action | None:
+        """:meth:`action`, compiled once per distinct action text of the policy.
+
+        Generated policies repeat the same few actions in hundreds of rules.  An action that
+        compiled without a problem compiles to the same value wherever it appears (the
+        defaults are the policy's, the hook and whether the rule mounts are in the key), so it
+        is shared; one with a problem is compiled again where it appears, to be reported there.
+        """
+        key = (_frozen(value), hook, has_mount)
+        found = self.known_actions.get(key)
+        if found is not None:
+            return found
+        before = len(self.issues)
+        action = self.action(value, path, hook, defaults, has_mount)
+        if action is not None and len(self.issues) == before:
+            self.known_actions[key] = action
+        return action
 
     def action(
         self, value: Any, path: Path, hook: str, defaults: Defaults, has_mount: bool
@@ -358,7 +421,7 @@ class Compiler(Checker):
         b = self.mapping(body, p)
         if b is None:
             return None
-        fields = FIELDS if has_mount else FIELDS - {"mountpoint"}
+        fields = FIELDS if has_mount else _DEVICE_FIELDS
         if kind == "mount":
             return self.mount(b, p, defaults)
         if kind == "unmount":
@@ -370,9 +433,7 @@ class Compiler(Checker):
         if kind == "signal":
             return self.signal_action(b, p, fields)
         self.keys(b, p, GROW_KEYS)
-        return GrowAction(
-            timeout=self.seconds(b.get("timeout"), (*p, "timeout"), defaults.timeouts.grow)
-        )
+        return GrowAction(timeout=self.opt_seconds(b, p, "timeout", defaults.timeouts.grow))
 
     def unmount(
         self, b: dict[str, Any], p: Path, timeouts: Timeouts, has_mount: bool
@@ -388,22 +449,18 @@ class Compiler(Checker):
             )
             on_busy = default_of(UnmountAction, "on_busy")
         return UnmountAction(
-            timeout=self.seconds(b.get("timeout"), (*p, "timeout"), timeouts.unmount),
+            timeout=self.opt_seconds(b, p, "timeout", timeouts.unmount),
             on_busy=cast(OnBusy, on_busy),
-            signal=self.signal(
-                b.get("signal"), (*p, "signal"), default_of(UnmountAction, "signal")
-            ),
-            lazy_fallback=self.boolean(
-                b.get("lazy_fallback"),
-                (*p, "lazy_fallback"),
-                default_of(UnmountAction, "lazy_fallback"),
+            signal=self.opt_signal(b, p, "signal", default_of(UnmountAction, "signal")),
+            lazy_fallback=self.opt_bool(
+                b, p, "lazy_fallback", default_of(UnmountAction, "lazy_fallback")
             ),
         )
 
     def mount(self, b: dict[str, Any], p: Path, defaults: Defaults) -> MountAction:
         self.keys(b, p, MOUNT_KEYS)
         root = defaults.mount_root
-        tpl = self.template(b.get("path", root + "/{label}"), (*p, "path"), FIELDS - {"mountpoint"})
+        tpl = self.template(b.get("path", root + "/{label}"), (*p, "path"), _DEVICE_FIELDS)
         if tpl is not None and not self.mount_path_ok(tpl, root, (*p, "path")):
             tpl = None
         options = defaults.mount_options
@@ -416,10 +473,8 @@ class Compiler(Checker):
                 f"mount options lack {', '.join(missing)}: device special files or setuid "
                 "programs on a hot-plugged filesystem would be honoured",
             )
-        allow_existing = self.boolean(
-            b.get("allow_existing_dir"),
-            (*p, "allow_existing_dir"),
-            default_of(MountAction, "allow_existing_dir"),
+        allow_existing = self.opt_bool(
+            b, p, "allow_existing_dir", default_of(MountAction, "allow_existing_dir")
         )
         if allow_existing:
             self.warn(
@@ -430,15 +485,15 @@ class Compiler(Checker):
         return MountAction(
             path=tpl or compile_template(root + "/{nsid}"),
             options=options,
-            fstype=self.allowed_fstype(b.get("fstype"), (*p, "fstype"), defaults),
-            fsck=self.boolean(b.get("fsck"), (*p, "fsck"), default_of(MountAction, "fsck")),
-            read_only=self.boolean(
-                b.get("read_only"), (*p, "read_only"), default_of(MountAction, "read_only")
-            ),
-            mode=self.mode(b.get("mode"), (*p, "mode")),
-            owner=self.owner(b.get("owner"), (*p, "owner")),
-            group=self.owner(b.get("group"), (*p, "group")),
-            timeout=self.seconds(b.get("timeout"), (*p, "timeout"), defaults.timeouts.mount),
+            fstype=self.allowed_fstype(b["fstype"], (*p, "fstype"), defaults)
+            if "fstype" in b
+            else None,
+            fsck=self.opt_bool(b, p, "fsck", default_of(MountAction, "fsck")),
+            read_only=self.opt_bool(b, p, "read_only", default_of(MountAction, "read_only")),
+            mode=self.opt_mode(b, p, "mode"),
+            owner=self.opt_owner(b, p, "owner"),
+            group=self.opt_owner(b, p, "group"),
+            timeout=self.opt_seconds(b, p, "timeout", defaults.timeouts.mount),
             allow_existing_dir=allow_existing,
         )
 
@@ -453,18 +508,12 @@ class Compiler(Checker):
         return fstype
 
     def mount_path_ok(self, tpl: Template, root: str, path: Path) -> bool:
-        probe = tpl.render({}, _probe)
-        if not probe.startswith("/"):
-            self.report(path, f"{tpl.source!r} is a relative path; mount paths are absolute")
+        problem, warning = mount_path_verdict(tpl, root)
+        if problem is not None:
+            self.report(path, problem)
             return False
-        if any(part in (".", "..") for part in tpl.source.split("/")):
-            self.report(path, f"{tpl.source!r} has . or .. components")
-            return False
-        if not _under(probe, root):
-            self.report(path, f"{tpl.source!r} is not below mount_root {root}")
-            return False
-        if not tpl.fields:
-            self.warn(path, "a fixed mount path: a second matching device will find it occupied")
+        if warning is not None:
+            self.warn(path, warning)
         return True
 
     def exec_(
@@ -484,14 +533,14 @@ class Compiler(Checker):
             tpl = self.template(val, (*p, "env", name), fields)
             if tpl is not None:
                 env.append((name, tpl))
-        user = self.owner(b.get("user"), (*p, "user"))
+        user = self.opt_owner(b, p, "user")
         checked = tuple(a for a in argv if a is not None)
         if raw is None or len(checked) != len(raw):
             return None
         return ExecAction(
             argv=checked,
             env=tuple(env),
-            timeout=self.seconds(b.get("timeout"), (*p, "timeout"), default_timeout),
+            timeout=self.opt_seconds(b, p, "timeout", default_timeout),
             user=user,
         )
 
@@ -506,10 +555,9 @@ class Compiler(Checker):
         tpl = self.template(value, path, fields)
         if tpl is None:
             return None
-        try:
-            check_unit_name(tpl.render({}, _probe))
-        except TemplateError as exc:
-            self.report(path, str(exc))
+        problem = unit_problem(tpl)
+        if problem is not None:
+            self.report(path, problem)
             return None
         return tpl
 
@@ -521,9 +569,9 @@ class Compiler(Checker):
         if len(verbs) != 1:
             self.report(p, f"expected exactly one of {', '.join(SYSTEMD_VERBS)}")
             return None
-        verb = cast(Literal["start", "stop", "restart", "reload"], verbs[0])
+        verb = cast(_Verb, verbs[0])
         unit = self.unit(b[verb], (*p, verb), fields)
-        timeout = self.seconds(b.get("timeout"), (*p, "timeout"), default_timeout)
+        timeout = self.opt_seconds(b, p, "timeout", default_timeout)
         if unit is None:
             return None
         given: dict[str, Any] = {verb: unit, "timeout": timeout}
@@ -533,7 +581,7 @@ class Compiler(Checker):
         self, b: dict[str, Any], p: Path, fields: frozenset[str]
     ) -> SignalAction | None:
         self.keys(b, p, SIGNAL_KEYS)
-        sig = self.signal(b.get("signal"), (*p, "signal"), default_of(SignalAction, "signal"))
+        sig = self.opt_signal(b, p, "signal", default_of(SignalAction, "signal"))
         targets = [k for k in SIGNAL_TARGETS if k in b]
         if len(targets) != 1:
             self.report(p, f"expected exactly one of {', '.join(SIGNAL_TARGETS)}")

@@ -19,6 +19,8 @@ def register(sub: Any) -> None:
             "Validate a policy file: YAML syntax, the schema (unknown keys, wrong types), and "
             "meaning (globs, size units, absolute paths, signal names, templates, mount paths "
             "below mount_root).  Every error is reported as FILE:LINE:COLUMN: KEY.PATH: MESSAGE. "
+            "A file the daemon would refuse (not owned by root, or writable by others) is "
+            "validated all the same, with a warning.  "
             "Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error."
         ),
     )
@@ -53,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     out = Reporter(args.json)
     issues: list[PolicyIssue]
     try:
-        policy = load_policy(args.policy)
+        # A file the daemon would refuse (not root's, or writable by others) is still
+        # validated; the refusal is one of the warnings.
+        policy = load_policy(args.policy, require_trusted=False)
     except OSError as exc:
         print(
             f"nvme-agent check: cannot read {args.policy}: {exc.strerror or exc}", file=sys.stderr
