@@ -43,7 +43,6 @@ from nvme_agent.policy.templates import (
     Template,
     TemplateError,
     check_unit_name,
-    compile_template,
 )
 from nvme_agent.policy.units import parse_size
 
@@ -107,6 +106,9 @@ SHARED_TOPS = ("/", "/run", "/var", "/mnt", "/media", "/srv", "/opt", "/run/medi
 
 def mount_root_problem(root: str) -> str | None:
     """Why ``root`` (normalised, absolute) cannot be a mount root, or None."""
+    if "{" in root or "}" in root:
+        # Mount paths are templates below the root: a brace in it would be a field.
+        return f"mount_root {root} has {{ or }}: it is a directory, not a template"
     if root in SHARED_TOPS:
         return f"mount_root cannot be {root} itself; use a directory of its own below it"
     for tree in SYSTEM_TREES:
@@ -457,7 +459,7 @@ class Compiler(Checker):
             ),
         )
 
-    def mount(self, b: dict[str, Any], p: Path, defaults: Defaults) -> MountAction:
+    def mount(self, b: dict[str, Any], p: Path, defaults: Defaults) -> MountAction | None:
         self.keys(b, p, MOUNT_KEYS)
         root = defaults.mount_root
         tpl = self.template(b.get("path", root + "/{label}"), (*p, "path"), _DEVICE_FIELDS)
@@ -482,20 +484,21 @@ class Compiler(Checker):
                 "mounts on an existing empty directory the agent did not create: make sure "
                 "nobody but root can create directories below mount_root",
             )
-        return MountAction(
-            path=tpl or compile_template(root + "/{nsid}"),
-            options=options,
-            fstype=self.allowed_fstype(b["fstype"], (*p, "fstype"), defaults)
+        fields: dict[str, Any] = {
+            "options": options,
+            "fstype": self.allowed_fstype(b["fstype"], (*p, "fstype"), defaults)
             if "fstype" in b
             else None,
-            fsck=self.opt_bool(b, p, "fsck", default_of(MountAction, "fsck")),
-            read_only=self.opt_bool(b, p, "read_only", default_of(MountAction, "read_only")),
-            mode=self.opt_mode(b, p, "mode"),
-            owner=self.opt_owner(b, p, "owner"),
-            group=self.opt_owner(b, p, "group"),
-            timeout=self.opt_seconds(b, p, "timeout", defaults.timeouts.mount),
-            allow_existing_dir=allow_existing,
-        )
+            "fsck": self.opt_bool(b, p, "fsck", default_of(MountAction, "fsck")),
+            "read_only": self.opt_bool(b, p, "read_only", default_of(MountAction, "read_only")),
+            "mode": self.opt_mode(b, p, "mode"),
+            "owner": self.opt_owner(b, p, "owner"),
+            "group": self.opt_owner(b, p, "group"),
+            "timeout": self.opt_seconds(b, p, "timeout", defaults.timeouts.mount),
+            "allow_existing_dir": allow_existing,
+        }
+        # Without a usable path the policy is invalid (reported); the rest was checked anyway.
+        return None if tpl is None else MountAction(path=tpl, **fields)
 
     def allowed_fstype(self, value: Any, path: Path, defaults: Defaults) -> str | None:
         fstype = self.fstype(value, path)
