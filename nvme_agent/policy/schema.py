@@ -92,12 +92,13 @@ def _action(cls: type[Action]) -> dict[str, Any]:
     # A body that needs nothing may be empty (``grow: {}``, ``unmount:``).
     needs = one_of or any(k.required for k in keys_of(klass))
     body = _object(klass, nullable=not needs, summary=False)
+    hooks = " and ".join(cls.HOOKS)
+    body = {"description": f"{cls.SUMMARY}  Allowed in {hooks}.", **body}
     if one_of:
         body["oneOf"] = [{"required": [k]} for k in one_of]
-    hooks = " and ".join(cls.HOOKS)
     return {
         "type": "object",
-        "description": f"{cls.SUMMARY} Allowed in {hooks}.",
+        "description": f"A {kind} action.",
         "properties": {kind: body},
         "required": [kind],
         "additionalProperties": False,
