@@ -176,6 +176,16 @@ def test_merge_keys_merge_and_explicit_keys_win() -> None:
     assert match.fs_type == ("xfs",) and match.nsid == frozenset({2})
 
 
+def test_scalar_anchors_and_aliases() -> None:
+    doc = parse_yaml("a: &x data-*\nb: *x\nc: &n 3\nd: [*n, *x]\n", "p.yaml")
+    assert not doc.issues
+    assert doc.data == {"a": "data-*", "b": "data-*", "c": 3, "d": [3, "data-*"]}
+    policy = load_policy_text(
+        "version: 1\nrules:\n  - match: {fs_label: &l scratch-*}\n    name: *l\n"
+    )
+    assert policy.rules[0].name == "scratch-*"
+
+
 def test_each_alias_use_is_a_copy_with_the_alias_position() -> None:
     doc = parse_yaml("a: &x {k: [1]}\nb: *x\nc: *x\n", "p.yaml")
     assert doc.data == {"a": {"k": [1]}, "b": {"k": [1]}, "c": {"k": [1]}}

@@ -93,7 +93,7 @@ class _Frame:
         self.start = start
         self.key: Any = _MISSING
         self.key_at = 0
-        self.merges: list[tuple[Any, Any]] = []
+        self.merges: list[tuple[Any, int]] | None = None  # most mappings have none
 
 
 def _copy(value: Any) -> Any:
@@ -184,13 +184,15 @@ class Composer:
             text = None
             if kind is _SCALAR:
                 text = event.value
-                value = plain.get(text, _MISSING) if event.implicit[0] else _MISSING
-                if value is _MISSING or event.tag is not None or event.anchor is not None:
+                self.count += 1
+                if self.count > self.max_nodes:
+                    self.counted(0, event)
+                value = _MISSING
+                if event.tag is None and event.anchor is None:
+                    # plain: as resolved before; quoted: a string
+                    value = plain.get(text, _MISSING) if event.implicit[0] else text
+                if value is _MISSING:
                     value = self.scalar(event)
-                else:
-                    self.count += 1
-                    if self.count > self.max_nodes:
-                        self.counted(0, event)
             elif kind is _MAP_END or kind is _SEQ_END:
                 value, event, marks = self.close()
             elif kind is _MAP_START or kind is _SEQ_START:
@@ -204,13 +206,16 @@ class Composer:
                 self.root = (at, marks)
                 return value
             parent = stack[-1]
+            key = parent.key
             if not parent.is_map:
                 parent.value.append(value)
                 parent.marks.append(at if marks is None else (at, marks))
-            elif parent.key is _MISSING or parent.key is _MERGE or parent.key is _DROP:
+            elif key is _MISSING and type(value) is str and value not in parent.value:
+                parent.key = value  # a new plain key: the usual case
+                parent.key_at = at
+            elif key is _MISSING or key is _MERGE or key is _DROP:
                 self.deliver(parent, value, text, at, marks)
             else:
-                key = parent.key
                 parent.key = _MISSING
                 parent.value[key] = value
                 both = parent.key_at << 64 | at
@@ -229,18 +234,19 @@ class Composer:
             )
 
     def scalar(self, event: Any) -> Any:
-        self.count += 1
-        if self.count > self.max_nodes:
-            self.counted(0, event)
+        """A scalar's value (already counted), its anchor registered."""
         tag = event.tag
         if tag is not None and tag != "!":
-            return self.construct(tag, event)
-        if not event.implicit[0]:
-            return event.value  # quoted: a string
-        value = self.plain.get(event.value, _MISSING)
-        if value is _MISSING:
-            value = self.construct(_resolve(yaml.ScalarNode, event.value, (True, False)), event)
-            self.plain[event.value] = value
+            value = self.construct(tag, event)
+        elif not event.implicit[0]:
+            value = event.value  # quoted: a string
+        else:
+            value = self.plain.get(event.value, _MISSING)
+            if value is _MISSING:
+                value = self.construct(_resolve(yaml.ScalarNode, event.value, (True, False)), event)
+                self.plain[event.value] = value
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (value, 1, 0)
         return value
 
     def construct(self, tag: str, event: Any) -> Any:
@@ -287,10 +293,12 @@ class Composer:
         )
 
     def open(self, event: Any, mapping: bool) -> None:
-        self.counted(1, event)
+        self.count += 1
+        if self.count > self.max_nodes:
+            self.counted(0, event)
         if len(self.stack) >= self.limits.max_depth:
             self.too_deep(event)
-        if event.tag not in _COLLECTION_TAGS:
+        if event.tag is not None and event.tag not in _COLLECTION_TAGS:
             self.issue(event.start_mark, self.path(), f"tag {event.tag} is not allowed here")
         if event.anchor is not None:
             self.open_anchors.add(event.anchor)
@@ -312,7 +320,7 @@ class Composer:
         """``<<: *base`` (or a list of them): keys not given explicitly, the first source
         winning."""
         out: dict[Any, Any] = frame.value
-        for source, at in frame.merges:
+        for source, at in frame.merges or ():
             for item in source if isinstance(source, list) else [source]:
                 if not isinstance(item, dict):
                     self.issue_at(at, self.path(), "bad merge key: expected mappings to merge")
@@ -333,6 +341,8 @@ class Composer:
             return
         parent.key = _MISSING
         if key is _MERGE:
+            if parent.merges is None:
+                parent.merges = []
             parent.merges.append((value, at))
         elif key is not _DROP:
             parent.value[key] = value

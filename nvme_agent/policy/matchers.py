@@ -31,6 +31,8 @@ Verdict = tuple[bool, str]
 
 def glob_problem(pattern: str) -> str | None:
     """Why ``pattern`` is not a usable glob (an unterminated ``[`` class), or None."""
+    if "[" not in pattern:
+        return None
     i, n = 0, len(pattern)
     while i < n:
         if pattern[i] == "[":

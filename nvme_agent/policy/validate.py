@@ -53,6 +53,7 @@ DEFAULT_KEYS = key_names(Defaults)
 TIMEOUT_KEYS = key_names(Timeouts)
 RULE_KEYS = key_names(Rule)
 MATCH_KEYS = key_names(Match)
+_RULE_DEFAULTS = {k.name: k.default for k in keys_of(Rule) if k.has_default}
 _MATCH_INDEX = {k.name: k for k in keys_of(Match)}
 HOOKS = Rule.HOOKS
 ACTION_KINDS = tuple(cls.KIND for cls in ACTION_TYPES)
@@ -158,14 +159,12 @@ def unit_problem(tpl: Template) -> str | None:
     return None
 
 
-def _frozen(value: Any) -> Any:
-    """A hashable form of parsed YAML that tells apart what compiles differently (``1`` and
-    ``true`` and ``1.0`` are equal in Python, not in a policy)."""
-    if isinstance(value, dict):
-        return ("map", tuple((k, _frozen(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("seq", tuple(_frozen(v) for v in value))
-    return (type(value), value)
+def _frozen(value: Any) -> str:
+    """A key for parsed YAML that tells apart what compiles differently (``1``, ``true``,
+    ``1.0`` and ``'1'`` are equal or alike in Python, not in a policy): its ``repr``, which for
+    what a YAML document holds (dicts, lists, str, int, float, bool, None, dates, bytes)
+    names the type of every value."""
+    return repr(value)
 
 
 class Compiler(Checker):
@@ -289,7 +288,7 @@ class Compiler(Checker):
         if r is None:
             return None
         self.keys(r, path, RULE_KEYS)
-        ignore = self.opt_bool(r, path, "ignore", default_of(Rule, "ignore"))
+        ignore = self.opt_bool(r, path, "ignore", _RULE_DEFAULTS["ignore"])
         has_mount = self._declares_mount(r.get("on_add"))
         hooks: dict[str, tuple[Action, ...]] = {}
         for hook in HOOKS:
@@ -308,7 +307,7 @@ class Compiler(Checker):
             on_remove=hooks["on_remove"],
             on_resize=hooks["on_resize"],
             implied_unmount=self.opt_bool(
-                r, path, "implied_unmount", default_of(Rule, "implied_unmount")
+                r, path, "implied_unmount", _RULE_DEFAULTS["implied_unmount"]
             ),
             line=line[0] if line else None,
         )
