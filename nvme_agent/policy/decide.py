@@ -137,7 +137,7 @@ def hook_env(
     """The environment every ``exec`` hook of this plan gets (values raw, NUL removed): the
     :data:`HOOK_ENV` variables that have a value."""
     raw: dict[str, str | None] = {
-        "NVME_AGENT_EVENT": change.type.value,
+        "NVME_AGENT_EVENT": str(change.type),  # the value; Enum.value is a slow property
         "NVME_AGENT_RULE": rule.ident if rule else None,
         "NVME_AGENT_REASON": change.reason,
         "NVME_AGENT_COLDPLUG": "1" if change.coldplug else None,
@@ -159,7 +159,10 @@ def hook_env(
         "ID_FS_LABEL": facts.fs_label,
         "ID_FS_UUID": facts.fs_uuid,
     }
-    return {k: v.replace("\0", "") for k, v in raw.items() if v is not None}
+    env = {k: v for k, v in raw.items() if v is not None}
+    if "\0" in "".join(env.values()):  # one look at all of them: NUL is rare
+        env = {k: v.replace("\0", "") for k, v in env.items()}
+    return env
 
 
 class _Builder:
@@ -370,7 +373,7 @@ def decide(
         )
     facts = facts_for(ns, change.partition, topology)
     what = "partition" if facts.partition else "whole disk"
-    lines = [f"target {facts.devnode or facts.devname} ({what}, {change.type.value})"]
+    lines = [f"target {facts.devnode or facts.devname} ({what}, {change.type})"]
     rule, tried = _select(facts, policy, explain)
     lines += tried
     if change.type == ChangeType.NAMESPACE_CHANGED:
@@ -380,7 +383,7 @@ def decide(
         return _with(base, env=hook_env(change, facts, rule, None), explanation=tuple(lines))
     if rule.ignore or change.type not in _HOOKED:
         if not rule.ignore:  # pragma: no cover - every namespace change kind has a hook
-            lines.append(f"{change.type.value} has no policy hook")
+            lines.append(f"{change.type} has no policy hook")
         env = hook_env(change, facts, rule, None)
         return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
     removal = change.type in REMOVE_KINDS
@@ -393,7 +396,7 @@ def decide(
     lines.extend(builder.notes)
     mountpoint = builder.mountpoint if (builder.mounted or removal) else None
     if not specs:
-        lines.append(f"{rule.label} has no actions to run for {change.type.value}")
+        lines.append(f"{rule.label} has no actions to run for {change.type}")
     return _with(
         base,
         rule=rule.ident,
@@ -475,7 +478,7 @@ def _changed(
             specs += added
             mountpoint = builder.mountpoint if builder.mounted else None
     if not specs:
-        lines.append(f"nothing to run for {change.type.value}")
+        lines.append(f"nothing to run for {change.type}")
     return _with(
         base,
         rule=rule.ident if rule is not None else None,
