@@ -20,6 +20,7 @@ from nvme_agent.policy import (
     decide,
     load_policy,
     load_policy_bytes,
+    load_policy_mapping,
     load_policy_text,
 )
 from nvme_agent.policy import loader as loader_module
@@ -151,6 +152,16 @@ def test_values_that_crashed_or_slipped_through_are_errors(
     hits = [i for i in found if i.keypath == where and message in i.message]
     assert hits, [str(i) for i in found]
     assert hits[0].line is not None
+
+
+def test_absurdly_deep_parsed_data_is_an_error_not_a_recursion_error() -> None:
+    """Data that did not come through the loader (a scenario's inline mapping is bounded by
+    it; a caller's own dict is not) still only raises PolicyError."""
+    match: dict[str, object] = {"nsid": 1}
+    for _ in range(20_000):
+        match = {"not": match}
+    with pytest.raises(PolicyError, match="too large"):
+        load_policy_mapping({"version": 1, "rules": [{"match": match}]}, "deep")
 
 
 def test_not_utf8_is_an_error_with_its_position() -> None:
