@@ -78,11 +78,13 @@ deb:
 	packaging/build-deb.sh $(DEB_OUT)
 	lintian --fail-on error,warning $(DEB_OUT)/nvme-agent_*.changes
 
-# The man page generated from the argparse definitions, into build/man/.
+# The man pages, into build/man/: nvme-agent(8) from the argparse definitions,
+# nvme-agent.policy(5) from the policy language's tables (nvme_agent/policy/spec.py).
 man: setup
 	@mkdir -p build/man
 	$(BIN)/python -m nvme_agent.cli.manpage -o build/man/nvme-agent.8
-	@echo "man: build/man/nvme-agent.8 (view: man -l build/man/nvme-agent.8)"
+	$(BIN)/python -m nvme_agent.cli.policyman -o build/man/nvme-agent.policy.5
+	@echo "man: build/man/nvme-agent.8 build/man/nvme-agent.policy.5 (view: man -l FILE)"
 
 # End-to-end suite (tests/e2e): boots Debian 12 guests in QEMU, see tests/e2e/README.md.
 E2E_APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap debian-archive-keyring fdisk e2fsprogs xfsprogs

@@ -40,6 +40,7 @@ EXPECTED_FILES = (
     "usr/lib/sysusers.d/nvme-agent.conf",
     "etc/nvme-agent/policy.yaml",
     "usr/share/man/man8/nvme-agent.8.gz",
+    "usr/share/man/man5/nvme-agent.policy.5.gz",
     "usr/share/bash-completion/completions/nvme-agent",
     "usr/share/zsh/vendor-completions/_nvme-agent",
     "usr/lib/systemd/catalog/nvme-agent.catalog",
@@ -221,6 +222,10 @@ def test_packaged_man_page_and_completion(built: Built) -> None:
     text = re.sub(".\b", "", done.stdout)
     for sub in describe(build_parser()).subcommands:
         assert sub.name in text
+    policy_page = built.tree / "usr/share/man/man5/nvme-agent.policy.5.gz"
+    done = run(["man", "--warnings", "-l", str(policy_page)], env={**os.environ, "MANWIDTH": "80"})
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "allowed_filesystems" in re.sub(".\b", "", done.stdout)
     completion = built.tree / "usr/share/bash-completion/completions/nvme-agent"
     assert completion.read_text() == render_completion(shell="bash")
     zsh = built.tree / "usr/share/zsh/vendor-completions/_nvme-agent"

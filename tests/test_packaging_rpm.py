@@ -72,6 +72,7 @@ def test_files_match_installed_paths(spec: str) -> None:
         "%{_sysusersdir}/nvme-agent.conf",
         "%{_bindir}/nvme-agent",
         "%{_mandir}/man8/nvme-agent.8*",
+        "%{_mandir}/man5/nvme-agent.policy.5*",
         "%{bash_completions_dir}/nvme-agent",
         "%{zsh_completions_dir}/_nvme-agent",
         "%{_journalcatalogdir}/nvme-agent.catalog",

@@ -20,10 +20,12 @@ from nvme_agent.policy.plan import (
     SystemdSpec,
     UnmountSpec,
 )
+from nvme_agent.policy.templates import MAX_COMPONENT_BYTES
 from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import Filesystem, Namespace, Partition, TopologySnapshot
 
 ROOT = "/run/media/nvme-agent"
+CAPTURES = Path(__file__).resolve().parent / "fixtures" / "captures"
 
 POLICY = load_policy_text(
     """\
@@ -83,9 +85,16 @@ def test_first_matching_rule_decides_and_explains_earlier_ones() -> None:
     assert unit.unit == "scratch@scratch\\x2da.service"
     assert hook.argv == ("/usr/bin/notify", f"{ROOT}/scratch-a", "scratch-a")
     assert hook.env == (("WHO", "RIGCTRL0"),)
-    assert "rules[0] 'keep-off': no: fs_label 'scratch-a' does not match 'system*'" in (
-        plan.explanation
-    )
+    why_not = "rules[0] 'keep-off': no: fs_label 'scratch-a' does not match 'system*'"
+    # decide says how many rules did not match; only explain=True says why (a sentence a rule)
+    assert why_not not in plan.explanation
+    assert "1 rule before did not match (nvme-agent explain says why)" in plan.explanation
+    assert "rules[1] 'scratch': matched" in plan.explanation
+    explained = decide(added(ns), topology(ns), POLICY, explain=True)
+    assert why_not in explained.explanation
+    matched = "rules[1] 'scratch': matched: fs_label 'scratch-a' matches 'scratch-*'"
+    assert any(line.startswith(matched) for line in explained.explanation)
+    assert explained.actions == plan.actions
     verdicts = explain(added(ns), topology(ns), POLICY)
     assert [(v.index, v.matched) for v in verdicts] == [(0, False), (1, True)]
 
@@ -258,6 +267,133 @@ def test_namespace_changed_same_rule_same_state_does_nothing() -> None:
     plan = decide(change, topology(relabel), POLICY)
     assert plan.rule == "scratch" and plan.actions == ()
     assert "already applied" in plan.explanation[-1]
+
+
+RULE_CHANGE = load_policy_text(
+    """\
+version: 1
+rules:
+  - name: old
+    match: {fs_label: "old*"}
+    on_add:
+      - mount: {path: "/run/media/nvme-agent/old-{label}"}
+    on_remove:
+      - exec: {argv: [/usr/bin/bye, "{mountpoint}", "{label}"], env: {WHO: "{label}"}}
+  - name: new
+    match: {fs_label: "new*"}
+    on_add:
+      - mount: {path: "/run/media/nvme-agent/new-{label}"}
+      - exec: {argv: [/usr/bin/hello, "{mountpoint}"]}
+  - name: quiet
+    match: {fs_label: "quiet*"}
+    ignore: true
+  - name: seven
+    match: {nsid: 7}
+    on_add:
+      - mount: {path: "/run/media/nvme-agent/seven"}
+    on_remove:
+      - exec: {argv: [/usr/bin/seven-gone]}
+""",
+    "rule-change.yaml",
+)
+
+
+def changed(before: Namespace, after: Namespace) -> Change:
+    return Change(ChangeType.NAMESPACE_CHANGED, namespace=after, previous=before)
+
+
+def test_rule_change_undoes_the_old_rule_then_adds_the_new_one() -> None:
+    """Issue 14.3: a change moving a namespace from rule A to rule B unmounts A's mount
+    (gracefully: the device is still there) before B's on_add runs."""
+    before, after = namespace(1, label="old-data"), namespace(1, label="new-data")
+    plan = decide(changed(before, after), topology(after), RULE_CHANGE)
+    assert plan.rule == "new"
+    assert kinds(plan) == ["exec", "unmount", "mount", "exec"]
+    bye, unmount, mount, hello = plan.actions
+    assert isinstance(bye, ExecSpec) and isinstance(unmount, UnmountSpec)
+    assert isinstance(mount, MountSpec) and isinstance(hello, ExecSpec)
+    assert bye.argv == ("/usr/bin/bye", f"{ROOT}/old-old-data", "old-data")
+    assert unmount.target == f"{ROOT}/old-old-data" and unmount.source == "/dev/nvme0n1"
+    assert unmount.device_gone is False and unmount.on_busy == "signal"
+    assert mount.target == f"{ROOT}/new-new-data"
+    assert hello.argv == ("/usr/bin/hello", f"{ROOT}/new-new-data")
+    # The old rule's hook sees the old rule and namespace, whatever the plan's env says.
+    env = {**dict(plan.env), **dict(bye.env)}
+    assert env["NVME_AGENT_RULE"] == "old" and env["MOUNTPOINT"] == f"{ROOT}/old-old-data"
+    assert env["ID_FS_LABEL"] == "old-data" and env["WHO"] == "old-data"
+    assert dict(plan.env)["MOUNTPOINT"] == f"{ROOT}/new-new-data"
+    assert hello.env == ()
+    undoing = "rules[0] 'old' matched before this change: undoing it"
+    assert any(undoing in line for line in plan.explanation)
+
+
+def test_rule_change_to_no_rule_or_an_ignore_rule_only_undoes() -> None:
+    before = namespace(1, label="old-data")
+    for label in ("unrelated", "quiet-now"):
+        after = namespace(1, label=label)
+        plan = decide(changed(before, after), topology(after), RULE_CHANGE)
+        assert kinds(plan) == ["exec", "unmount"], label
+        unmount = plan.actions[1]
+        assert isinstance(unmount, UnmountSpec) and not unmount.device_gone
+
+
+def test_rule_change_from_an_ignore_rule_undoes_nothing() -> None:
+    after = namespace(1, label="new-data")
+    plan = decide(changed(namespace(1, label="quiet-x"), after), topology(after), RULE_CHANGE)
+    assert kinds(plan) == ["mount", "exec"]
+
+
+def test_rule_change_from_a_blank_disk_runs_the_old_hooks_but_unmounts_nothing() -> None:
+    # rule 'seven' matched the blank namespace: its hooks ran, its mount was skipped
+    blank, after = namespace(7, fstype=None), namespace(7, label="new-data")
+    plan = decide(changed(blank, after), topology(after), RULE_CHANGE)
+    assert kinds(plan) == ["exec", "mount", "exec"]
+    assert plan.actions[0].argv == ("/usr/bin/seven-gone",)  # type: ignore[union-attr]
+
+
+def test_explain_shows_the_undo_of_a_rule_change(capsys: pytest.CaptureFixture[str]) -> None:
+    before, after = namespace(1, label="old-data"), namespace(1, label="new-data")
+    explain_cmd.report(Reporter(False), RULE_CHANGE, [(changed(before, after), topology(after))])
+    text = capsys.readouterr().out
+    assert "rules[0] 'old': no: fs_label 'new-data' does not match 'old*'" in text
+    assert "rules[0] 'old' matched before this change: undoing it first" in text
+    assert f"2. unmount {ROOT}/old-old-data (graceful, on busy: signal)" in text
+    assert f"3. mount /dev/nvme0n1 on {ROOT}/new-new-data" in text
+
+
+def captured_wwids() -> list[str]:
+    """The wwids udev reported for the namespaces of the real QEMU guest captures."""
+    found: set[str] = set()
+    for path in CAPTURES.glob("*/state-13-udev-export-db.txt"):
+        for line in path.read_text().splitlines():
+            if line.startswith("E: ID_WWN="):
+                found.add(line.split("=", 1)[1])
+    return sorted(found)
+
+
+def test_captured_qemu_identities_render_distinct_values() -> None:
+    """Issue 14.4: the 64-byte bound cut every QEMU wwid before its NSID digits, so every
+    namespace rendered the same {identity} and {wwid}."""
+    wwids = captured_wwids()
+    assert len(wwids) >= 4
+    assert all(len(f"wwid:{w}".encode()) > MAX_COMPONENT_BYTES for w in wwids)
+    policy = load_policy_text(
+        "version: 1\nrules:\n  - on_add:\n"
+        '      - mount: {path: "/run/media/nvme-agent/{identity}"}\n'
+        '      - exec: {argv: [/usr/bin/hook, "{wwid}", "{identity}"]}\n'
+    )
+    targets, args = set(), set()
+    for wwid in wwids:
+        nsid = int(wwid.rsplit("-", 1)[1], 16)
+        ns = namespace(nsid, wwid=wwid, label="data")
+        assert ns.identity.weak and str(ns.identity) == f"wwid:{wwid}"
+        mount, hook = decide(added(ns), topology(ns), policy).actions
+        assert isinstance(mount, MountSpec) and isinstance(hook, ExecSpec)
+        assert len(mount.target.rsplit("/", 1)[1].encode()) <= MAX_COMPONENT_BYTES
+        targets.add(mount.target)
+        args.add(hook.argv[1:])
+    assert len(targets) == len(wwids)
+    assert len(args) == len(wwids)
 
 
 def test_read_only_namespace_is_mounted_read_only() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nvme_agent.policy.templates import (
+    HASH_DIGITS,
     MAX_COMPONENT_BYTES,
     TemplateError,
     check_unit_name,
@@ -45,15 +47,32 @@ def test_component_bounds_bytes_on_a_character_boundary() -> None:
     label = "é" * 150  # 300 bytes of UTF-8
     out = component(label, "ns1")
     assert len(out.encode()) <= MAX_COMPONENT_BYTES
-    assert out == "é" * (MAX_COMPONENT_BYTES // 2)
+    keep = MAX_COMPONENT_BYTES - HASH_DIGITS - 1  # the prefix, then "~" and the hash
+    digest = hashlib.sha256(label.encode()).hexdigest()[:HASH_DIGITS]
+    assert out == "é" * (keep // 2) + "~" + digest
     odd = "a" + "é" * 100  # the cut falls in the middle of a 2-byte character
-    assert component(odd, "ns1") == "a" + "é" * ((MAX_COMPONENT_BYTES - 1) // 2)
+    assert component(odd, "ns1").startswith("a" + "é" * ((keep - 1) // 2) + "~")
+    exact = "x" * MAX_COMPONENT_BYTES  # fits: left alone
+    assert component(exact, "ns1") == exact
 
 
-def test_component_survives_lone_surrogates() -> None:
-    out = component("ab\udcffcd", "ns1")
-    assert out == "abcd"
-    out.encode("utf-8")
+def test_truncation_keeps_long_values_distinct() -> None:
+    """Issue 14.4: values that differ only past the cut must not render the same."""
+    a, b = "p" * 70 + "1", "p" * 70 + "2"
+    assert component(a, "ns1") != component(b, "ns1")
+    assert all(len(component(v, "ns1").encode()) == MAX_COMPONENT_BYTES for v in (a, b))
+
+
+#: Letters and digits: component() leaves them alone apart from the length bound.
+_plain = st.text(alphabet=st.characters(categories=["L", "N"]), min_size=50, max_size=120)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_plain, min_size=2, max_size=6, unique=True))
+def test_distinct_values_stay_distinct(values: list[str]) -> None:
+    rendered = [component(v, "ns1") for v in values]
+    assert all(len(r.encode("utf-8")) <= MAX_COMPONENT_BYTES for r in rendered)
+    assert len(set(rendered)) == len(values)
 
 
 @pytest.mark.parametrize(

@@ -35,10 +35,11 @@ from nvme_agent.harness.steps import (
     coldplug,
 )
 from nvme_agent.policy import Policy, PolicyError, load_policy
+from nvme_agent.policy.checks import Checker
 from nvme_agent.policy.errors import PathPart, keypath
 from nvme_agent.policy.loader import Document
 from nvme_agent.policy.units import parse_size
-from nvme_agent.policy.validate import Checker, compile_document
+from nvme_agent.policy.validate import compile_document
 
 FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap")
 DEFAULT_SIZE = 1 << 30

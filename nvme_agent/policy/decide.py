@@ -8,7 +8,10 @@ Semantics (also in the README):
 * ``namespace-added`` / ``partition-added`` run ``on_add``; ``*-removed`` run ``on_remove``;
   ``namespace-resized`` runs ``on_resize``.  ``namespace-changed`` (e.g. a filesystem appeared
   on a blank namespace) runs ``on_add`` of the rule that matches now, unless the same rule
-  matched before and the target was already as mountable as it is now.
+  matched before and the target was already as mountable as it is now.  When another rule
+  matched before the change, that rule is undone first: its ``on_remove`` as for an eject
+  (the device is still there, so its unmount is graceful, not a lazy detach), rendered from
+  the namespace as it was.
 * ``on_remove`` ends with an implied unmount of the rule's ``on_add`` mount (same path,
   rendered from the removed namespace's last snapshot) unless the rule says
   ``implied_unmount: false`` or has its own ``unmount`` action.  ``device_gone`` is false only
@@ -16,12 +19,17 @@ Semantics (also in the README):
 * A mount is skipped (with a note) when the target has no mountable filesystem, e.g. a whole
   disk that only carries a partition table.
 * A template that cannot be rendered safely makes the plan for an add or resize *refuse*: no
-  actions, and an explanation line starting with ``refused:``.  On a removal only the
-  offending action is dropped, so that the unmount still happens.  ``decide`` does not raise.
+  actions, and an explanation line starting with ``refused:``.  On a removal (and in the undo
+  of a rule change) only the offending action is dropped, so that the unmount still happens.
+  ``decide`` does not raise.
+* Rules are tried with verdict-only matchers; the explanation says why the winner matched and
+  how many rules before it did not.  ``explain=True`` (``nvme-agent explain``) also says why
+  each earlier rule did not match, which costs a sentence per rule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from nvme_agent.policy.explain import evaluate
@@ -59,6 +67,7 @@ from nvme_agent.topology.model import TopologySnapshot
 
 #: Filesystems ``grow`` knows how to grow.
 GROWABLE = frozenset({"ext4", "xfs"})
+_HOOKED = ADD_KINDS | REMOVE_KINDS | RESIZE_KINDS
 PATH_MAX = 4095
 REFUSED = "refused: "
 
@@ -73,29 +82,62 @@ def plan_key(change: Change) -> str:
     return "unknown"
 
 
-def mount_target(tpl: Template, facts: Facts, mount_root: str) -> str:
+def mount_target(
+    tpl: Template, facts: Facts, mount_root: str, values: dict[str, str] | None = None
+) -> str:
     """Render a mount path: every value one safe component, the result below ``mount_root``.
 
     Raises :class:`TemplateError` if the result would escape (defence in depth: validation
-    already checked the template's fixed parts).
+    already checked the template's fixed parts).  ``values``: ``facts.template_values()``
+    when the caller has them already.
     """
-    values = facts.template_values()
+    values = facts.template_values() if values is None else values
     rendered = tpl.render(values, lambda _f, v: component(v, facts.fallback))
     target = os.path.normpath(rendered)
     root = os.path.normpath(mount_root)
-    if not target.startswith("/") or target == root or os.path.commonpath([target, root]) != root:
+    inside = root.rstrip("/") + "/"
+    if not target.startswith(inside) or target == root:
         raise TemplateError(f"mount path {rendered!r} is not below {root}")
     if len(target.encode("utf-8", errors="surrogateescape")) > PATH_MAX:
         raise TemplateError(f"mount path for {facts.devname} is longer than {PATH_MAX} bytes")
     return target
 
 
+#: The variables every ``exec`` hook gets besides ``PATH`` and ``LANG`` (the man page lists them
+#: from here; a test checks that :func:`hook_env` sets these and no others).
+HOOK_ENV: dict[str, str] = {
+    "NVME_AGENT_EVENT": "the change: namespace-added, namespace-removed, namespace-resized, "
+    "namespace-changed, partition-added, partition-removed",
+    "NVME_AGENT_RULE": "the rule's name (rules[INDEX] when it has none)",
+    "NVME_AGENT_REASON": "why, when the change says (eject; while the agent was down)",
+    "NVME_AGENT_COLDPLUG": "1 for a device found at start rather than by an event",
+    "NVME_NSID": "the namespace ID",
+    "NVME_CTRL": "the controller (nvme0)",
+    "NVME_SUBSYSNQN": "the subsystem NQN",
+    "NVME_SERIAL": "the controller's serial number",
+    "NVME_MODEL": "the controller's model",
+    "DEVNAME": "the block device (/dev/nvme0n1, /dev/nvme0n1p2)",
+    "NVME_PARTN": "the partition number, for a partition",
+    "MOUNTPOINT": "where the rule's mount action mounts (or mounted) the target",
+    "NVME_NS_UUID": "the namespace UUID",
+    "NVME_NS_NGUID": "the namespace NGUID",
+    "NVME_NS_EUI64": "the namespace EUI-64",
+    "NVME_NS_WWID": "the namespace WWID",
+    "NVME_IDENTITY": "the namespace identity (uuid:..., wwid:..., ...)",
+    "NVME_IDENTITY_WEAK": "1 when the identity cannot tell a swapped image from the old one",
+    "ID_FS_TYPE": "the filesystem type",
+    "ID_FS_LABEL": "the filesystem label",
+    "ID_FS_UUID": "the filesystem UUID",
+}
+
+
 def hook_env(
     change: Change, facts: Facts, rule: Rule | None, mountpoint: str | None
 ) -> dict[str, str]:
-    """The environment every ``exec`` hook of this plan gets (values raw, NUL removed)."""
+    """The environment every ``exec`` hook of this plan gets (values raw, NUL removed): the
+    :data:`HOOK_ENV` variables that have a value."""
     raw: dict[str, str | None] = {
-        "NVME_AGENT_EVENT": change.type.value,
+        "NVME_AGENT_EVENT": str(change.type),  # the value; Enum.value is a slow property
         "NVME_AGENT_RULE": rule.ident if rule else None,
         "NVME_AGENT_REASON": change.reason,
         "NVME_AGENT_COLDPLUG": "1" if change.coldplug else None,
@@ -117,17 +159,29 @@ def hook_env(
         "ID_FS_LABEL": facts.fs_label,
         "ID_FS_UUID": facts.fs_uuid,
     }
-    return {k: v.replace("\0", "") for k, v in raw.items() if v is not None}
+    env = {k: v for k, v in raw.items() if v is not None}
+    if "\0" in "".join(env.values()):  # one look at all of them: NUL is rare
+        env = {k: v.replace("\0", "") for k, v in env.items()}
+    return env
 
 
 class _Builder:
     """Turns one rule's action templates into specs for one target."""
 
-    def __init__(self, change: Change, facts: Facts, rule: Rule, policy: Policy) -> None:
+    def __init__(
+        self,
+        change: Change,
+        facts: Facts,
+        rule: Rule,
+        policy: Policy,
+        *,
+        device_gone: bool = False,
+    ) -> None:
         self.change = change
         self.facts = facts
         self.rule = rule
         self.policy = policy
+        self.device_gone = device_gone
         self.root = policy.defaults.mount_root
         self.notes: list[str] = []
         self.values = facts.template_values()
@@ -136,7 +190,7 @@ class _Builder:
         mount = rule.mount
         if mount is not None:
             try:
-                self.mountpoint = mount_target(mount.path, facts, self.root)
+                self.mountpoint = mount_target(mount.path, facts, self.root, self.values)
             except TemplateError as exc:
                 self.mountpoint_error = str(exc)
         self.mounted = False
@@ -238,7 +292,7 @@ class _Builder:
             source=self.facts.devnode,
             target=self.mountpoint,
             mount_root=self.root,
-            device_gone=self.change.reason != "eject",
+            device_gone=self.device_gone,
             timeout=action.timeout,
             on_busy=action.on_busy,
             signal=action.signal,
@@ -268,10 +322,46 @@ def _hook(change: Change, rule: Rule) -> tuple[str, tuple[Action, ...]]:
     return "on_add", rule.on_add
 
 
-def decide(change: Change, topology: TopologySnapshot, policy: Policy) -> Plan:
-    """The plan for ``change``.  Never raises for device data; see the module docstring."""
-    key = plan_key(change)
-    base = Plan(change=change, key=key)
+def _first(facts: Facts, rules: tuple[Rule, ...]) -> int:
+    """The position of the first rule whose conditions hold, or -1 (verdicts only)."""
+    for i, rule in enumerate(rules):
+        if rule.holds(facts):
+            return i
+    return -1
+
+
+def first_match(facts: Facts, policy: Policy) -> Rule | None:
+    """The first rule whose conditions hold (no explanation is built)."""
+    i = _first(facts, policy.rules)
+    return policy.rules[i] if i >= 0 else None
+
+
+def _select(facts: Facts, policy: Policy, explain: bool) -> tuple[Rule | None, list[str]]:
+    """The deciding rule and the explanation lines about the rules tried."""
+    if explain:
+        verdicts, rule = evaluate(facts, policy)
+        return rule, [v.line() for v in verdicts]
+    i = _first(facts, policy.rules)
+    rule = policy.rules[i] if i >= 0 else None
+    before = len(policy.rules) if i < 0 else i
+    lines = []
+    if before:
+        s = "" if before == 1 else "s"
+        lines.append(f"{before} rule{s} before did not match (nvme-agent explain says why)")
+    if rule is not None:
+        tail = " (ignore: true, nothing happens)" if rule.ignore else ""
+        lines.append(f"{rule.label}: matched{tail}")
+    return rule, lines
+
+
+def decide(
+    change: Change, topology: TopologySnapshot, policy: Policy, *, explain: bool = False
+) -> Plan:
+    """The plan for ``change``.  Never raises for device data; see the module docstring.
+
+    ``explain``: also say why each rule before the deciding one did not match.
+    """
+    base = Plan(change=change, key=plan_key(change))
     ns = change.namespace
     if change.type in (ChangeType.CONTROLLER_ADDED, ChangeType.CONTROLLER_REMOVED):
         return _with(
@@ -283,51 +373,30 @@ def decide(change: Change, topology: TopologySnapshot, policy: Policy) -> Plan:
         )
     facts = facts_for(ns, change.partition, topology)
     what = "partition" if facts.partition else "whole disk"
-    target = f"target {facts.devnode or facts.devname} ({what}, {change.type.value})"
-    verdicts, rule = evaluate(facts, policy)
-    lines = [target, *(v.line() for v in verdicts)]
-    env = hook_env(change, facts, rule, None)
+    lines = [f"target {facts.devnode or facts.devname} ({what}, {change.type})"]
+    rule, tried = _select(facts, policy, explain)
+    lines += tried
+    if change.type == ChangeType.NAMESPACE_CHANGED:
+        return _changed(base, topology, policy, facts, rule, lines)
     if rule is None:
         lines.append("no rule matched: the change is logged and streamed, nothing else happens")
-        return _with(base, env=env, explanation=tuple(lines))
-    if rule.ignore:
+        return _with(base, env=hook_env(change, facts, rule, None), explanation=tuple(lines))
+    if rule.ignore or change.type not in _HOOKED:
+        if not rule.ignore:  # pragma: no cover - every namespace change kind has a hook
+            lines.append(f"{change.type} has no policy hook")
+        env = hook_env(change, facts, rule, None)
         return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
-    if change.type == ChangeType.NAMESPACE_CHANGED:
-        skip = _already_applied(change, topology, policy, rule, facts)
-        if skip:
-            lines.append(skip)
-            return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
-    elif change.type not in ADD_KINDS | REMOVE_KINDS | RESIZE_KINDS:  # pragma: no cover
-        lines.append(f"{change.type.value} has no policy hook")
-        return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
-
-    hook, actions = _hook(change, rule)
-    builder = _Builder(change, facts, rule, policy)
     removal = change.type in REMOVE_KINDS
-    specs: list[ActionSpec] = []
-    todo: list[tuple[str, Action]] = [(f"{hook}[{i}]", a) for i, a in enumerate(actions)]
-    if (
-        removal
-        and rule.implied_unmount
-        and rule.mount is not None
-        and not any(isinstance(a, UnmountAction) for a in actions)
-    ):
-        todo.append(("implied unmount", UnmountAction(timeout=policy.defaults.timeouts.unmount)))
-    for where, action in todo:
-        try:
-            spec = builder.build(action)
-        except TemplateError as exc:
-            if not removal:
-                lines.append(f"{REFUSED}{rule.label} {where} ({action.kind}): {exc}")
-                return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
-            lines.append(f"{where} ({action.kind}) dropped: {exc}")
-            continue
-        if spec is not None:
-            specs.append(spec)
+    builder = _Builder(change, facts, rule, policy, device_gone=change.reason != "eject")
+    hook, actions = _hook(change, rule)
+    specs = _build(builder, _todo(rule, hook, actions, removal, policy), removal, lines)
+    if specs is None:
+        env = hook_env(change, facts, rule, None)
+        return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
     lines.extend(builder.notes)
     mountpoint = builder.mountpoint if (builder.mounted or removal) else None
     if not specs:
-        lines.append(f"{rule.label} has no actions to run for {change.type.value}")
+        lines.append(f"{rule.label} has no actions to run for {change.type}")
     return _with(
         base,
         rule=rule.ident,
@@ -337,20 +406,118 @@ def decide(change: Change, topology: TopologySnapshot, policy: Policy) -> Plan:
     )
 
 
-def _already_applied(
-    change: Change, topology: TopologySnapshot, policy: Policy, rule: Rule, facts: Facts
-) -> str | None:
-    """Why a ``namespace-changed`` needs no action, or None when ``on_add`` should run."""
+def _todo(
+    rule: Rule, hook: str, actions: tuple[Action, ...], removal: bool, policy: Policy
+) -> list[tuple[str, Action]]:
+    """The actions of ``hook`` with where they come from; a removal ends with the implied
+    unmount unless the rule says otherwise or unmounts itself."""
+    todo: list[tuple[str, Action]] = [(f"{hook}[{i}]", a) for i, a in enumerate(actions)]
+    if (
+        removal
+        and rule.implied_unmount
+        and rule.mount is not None
+        and not any(isinstance(a, UnmountAction) for a in actions)
+    ):
+        todo.append(("implied unmount", UnmountAction(timeout=policy.defaults.timeouts.unmount)))
+    return todo
+
+
+def _build(
+    builder: _Builder, todo: list[tuple[str, Action]], removal: bool, lines: list[str]
+) -> list[ActionSpec] | None:
+    """The specs of ``todo``.  A template that cannot be rendered refuses the whole list
+    (None, with a ``refused:`` line) unless ``removal``: then only that action is dropped."""
+    specs: list[ActionSpec] = []
+    for where, action in todo:
+        try:
+            spec = builder.build(action)
+        except TemplateError as exc:
+            if not removal:
+                lines.append(f"{REFUSED}{builder.rule.label} {where} ({action.kind}): {exc}")
+                return None
+            lines.append(f"{where} ({action.kind}) dropped: {exc}")
+            continue
+        if spec is not None:
+            specs.append(spec)
+    return specs
+
+
+def _changed(
+    base: Plan,
+    topology: TopologySnapshot,
+    policy: Policy,
+    facts: Facts,
+    rule: Rule | None,
+    lines: list[str],
+) -> Plan:
+    """The plan of a ``namespace-changed``: undo the rule that matched before (if another
+    one), then ``on_add`` of the rule that matches now (if not already applied)."""
+    change = base.change
     prev = change.previous
-    if prev is None:
-        return None
-    prev_facts = facts_for(prev, None, topology)
-    _, prev_rule = evaluate(prev_facts, policy)
-    if prev_rule is None or prev_rule.index != rule.index:
-        return None
-    if facts.mountable and not prev_facts.mountable and rule.mount is not None:
-        return None
-    return f"{rule.label} already applied before this change: nothing to do"
+    prev_facts = facts_for(prev, None, topology) if prev is not None else None
+    prev_rule = first_match(prev_facts, policy) if prev_facts is not None else None
+    env = hook_env(change, facts, rule, None)
+    if rule is not None and prev_rule is not None and prev_rule.index == rule.index:
+        assert prev_facts is not None
+        if not (facts.mountable and not prev_facts.mountable and rule.mount is not None):
+            lines.append(f"{rule.label} already applied before this change: nothing to do")
+            return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
+        prev_rule = None
+    specs: list[ActionSpec] = []
+    if prev_rule is not None and not prev_rule.ignore and prev_facts is not None:
+        specs += _undo(change, prev_facts, prev_rule, policy, env, lines)
+    mountpoint = None
+    if rule is None:
+        lines.append("no rule matches now: nothing is added")
+    elif not rule.ignore:
+        builder = _Builder(change, facts, rule, policy)
+        todo = _todo(rule, "on_add", rule.on_add, False, policy)
+        added = _build(builder, todo, False, lines)
+        if added is not None:
+            lines.extend(builder.notes)
+            specs += added
+            mountpoint = builder.mountpoint if builder.mounted else None
+    if not specs:
+        lines.append(f"nothing to run for {change.type}")
+    return _with(
+        base,
+        rule=rule.ident if rule is not None else None,
+        actions=tuple(specs),
+        env=hook_env(change, facts, rule, mountpoint),
+        explanation=tuple(lines),
+    )
+
+
+def _undo(
+    change: Change,
+    prev_facts: Facts,
+    prev_rule: Rule,
+    policy: Policy,
+    env: dict[str, str],
+    lines: list[str],
+) -> list[ActionSpec]:
+    """``prev_rule``'s on_remove for a device that is still there (graceful unmount), with
+    its hooks seeing the namespace and the rule as they were."""
+    builder = _Builder(change, prev_facts, prev_rule, policy, device_gone=False)
+    todo = _todo(prev_rule, "on_remove", prev_rule.on_remove, True, policy)
+    if not prev_facts.mountable:
+        todo = [(w, a) for w, a in todo if not isinstance(a, UnmountAction)]
+    if not todo:
+        lines.append(f"{prev_rule.label} matched before this change: nothing of it to undo")
+        return []
+    lines.append(
+        f"{prev_rule.label} matched before this change: undoing it first "
+        "(its on_remove, graceful unmount)"
+    )
+    specs = _build(builder, todo, True, lines) or []
+    lines.extend(builder.notes)
+    undo_env = hook_env(change, prev_facts, prev_rule, builder.mountpoint)
+    # A hook of the old rule sees the old rule and namespace, not the new ones of the plan.
+    own = {**{k: "" for k in env}, **undo_env}
+    pairs = tuple(sorted(own.items()))
+    return [
+        dataclasses.replace(s, env=pairs + s.env) if isinstance(s, ExecSpec) else s for s in specs
+    ]
 
 
 def _with(

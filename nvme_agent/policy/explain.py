@@ -53,7 +53,7 @@ def evaluate(facts: Facts, policy: Policy) -> tuple[list[RuleVerdict], Rule | No
     """Test rules in order until one matches: the verdicts so far and the winner (or None)."""
     verdicts: list[RuleVerdict] = []
     for rule in policy.rules:
-        ok, reason = rule.match.test(facts)
+        ok, reason = rule.matcher.test(facts)
         verdicts.append(RuleVerdict(rule.index, rule.name, ok, reason, rule.ignore and ok))
         if ok:
             return verdicts, rule

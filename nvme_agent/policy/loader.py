@@ -1,105 +1,28 @@
-"""YAML -> plain Python values plus the source position of every node.
+"""Policy text -> a :class:`Document`: plain data, positions, and every problem as an issue.
 
-PyYAML's ``safe_load`` throws positions away, and positions are what makes an error message
-useful.  We compose the node graph ourselves, construct scalars with the safe constructor
-(so ``!!python/...`` tags are refused) and remember the mark of each value and of each mapping
-key under its key path.  Duplicate keys, which ``safe_load`` silently accepts (the last one
-wins), are reported.
+The text may have at most :attr:`Limits.max_bytes` bytes, checked before anything is parsed.
+Then only PyYAML's event stream is used (libyaml's when PyYAML has it: a state machine, no
+recursion), composed by :mod:`nvme_agent.policy.composer` within its bounds on depth and node
+count.  Whatever the text, :func:`parse_yaml` raises nothing: syntax errors, bounds and values
+that cannot be constructed all become ``file:line:column`` issues on the document.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from nvme_agent.policy.errors import PathPart, PolicyIssue, keypath
+from nvme_agent.policy.composer import Composer, Limits, Stop
+from nvme_agent.policy.document import Document, Path, Position, position_of
+from nvme_agent.policy.errors import PolicyIssue
 
-Path = tuple[PathPart, ...]
-Position = tuple[int, int]
+__all__ = ["LIMITS", "Document", "Limits", "Path", "Position", "parse_yaml"]
 
-
-@dataclass(slots=True)
-class Document:
-    """A parsed policy file: the data, and 1-based (line, column) of values and keys by path."""
-
-    data: Any
-    origin: str
-    values: dict[Path, Position] = field(default_factory=dict)
-    keys: dict[Path, Position] = field(default_factory=dict)
-    issues: list[PolicyIssue] = field(default_factory=list)
-
-    def position(self, path: Path, *, key: bool = False) -> Position | None:
-        """Where ``path`` is: the key's position when ``key``; else the value's, falling back
-        to the nearest ancestor that has one (a missing key is reported at its parent)."""
-        if key and path in self.keys:
-            return self.keys[path]
-        p = path
-        while True:
-            if p in self.values:
-                return self.values[p]
-            if not p:
-                return None
-            p = p[:-1]
-
-
-def _pos(mark: yaml.Mark | None) -> Position:
-    if mark is None:
-        return (1, 1)
-    return (mark.line + 1, mark.column + 1)
-
-
-class _Builder:
-    def __init__(self, loader: yaml.SafeLoader, doc: Document) -> None:
-        self.loader = loader
-        self.doc = doc
-
-    def issue(self, path: Path, mark: yaml.Mark | None, message: str) -> None:
-        line, col = _pos(mark)
-        self.doc.issues.append(PolicyIssue(self.doc.origin, line, col, keypath(path), message))
-
-    def build(self, node: yaml.Node, path: Path, depth: int = 0) -> Any:
-        self.doc.values[path] = _pos(node.start_mark)
-        if depth > 64:
-            # Alias bombs and absurd nesting: no policy is this deep.
-            self.issue(path, node.start_mark, "nesting too deep")
-            return None
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path, depth)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        try:
-            return self.loader.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            self.issue(path, node.start_mark, f"cannot read value: {_problem(exc)}")
-            return None
-
-    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[str, Any]:
-        try:
-            self.loader.flatten_mapping(node)  # resolve "<<" merge keys
-        except yaml.YAMLError as exc:
-            self.issue(path, node.start_mark, f"bad merge key: {_problem(exc)}")
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.issue(path, key_node.start_mark, "a key must be a plain string")
-                continue
-            try:
-                key = self.loader.construct_object(key_node)
-            except yaml.YAMLError as exc:
-                self.issue(path, key_node.start_mark, f"cannot read key: {_problem(exc)}")
-                continue
-            if not isinstance(key, str):
-                # YAML 1.1 reads `on:`/`yes:` as booleans and `1:` as an int.
-                key = key_node.value
-            child = (*path, key)
-            if key in out:
-                self.issue(child, key_node.start_mark, f"duplicate key {key!r}")
-                continue
-            self.doc.keys[child] = _pos(key_node.start_mark)
-            out[key] = self.build(value_node, child, depth + 1)
-        return out
+LIMITS = Limits()
+#: libyaml's parser (the same events as PyYAML's, an order of magnitude faster), when PyYAML
+#: was built with it.  Only its events are used, not its composer.
+_CParser: Any = getattr(yaml, "CSafeLoader", None)
 
 
 def _char(value: object) -> str:
@@ -112,37 +35,74 @@ def _problem(exc: yaml.YAMLError) -> str:
     return str(exc)
 
 
-def parse_yaml(text: str, origin: str) -> Document:
-    """Parse one YAML document.  Syntax errors become issues on the returned document."""
-    doc = Document(data=None, origin=origin)
+def _reader_issue(exc: yaml.reader.ReaderError, before: str, origin: str) -> PolicyIssue:
+    line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+    return PolicyIssue(
+        origin, line, col, "(syntax)", f"character {_char(exc.character)} is not allowed in YAML"
+    )
+
+
+def _syntax_issue(exc: yaml.MarkedYAMLError, origin: str) -> PolicyIssue:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = position_of(mark) if mark is not None else (1, 1)
+    message = _problem(exc)
+    if "'{'" in message:
+        message += ' (a template inside {...} must be quoted: "/x/{label}")'
+    return PolicyIssue(origin, line, col, "(syntax)", message)
+
+
+def _encode(text: str, origin: str, limits: Limits) -> bytes | PolicyIssue:
+    if len(text) > limits.max_bytes:  # a character is at least one byte
+        return _too_large(origin, len(text), limits)
     try:
-        loader = yaml.SafeLoader(text)
-    except yaml.reader.ReaderError as exc:
-        before = text[: exc.position]
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        before = text[: exc.start]
         line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
-        doc.issues.append(
-            PolicyIssue(
-                origin,
-                line,
-                col,
-                "(syntax)",
-                f"character {_char(exc.character)} is not allowed in YAML",
-            )
-        )
+        return PolicyIssue(origin, line, col, "(syntax)", f"not Unicode text: {exc.reason}")
+    if len(raw) > limits.max_bytes:
+        return _too_large(origin, len(raw), limits)
+    return raw
+
+
+def _too_large(origin: str, size: int, limits: Limits) -> PolicyIssue:
+    return PolicyIssue(
+        origin,
+        1,
+        1,
+        "(file)",
+        f"{size} bytes is more than the {limits.max_bytes} a policy may have",
+    )
+
+
+def parse_yaml(text: str, origin: str, limits: Limits = LIMITS) -> Document:
+    """Parse one YAML document.  Every problem (syntax, a bound, a value that cannot be
+    constructed) becomes an issue on the returned document; nothing is raised."""
+    doc = Document(data=None, origin=origin)
+    raw = _encode(text, origin, limits)
+    if isinstance(raw, PolicyIssue):
+        doc.issues.append(raw)
         return doc
+    parser: Any = None
+    composer = Composer(lambda: None, origin, limits)
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            doc.data = _Builder(loader, doc).build(node, ())
+        parser = _CParser(raw) if _CParser is not None else yaml.SafeLoader(text)
+        composer.get_event = parser.get_event
+        doc.data = composer.document()
+        doc.root = composer.root
+    except Stop as stop:
+        composer.issue(stop.mark, stop.path, stop.message)
+    except yaml.reader.ReaderError as exc:
+        # libyaml counts its offsets in bytes of UTF-8, the Python reader in characters
+        if _CParser is not None:
+            before = raw[: exc.position].decode("utf-8", "replace")
+        else:  # pragma: no cover - PyYAML built without libyaml
+            before = text[: exc.position]
+        doc.issues.append(_reader_issue(exc, before, origin))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = _pos(mark)
-        message = _problem(exc)
-        if "'{'" in message:
-            message += ' (a template inside {...} must be quoted: "/x/{label}")'
-        doc.issues.append(PolicyIssue(origin, line, col, "(syntax)", message))
-    except yaml.YAMLError as exc:
-        doc.issues.append(PolicyIssue(origin, 1, 1, "(syntax)", str(exc)))
+        doc.issues.append(_syntax_issue(exc, origin))
     finally:
-        loader.dispose()
+        if parser is not None and hasattr(parser, "dispose"):
+            parser.dispose()
+    doc.issues[:0] = composer.issues
     return doc

@@ -11,9 +11,21 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from nvme_agent.policy.spec import (
+    DEFAULT_ALLOWED_FILESYSTEMS,
+    DEFAULT_MOUNT_OPTIONS,
+    OnBusy,
+    SignalAction,
+    Timeouts,
+    UnmountAction,
+)
 from nvme_agent.topology.changes import Change
 
-OnBusy = Literal["fail", "signal", "lazy"]
+# The defaults of a spec are the policy's (nvme_agent.policy.spec): decide always sets them,
+# the defaults only serve code that builds specs by hand (the daemon's cleanups, tests).
+_T = Timeouts()
+_UNMOUNT = UnmountAction()
+_SIGNAL = SignalAction()
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,15 +36,15 @@ class MountSpec:
     target: str
     mount_root: str
     fstype: str | None = None
-    options: tuple[str, ...] = ("nodev", "nosuid", "noatime")
+    options: tuple[str, ...] = DEFAULT_MOUNT_OPTIONS
     fsck: bool = False
     read_only: bool = False
     mode: int | None = None
     owner: str | None = None
     group: str | None = None
-    timeout: float = 60.0
+    timeout: float = _T.mount
     #: The policy's ``allowed_filesystems``: checked again against what the device holds.
-    allowed_fstypes: tuple[str, ...] = ("ext4", "xfs", "btrfs", "vfat")
+    allowed_fstypes: tuple[str, ...] = DEFAULT_ALLOWED_FILESYSTEMS
     #: An existing, empty directory not created by the agent may be mounted on.
     allow_existing_dir: bool = False
     kind: Literal["mount"] = "mount"
@@ -51,10 +63,10 @@ class UnmountSpec:
     target: str | None
     mount_root: str
     device_gone: bool = False
-    timeout: float = 30.0
-    on_busy: OnBusy = "signal"
-    signal: str = "SIGTERM"
-    lazy_fallback: bool = True
+    timeout: float = _T.unmount
+    on_busy: OnBusy = _UNMOUNT.on_busy
+    signal: str = _UNMOUNT.signal
+    lazy_fallback: bool = _UNMOUNT.lazy_fallback
     remove_mountpoint: bool = True
     kind: Literal["unmount"] = "unmount"
 
@@ -65,7 +77,7 @@ class ExecSpec:
 
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
-    timeout: float = 30.0
+    timeout: float = _T.exec
     user: str | None = None
     kind: Literal["exec"] = "exec"
 
@@ -76,7 +88,7 @@ class SystemdSpec:
 
     verb: Literal["start", "stop", "restart", "reload"]
     unit: str
-    timeout: float = 60.0
+    timeout: float = _T.systemd
     kind: Literal["systemd"] = "systemd"
 
 
@@ -84,7 +96,7 @@ class SystemdSpec:
 class SignalSpec:
     """Send ``signal`` to the processes named by exactly one of pidfile / process / unit."""
 
-    signal: str = "SIGHUP"
+    signal: str = _SIGNAL.signal
     pidfile: str | None = None
     process: str | None = None
     unit: str | None = None
@@ -98,7 +110,7 @@ class GrowSpec:
     source: str
     fstype: str
     target: str | None = None
-    timeout: float = 300.0
+    timeout: float = _T.grow
     kind: Literal["grow"] = "grow"
 
 

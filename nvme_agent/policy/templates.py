@@ -8,44 +8,50 @@ policy errors before any device is seen.
 Rendering substitutes *device-controlled* strings (labels, serials, ...).  Each value is made
 into ONE safe path component by :func:`component` before it is inserted: no ``/``, no NUL or
 other control characters, never ``.`` or ``..``, no leading ``-`` (so it cannot turn into an
-option of an exec'd program), at most :data:`MAX_COMPONENT_BYTES` bytes of UTF-8.  An empty or
-absent value becomes the fallback ``ns<nsid>`` (``ns<nsid>p<partn>`` for a partition).
+option of an exec'd program), at most :data:`MAX_COMPONENT_BYTES` bytes of UTF-8 (a longer
+value keeps its start and ends in ``~`` and a short hash of the whole, so two long values stay
+distinct).  An empty or absent value becomes the fallback ``ns<nsid>`` (``ns<nsid>p<partn>``
+for a partition).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-#: Fields a template may use.  ``mountpoint`` is the rendered mount target of the rule's
-#: ``mount`` action; it is not device data and is inserted as a whole path.
-FIELDS: frozenset[str] = frozenset(
-    {
-        "nsid",
-        "ctrl",
-        "devname",
-        "label",
-        "fs_uuid",
-        "fs_type",
-        "uuid",
-        "nguid",
-        "eui64",
-        "wwid",
-        "serial",
-        "model",
-        "subsysnqn",
-        "partn",
-        "partlabel",
-        "identity",
-        "mountpoint",
-    }
-)
+#: Fields a template may use, and what they stand for (the man page lists them from here).
+#: ``mountpoint`` is the rendered mount target of the rule's ``mount`` action; it is not device
+#: data and is inserted as a whole path.
+TEMPLATE_FIELDS: dict[str, str] = {
+    "nsid": "the namespace ID",
+    "ctrl": "the controller (nvme0)",
+    "devname": "the block device's name (nvme0n1, nvme0n1p2)",
+    "label": "the filesystem label",
+    "fs_uuid": "the filesystem UUID",
+    "fs_type": "the filesystem type",
+    "uuid": "the namespace UUID",
+    "nguid": "the namespace NGUID",
+    "eui64": "the namespace EUI-64",
+    "wwid": "the namespace WWID",
+    "serial": "the controller's serial number",
+    "model": "the controller's model",
+    "subsysnqn": "the subsystem NQN",
+    "partn": "the partition number (empty for a whole disk)",
+    "partlabel": "the GPT partition name",
+    "identity": "the namespace identity (uuid:..., wwid:..., ...)",
+    "mountpoint": "the path the rule's mount action mounts at (only in rules that mount)",
+}
+FIELDS: frozenset[str] = frozenset(TEMPLATE_FIELDS)
 
 #: Bound on one substituted value, in bytes of UTF-8 (labels can be 255 bytes on btrfs).
 MAX_COMPONENT_BYTES = 64
+#: A value cut to the bound ends in ``~`` and this many hex digits of its SHA-256, so values
+#: that differ only past the cut (QEMU's wwids differ in their last digit) stay different.
+HASH_DIGITS = 12
 
 
 class TemplateError(ValueError):
@@ -113,19 +119,34 @@ def _clean_char(ch: str) -> str:
 
 def truncate_utf8(text: str, limit: int) -> str:
     """At most ``limit`` bytes of UTF-8, cut on a character boundary."""
-    raw = text.encode("utf-8")
+    raw = text.encode("utf-8", errors="surrogateescape")
     if len(raw) <= limit:
         return text
     return raw[:limit].decode("utf-8", errors="ignore")
 
 
+def bounded(text: str, limit: int = MAX_COMPONENT_BYTES) -> str:
+    """``text`` if it fits in ``limit`` bytes of UTF-8; else a prefix cut on a character
+    boundary, ``~`` and :data:`HASH_DIGITS` hex digits of the SHA-256 of the whole text."""
+    raw = text.encode("utf-8", errors="surrogateescape")
+    if len(raw) <= limit:
+        return text
+    digest = hashlib.sha256(raw).hexdigest()[:HASH_DIGITS]
+    return truncate_utf8(text, limit - HASH_DIGITS - 1).rstrip() + "~" + digest
+
+
 def component(value: str | None, fallback: str) -> str:
     """``value`` as one safe path component (see the module docstring)."""
-    text = "".join(_clean_char(c) for c in (value or ""))
+    text = value or ""
+    if text.isascii() and text.isprintable():
+        # The common case, without a look at each character: only the separators to replace.
+        text = text.replace("/", "_").replace("\\", "_")
+    else:
+        text = "".join(_clean_char(c) for c in text)
     text = text.strip()
     if text.startswith("-"):
         text = "_" + text[1:]
-    text = truncate_utf8(text, MAX_COMPONENT_BYTES).rstrip()
+    text = bounded(text)
     if text in ("", ".", ".."):
         return fallback
     return text

@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
         description=with_exits(
             "Validate a policy file: YAML syntax, the schema (unknown keys, wrong types), and "
             "meaning (globs, size units, absolute paths, signal names, templates, mount paths "
-            "below mount_root).  Every error is reported as FILE:LINE:COLUMN: KEY.PATH: MESSAGE.",
+            "below mount_root).  Every error is reported as FILE:LINE:COLUMN: KEY.PATH: MESSAGE. "
+            "A file the daemon would refuse (not owned by root, or writable by others) is "
+            "validated all the same, with a warning.",
             EXITS,
         ),
     )
@@ -62,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     out = Reporter(args.json)
     issues: list[PolicyIssue]
     try:
-        policy = load_policy(args.policy)
+        # A file the daemon would refuse (not root's, or writable by others) is still
+        # validated; the refusal is one of the warnings.
+        policy = load_policy(args.policy, require_trusted=False)
     except OSError as exc:
         raise error_for_os(exc, args.policy) from exc
     except PolicyError as exc:

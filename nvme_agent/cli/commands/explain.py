@@ -124,7 +124,7 @@ def _scenario(arg: str) -> tuple[Policy | None, list[tuple[Change, TopologySnaps
 def report(out: Reporter, policy: Policy, items: Sequence[tuple[Change, TopologySnapshot]]) -> None:
     """Decide and print each change (readable text, or JSON lines with ``--json``)."""
     for change, topology in items:
-        plan = decide(change, topology, policy)
+        plan = decide(change, topology, policy, explain=True)
         verdicts = explain(change, topology, policy)
         record = plan.to_dict()
         record["env"] = dict(plan.env)
