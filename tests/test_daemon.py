@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.daemon import Agent, is_result, is_type
+from support.daemon import Agent, dry_mount_root, is_result, is_type
 
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
@@ -60,8 +60,13 @@ def write_policy(path: Path, template: str, root: Path) -> Path:
 
 
 @pytest.fixture
-def agent(bed: Bed, tmp_path: Path) -> Iterator[Agent]:
-    policy = write_policy(tmp_path / "policy.yaml", POLICY_A, tmp_path / "mnt")
+def mnt(tmp_path: Path) -> Path:
+    return dry_mount_root(tmp_path)
+
+
+@pytest.fixture
+def agent(bed: Bed, tmp_path: Path, mnt: Path) -> Iterator[Agent]:
+    policy = write_policy(tmp_path / "policy.yaml", POLICY_A, mnt)
     (tmp_path / "agent").mkdir()
     proc = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()
     yield proc
@@ -72,7 +77,7 @@ def ns(nsid: int, label: str = "data", fs: str | None = "ext4", gen: int = 0) ->
     return NamespaceConfig("nvme0", nsid=nsid, fs=fs, label=label, generation=gen)
 
 
-def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: Agent) -> None:
+def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: Agent, mnt: Path) -> None:
     assert "READY=1" in agent.process.notified
     assert "STATUS=0 namespaces, 0 mounted, 0 failures" in agent.process.notified
     bed.add_namespace(ns(1, "data"))
@@ -80,7 +85,7 @@ def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: Agent) -> None:
     assert added["namespace"]["identity_weak"] is True
     plan = agent.wait_for(is_type("plan", 1))
     assert plan["rule"] == "rule-a"
-    assert plan["actions"][0]["target"].endswith("/mnt/data")
+    assert plan["actions"][0]["target"] == f"{mnt}/data"
     result = agent.wait_for(is_result("mount", 1))
     assert result["status"] == "dry-run"
     agent.wait_notify("STATUS=1 namespaces, 0 mounted, 0 failures")
@@ -115,10 +120,8 @@ def test_sighup_with_broken_policy_keeps_the_old_one(
     assert plan["rule"] == "rule-a"
 
 
-def test_control_reload_swaps_policy_and_reports_errors(
-    bed: Bed, agent: Agent, tmp_path: Path
-) -> None:
-    write_policy(agent.policy, POLICY_B, tmp_path / "mnt")
+def test_control_reload_swaps_policy_and_reports_errors(bed: Bed, agent: Agent, mnt: Path) -> None:
+    write_policy(agent.policy, POLICY_B, mnt)
     answer = agent.control({"cmd": "reload"})
     assert answer == {"ok": True, "generation": 2}
     agent.wait_notify("RELOADING=1")
@@ -149,7 +152,7 @@ def test_bad_control_requests_get_errors_and_harm_nothing(agent: Agent) -> None:
 
 
 def test_events_during_reloads_are_all_handled_exactly_once(
-    bed: Bed, agent: Agent, tmp_path: Path
+    bed: Bed, agent: Agent, mnt: Path
 ) -> None:
     count = 170  # 3 uevents each (bdi, ng, disk): 510 events during 20 reloads
     reload_answers: list[dict[str, object]] = []
@@ -157,7 +160,7 @@ def test_events_during_reloads_are_all_handled_exactly_once(
     def reloader() -> None:
         for i in range(20):
             template = POLICY_B if i % 2 else POLICY_A
-            write_policy(agent.policy, template, tmp_path / "mnt")
+            write_policy(agent.policy, template, mnt)
             reload_answers.append(agent.control({"cmd": "reload"}))
 
     thread = threading.Thread(target=reloader)
@@ -270,20 +273,14 @@ def test_resize_partitions_and_a_filesystem_appearing(bed: Bed, agent: Agent) ->
     assert plan["rule"] == "rule-a"  # the filesystem that appeared is now mountable
 
 
-def test_reconcile_on_reload_mounts_what_now_matches(
-    bed: Bed, agent: Agent, tmp_path: Path
-) -> None:
+def test_reconcile_on_reload_mounts_what_now_matches(bed: Bed, agent: Agent, mnt: Path) -> None:
     agent.policy.write_text(
-        POLICY_A.format(root=tmp_path / "mnt").replace(
-            "match: {fs_type: ext4}", "match: {fs_label: only-this}"
-        )
+        POLICY_A.format(root=mnt).replace("match: {fs_type: ext4}", "match: {fs_label: only-this}")
     )
     assert agent.control({"cmd": "reload"})["ok"] is True
     bed.add_namespace(ns(9, "other"))
     assert agent.wait_for(is_type("plan", 9))["rule"] is None
-    policy_b = POLICY_B.format(root=tmp_path / "mnt").replace(
-        "rules:", "  reconcile_on_reload: true\nrules:"
-    )
+    policy_b = POLICY_B.format(root=mnt).replace("rules:", "  reconcile_on_reload: true\nrules:")
     agent.policy.write_text(policy_b)
     assert agent.control({"cmd": "reload"})["ok"] is True
     plan = agent.wait_for(is_type("plan", 9))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.daemon import Agent, is_result
+from support.daemon import Agent, is_result, real_mount_root
 
 from nvme_agent.actions import mountinfo
 from nvme_agent.harness.bed import Bed, unavailable_reason
@@ -49,11 +49,10 @@ HOLDER = "import sys; f = open(sys.argv[1], 'w'); print('ready', flush=True); sy
 class Rig:
     """A bed, real loop-backed namespaces, and the daemon acting for real."""
 
-    def __init__(self, bed: Bed, backing: RealBacking, tmp: Path) -> None:
+    def __init__(self, bed: Bed, backing: RealBacking, tmp: Path, root: Path) -> None:
         self.bed = bed
         self.backing = backing
-        self.root = tmp / "mnt"
-        self.root.mkdir()
+        self.root = root
         self.policy = tmp / "policy.yaml"
         self.policy.write_text(POLICY.format(root=self.root))
         self.workdir = tmp / "agent"
@@ -80,9 +79,13 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    with Bed(multipath=True) as bed, RealBacking(tmp_path / "images", str(tmp_path / "mnt")) as b:
+    with (
+        real_mount_root() as root,
+        Bed(multipath=True) as bed,
+        RealBacking(tmp_path / "images", str(root)) as b,
+    ):
         bed.add_controller(ControllerConfig("nvme0", serial="SN0001"))
-        yield Rig(bed, b, tmp_path)
+        yield Rig(bed, b, tmp_path, root)
 
 
 def test_hot_remove_lazily_detaches_the_dead_mount(rig: Rig) -> None:

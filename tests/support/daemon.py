@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from nvme_agent.harness.agent import AgentProcess, EventFeed
 
 Record = dict[str, Any]
+
+#: Policies refuse mount roots in system trees (``/tmp`` among them), so a test's mount root
+#: lives below this directory instead of in pytest's ``tmp_path``.
+TEST_MOUNT_TOP = "/run/media/nvme-agent-test"
+
+
+def dry_mount_root(tmp_path: Path) -> Path:
+    """A mount root for dry-run daemons: valid in a policy, never created (nothing runs)."""
+    return Path(TEST_MOUNT_TOP) / f"dry-{os.getpid()}-{tmp_path.name}"
+
+
+@contextlib.contextmanager
+def real_mount_root() -> Iterator[Path]:
+    """A fresh, empty mount root for real mounts; removed afterwards with ``rmdir`` only, so
+    that a mount left behind by a failed test is never descended into."""
+    os.makedirs(TEST_MOUNT_TOP, mode=0o755, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="real-", dir=TEST_MOUNT_TOP))
+    try:
+        yield root
+    finally:
+        for sub in root.iterdir():
+            if not os.path.ismount(sub):
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
+        root.rmdir()  # fails loudly when a test left something behind
+        with contextlib.suppress(OSError):
+            os.rmdir(TEST_MOUNT_TOP)  # only when no other test still uses it
 
 
 def is_type(kind: str, nsid: int | None = None) -> Callable[[Record], bool]:
