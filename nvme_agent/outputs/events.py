@@ -186,9 +186,7 @@ class EventStream:
         with contextlib.suppress(OSError):
             conn.send(line.encode() + b"\n")  # a fresh socket's buffer takes one short line
         conn.close()
-        logged = self.refusals.refused(
-            "event subscriber refused", f"event subscriber {peer} refused: {why}"
-        )
+        logged = self.refusals.refused("event subscriber refused", f"{peer}: {why}")
         if logged and self._loop is not None:
             self._loop.call_later(self.refusals.window, self.refusals.flush)
 

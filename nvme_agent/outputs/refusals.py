@@ -46,7 +46,9 @@ class RefusalLog:
         if current is not None:
             self._summary(kind, current)
         self._open[kind] = _Window(now)
-        self.logger.warning("%s (more of these are counted for %.0fs)", message, self.window)
+        self.logger.warning(
+            "%s: %s (more of these are counted for %.0fs)", kind, message, self.window
+        )
         return True
 
     def flush(self, everything: bool = False) -> None:

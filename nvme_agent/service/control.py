@@ -159,7 +159,7 @@ class ControlServer:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), self.read_timeout)
         except TimeoutError:
             why = f"no complete request line within {self.read_timeout:g}s"
-            self.refuse("control request timed out", f"control request from {peer}: {why}")
+            self.refuse("control request timed out", f"{peer}: {why}")
             raise RequestFailed(Reason.TIMEOUT, why) from None
         except asyncio.LimitOverrunError:
             raise RequestFailed(
@@ -193,7 +193,8 @@ def request(path: str, payload: dict[str, Any], timeout: float = 120.0) -> dict[
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(path)
-            sock.sendall(json.dumps(payload).encode() + b"\n")
+            with contextlib.suppress(BrokenPipeError):  # refused unread: the answer says why
+                sock.sendall(json.dumps(payload).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)

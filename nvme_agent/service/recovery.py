@@ -244,6 +244,7 @@ def from_state(data: object) -> SavedState:
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise StateError(f'"topology" is malformed: {type(exc).__name__}: {exc}') from exc
     _check_types(snapshot, "topology")
+    _check_same(topology, snapshot.to_dict(), "topology")
     generation = data.get("policy_generation", 1)
     if type(generation) is not int:
         raise StateError('"policy_generation" is not an integer')
@@ -280,6 +281,25 @@ def _disk_key(item: object, length: int, name: str) -> tuple[DiskKey, list[Any]]
     if not ok:
         raise StateError(f'"{name}": {item!r} is not [NQN, nsid, diskseq]')
     return DiskKey(nqn, nsid, diskseq), rest
+
+
+def _check_same(given: object, rebuilt: object, where: str) -> None:
+    """What was read is what the rebuilt snapshot says (keys it does not know aside), so
+    that no value was coerced on the way (``"nvme0"`` into a tuple of letters, ``true``
+    into the nsid 1)."""
+    if isinstance(given, Mapping) and isinstance(rebuilt, Mapping):
+        for key in given:
+            if key in rebuilt:
+                _check_same(given[key], rebuilt[key], f"{where}.{key}")
+        return
+    if isinstance(given, list | tuple) and isinstance(rebuilt, list | tuple):
+        if len(given) != len(rebuilt):
+            raise StateError(f"{where}: not a list of objects")
+        for i, (a, b) in enumerate(zip(given, rebuilt, strict=True)):
+            _check_same(a, b, f"{where}[{i}]")
+        return
+    if type(given) is not type(rebuilt) or given != rebuilt:
+        raise StateError(f"{where}: {given!r} is not a valid value")
 
 
 def _check_types(value: object, where: str) -> None:
