@@ -271,6 +271,9 @@ def test_resize_partitions_and_a_filesystem_appearing(bed: Bed, agent: Agent) ->
     assert changed["namespace"]["fs"]["label"] == "late"
     plan = agent.wait_for(is_type("plan", 8))
     assert plan["rule"] == "rule-a"  # the filesystem that appeared is now mountable
+    status = agent.control({"cmd": "status"})
+    assert [n["nsid"] for n in status["namespaces"]] == [7, 8]  # once each, partitions or not
+    assert [len(n["partitions"]) for n in status["namespaces"]] == [2, 0]
 
 
 def test_reconcile_on_reload_mounts_what_now_matches(bed: Bed, agent: Agent, mnt: Path) -> None:
@@ -335,3 +338,84 @@ def test_cli_status_without_a_daemon_reads_udev(bed: Bed, tmp_path: Path) -> Non
     assert [(r["type"], r["nsid"], r["fs"]["label"]) for r in nss if r["type"] == "namespace"] == [
         ("namespace", 6, "direct")
     ]
+
+
+def test_udev_events_are_handled_while_a_reload_parse_waits(
+    bed: Bed, tmp_path: Path, mnt: Path
+) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", POLICY_A, mnt)
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    (tmp_path / "agent").mkdir()
+    agent = Agent(policy, tmp_path / "agent", bed.env(os.environ), gate=gate).start()
+    try:
+        write_policy(policy, POLICY_B, mnt)
+        answer: dict[str, object] = {}
+        asking = threading.Thread(target=lambda: answer.update(agent.control({"cmd": "reload"})))
+        asking.start()
+        agent.wait_notify("RELOADING=1")  # the parse is under way, waiting on the gate
+        bed.add_namespace(ns(20, "during"))
+        assert agent.wait_for(is_type("plan", 20))["rule"] == "rule-a"  # the old policy acts
+        assert agent.control({"cmd": "status"})["ok"] is True
+        assert asking.is_alive() and answer == {}
+        with open(gate, "wb"):  # the parse goes on once the gate closes
+            pass
+        asking.join(60)
+        assert answer == {"ok": True, "generation": 2}
+        bed.add_namespace(ns(21, "after"))
+        assert agent.wait_for(is_type("plan", 21))["rule"] == "rule-b"
+    finally:
+        with contextlib.suppress(OSError):  # a failed test must not leave the parse waiting
+            os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+        assert agent.stop() == 0
+
+
+def test_an_unwritable_history_is_logged_once_and_every_plan_still_runs(
+    bed: Bed, tmp_path: Path, mnt: Path
+) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", POLICY_A, mnt)
+    (tmp_path / "agent" / "state" / "history.jsonl").mkdir(parents=True)  # appends fail
+    bed.add_namespace(ns(1, "cold"))
+    bed.add_namespace(ns(2, "cold2"))
+    agent = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()  # coldplug went on
+    try:
+        status = agent.control({"cmd": "status"})
+        assert [n["nsid"] for n in status["namespaces"]] == [1, 2]
+        assert status["counters"]["namespace-added"] == 2
+        bed.add_namespace(ns(3, "hot"))
+        assert agent.wait_for(is_type("plan", 3))["rule"] == "rule-a"
+        bed.remove_namespace("nvme0", 1)
+        removal = agent.wait_for(is_type("plan", 1))
+        assert removal["change"] == "namespace-removed" and removal["actions"]
+        assert agent.control({"cmd": "history"}) == {"ok": True, "records": []}
+    finally:
+        log_text = agent.process.tail(limit=1 << 20)
+        assert agent.stop() == 0
+    failures = [line for line in log_text.splitlines() if "appending to history" in line]
+    assert len(failures) == 1 and "Is a directory" in failures[0], failures
+
+
+def test_a_plan_the_policy_refuses_is_logged_once_as_a_warning(
+    bed: Bed, tmp_path: Path, mnt: Path
+) -> None:
+    text = POLICY_A.replace("rules:", "  allowed_filesystems: [xfs]\nrules:").replace(
+        "{fs_type: ext4}", "{fs_type: [ext4, xfs]}"
+    )
+    policy = write_policy(tmp_path / "policy.yaml", text, mnt)
+    (tmp_path / "agent").mkdir()
+    agent = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()
+    try:
+        bed.add_namespace(ns(4, "notallowed"))
+        plan = agent.wait_for(is_type("plan", 4))
+        assert plan["actions"] == [] and any(
+            line.startswith("refused: ") for line in plan["explanation"]
+        )
+        assert agent.control({"cmd": "status"})["counters"]["refused"] == 1
+    finally:
+        log_text = agent.process.tail(limit=1 << 20)
+        assert agent.stop() == 0
+    warnings = [line for line in log_text.splitlines() if line.startswith("nvme-agent[warning]")]
+    refused = [line for line in warnings if "refused" in line]
+    assert len(refused) == 1, warnings
+    assert "nsid=4" in refused[0] and "/dev/" in refused[0]
+    assert "'ext4' is not in allowed_filesystems" in refused[0]

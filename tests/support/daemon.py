@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,6 +55,19 @@ def is_result(action: str, nsid: int | None = None) -> Callable[[Record], bool]:
     )
 
 
+class GatedProcess(AgentProcess):
+    """The daemon run by ``gated_agent.py``: every policy load after the first waits until
+    someone opens and closes the FIFO ``gate`` for writing."""
+
+    def __init__(self, policy: Path, env: dict[str, str], workdir: Path, gate: Path) -> None:
+        super().__init__(policy, env, workdir=workdir)
+        self.gate = gate
+
+    def command(self) -> list[str]:
+        script = Path(__file__).with_name("gated_agent.py")
+        return [sys.executable, str(script), str(self.policy), str(self.base), str(self.gate)]
+
+
 class Agent:
     """The daemon under test plus a cursor over its event stream."""
 
@@ -65,12 +79,15 @@ class Agent:
         *,
         dry_run: bool = True,
         extra_args: tuple[str, ...] = (),
+        gate: Path | None = None,
     ) -> None:
         self.policy = policy
         self.workdir = workdir
         self.runtime_dir = workdir / "run"
-        self.process = AgentProcess(
-            policy, env, dry_run=dry_run, workdir=workdir, extra_args=extra_args
+        self.process = (
+            AgentProcess(policy, env, dry_run=dry_run, workdir=workdir, extra_args=extra_args)
+            if gate is None
+            else GatedProcess(policy, env, workdir, gate)
         )
         self.feed: EventFeed | None = None
         self.cursor = 0

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import grp
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -111,6 +112,7 @@ class InProcess:
         policy: str = POLICY,
         load: Callable[[Path], Policy] = load_policy,
         group: str | None = None,
+        watchdog_usec: int | None = None,
         **config: Any,
     ) -> None:
         self.base = reachable_dir("nvme-agent-test-")
@@ -120,7 +122,11 @@ class InProcess:
         self.policy.write_text(policy)
         self.notify = NotifyLog(self.base / "notify.sock")
         monkeypatch.setenv("NOTIFY_SOCKET", str(self.notify.path))
-        monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+        if watchdog_usec is None:
+            monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+        else:  # read by the daemon when it starts, for this process
+            monkeypatch.setenv("WATCHDOG_USEC", str(watchdog_usec))
+            monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
         self.config = DaemonConfig(
             policy_path=self.policy,
             runtime_dir=self.base / "run",
