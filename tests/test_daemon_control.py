@@ -235,11 +235,13 @@ def test_event_subscribers_are_capped(
 
 
 # ---------------------------------------------------------------------- any input (issue 11)
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+
+
 REQUEST_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
+    _nested,
     max_leaves=8,
 )
 REQUESTS = st.builds(

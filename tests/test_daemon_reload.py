@@ -131,6 +131,8 @@ def test_reloads_during_a_parse_coalesce_into_one_more_parse(
         assert [a["generation"] for a in answers] == [2, 3, 3, 3]
         assert d.daemon.reloader.parses == 2
         assert d.daemon.policy.digest == load_policy(d.policy).digest  # the newer file
+        second = d.notify.wait_for("RELOADING=1", after=d.notify.wait_for("RELOADING=1") + 1)
+        d.notify.wait_for("READY=1", after=second)  # datagrams may trail the answers
         lines = d.notify.snapshot()
         assert lines.count("RELOADING=1") == 2 and ready_after_reloading(lines)
 
@@ -144,6 +146,7 @@ def test_a_parse_that_never_ends_times_out_and_the_next_reload_works(
             assert d.daemon is not None
             answer = d.request({"cmd": "reload"})
             assert answer["reason"] == "timeout" and "not read within" in answer["error"]
+            d.notify.wait_for("READY=1", after=d.notify.wait_for("RELOADING=1"))
             assert ready_after_reloading(d.notify.snapshot())
             release.set()  # the stuck parse ends now; its late result is dropped
             assert d.request({"cmd": "reload"})["generation"] == 2

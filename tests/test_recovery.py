@@ -16,7 +16,7 @@ from support.policy import NQN, added, namespace, partition, removed, topology
 
 from nvme_agent.actions.ledger import LedgerEntry
 from nvme_agent.policy import plan_key
-from nvme_agent.policy.plan import ActionResult, ExecSpec, Plan, Status
+from nvme_agent.policy.plan import ActionResult, ExecSpec, Plan, Status, UnmountSpec
 from nvme_agent.service.recovery import (
     EJECT_REASON,
     Bookkeeping,
@@ -25,6 +25,7 @@ from nvme_agent.service.recovery import (
     StateError,
     from_state,
     orphan_mounts,
+    unmount_plan,
 )
 from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import Namespace, TopologySnapshot
@@ -261,11 +262,13 @@ def test_a_namespace_with_values_of_the_wrong_type_is_refused() -> None:
             from_state({"topology": data})
 
 
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    _nested,
     max_leaves=30,
 )
 KEYS = st.sampled_from([*topology(ns1()).to_dict()["namespaces"][0], "x"])
@@ -321,3 +324,19 @@ def test_orphans_are_our_mounts_of_devices_neither_present_nor_being_removed() -
     ]
     orphans = orphan_mounts(entries, topology(ns), {"/dev/nvme0n8"})
     assert [e.target for e in orphans] == ["/m/gone"]
+
+
+def test_unmount_plans_outside_namespaces_know_where_we_made_the_mountpoint() -> None:
+    entry = LedgerEntry(
+        target="/m/data/inner", source="/dev/nvme0n7", dev="259:3", created_dirs=("/m/data",)
+    )
+    orphan = unmount_plan(entry, "vanished while down", "orphan", device_gone=True)
+    stop = unmount_plan(entry, "agent stopping", "stop", device_gone=False)
+    assert (orphan.key, stop.key) == ("orphan:/m/data/inner", "stop:/m/data/inner")
+    specs = [p.actions[0] for p in (orphan, stop)]
+    assert all(isinstance(s, UnmountSpec) for s in specs)
+    assert [(s.mount_root, s.device_gone, s.on_busy) for s in specs] == [  # type: ignore[union-attr]
+        ("/m", True, "lazy"),
+        ("/m", False, "signal"),
+    ]
+    assert orphan.change.type is ChangeType.NAMESPACE_REMOVED and orphan.change.namespace is None

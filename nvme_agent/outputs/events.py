@@ -182,13 +182,13 @@ class EventStream:
         return None
 
     def _refuse(self, conn: socket.socket, peer: str, why: str) -> None:
+        logged = self.refusals.refused("event subscriber refused", f"{peer}: {why}")
+        if logged and self._loop is not None:
+            self._loop.call_later(self.refusals.window, self.refusals.flush)
         line = json.dumps({"type": "refused", "nsid": None, "reason": "busy", "error": why})
         with contextlib.suppress(OSError):
             conn.send(line.encode() + b"\n")  # a fresh socket's buffer takes one short line
         conn.close()
-        logged = self.refusals.refused("event subscriber refused", f"{peer}: {why}")
-        if logged and self._loop is not None:
-            self._loop.call_later(self.refusals.window, self.refusals.flush)
 
     def _on_readable(self, sub: _Subscriber) -> None:
         try:

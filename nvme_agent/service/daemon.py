@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from nvme_agent.outputs.journal import (
 from nvme_agent.outputs.notify import Notifier
 from nvme_agent.outputs.state import History, StateFile
 from nvme_agent.policy import REFUSED, Policy, PolicyError, decide, load_policy, load_policy_text
-from nvme_agent.policy.plan import ActionResult, Plan, Status, UnmountSpec
+from nvme_agent.policy.plan import ActionResult, Plan, Status
 from nvme_agent.service.access import GROUP
 from nvme_agent.service.answers import Answer, Reason, failure
 from nvme_agent.service.control import ControlServer
@@ -67,11 +66,12 @@ from nvme_agent.service.recovery import (
     from_state,
     orphan_mounts,
     present_changes,
+    unmount_plan,
 )
 from nvme_agent.service.reload import Loader, LoadOutcome, Reloader, read_policy
 from nvme_agent.service.requests import Dispatcher
 from nvme_agent.service.status import mounts_by_source, topology_status
-from nvme_agent.topology.changes import REMOVE_KINDS, Change, ChangeType
+from nvme_agent.topology.changes import REMOVE_KINDS, Change
 from nvme_agent.topology.intake import Overrun, UdevIntake
 from nvme_agent.topology.model import TopologySnapshot
 from nvme_agent.topology.records import DeviceRecord
@@ -161,9 +161,9 @@ class Daemon:
         self.counters: Counter[str] = Counter()
         self._stop = asyncio.Event()
         self._ready = False
-        self._status_pending = False
         self._status_sent = ""
-        self._state_pending = False
+        self._state_changed = OncePerIteration(self._save_state)
+        self._status_changed = OncePerIteration(self._flush_status)  # only when it differs
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -174,6 +174,7 @@ class Daemon:
     async def run(self, handle_signals: bool = True) -> int:
         """Serve until stopped; returns the exit status."""
         self._loop = asyncio.get_running_loop()
+        self._state_changed.loop = self._status_changed.loop = self._loop
         self.config.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.runner = ActionRunner(
@@ -333,15 +334,7 @@ class Daemon:
             PRIORITY_WARNING,
             {"DEVNAME": entry.source, "MOUNTPOINT": entry.target},
         )
-        spec = UnmountSpec(
-            source=entry.source,
-            target=entry.target,
-            mount_root=_mount_root_of(entry),
-            device_gone=True,
-            on_busy="lazy",
-        )
-        change = Change(ChangeType.NAMESPACE_REMOVED, reason="vanished while down")
-        self._submit(Plan(change=change, key=f"orphan:{entry.target}", actions=(spec,)))
+        self._submit(unmount_plan(entry, "vanished while down", "orphan", device_gone=True))
 
     def _on_readable(self) -> None:
         """Take every pending record, persist the new topology, then act on the changes.
@@ -432,16 +425,8 @@ class Daemon:
 
     def _unmount_all(self, reason: str) -> None:
         for entry in self.ledger.entries():
-            if not entry.mounted:
-                continue
-            spec = UnmountSpec(
-                source=entry.source,
-                target=entry.target,
-                mount_root=_mount_root_of(entry),
-                device_gone=False,
-            )
-            change = Change(ChangeType.NAMESPACE_REMOVED, reason=reason)
-            self._submit(Plan(change=change, key=f"stop:{entry.target}", actions=(spec,)))
+            if entry.mounted:
+                self._submit(unmount_plan(entry, reason, "stop", device_gone=False))
 
     # ------------------------------------------------------------------ control requests
     # (what nvme_agent.service.requests.Agent asks of us; the dispatcher checks the rights)
@@ -526,35 +511,11 @@ class Daemon:
     def _save_state(self) -> None:
         self.state_file.save(self.books.to_state(self.topology.snapshot(), self.generation))
 
-    def _state_changed(self) -> None:
-        """Coalesce state-file writes to one per loop iteration."""
-        if self._state_pending or self._loop is None:
-            return
-        self._state_pending = True
-
-        def flush() -> None:
-            self._state_pending = False
-            self._save_state()
-
-        self._loop.call_soon(flush)
-
-    def _status_changed(self) -> None:
-        """Coalesce STATUS= updates: at most one per loop iteration, and only when it differs.
-
-        A burst of hundreds of events must not become hundreds of datagrams to the manager.
-        """
-        if self._status_pending or self._loop is None:
-            return
-        self._status_pending = True
-
-        def flush() -> None:
-            self._status_pending = False
-            line = self.status_line()
-            if line != self._status_sent:
-                self._status_sent = line
-                self.notifier.status(line)
-
-        self._loop.call_soon(flush)
+    def _flush_status(self) -> None:
+        line = self.status_line()
+        if line != self._status_sent:
+            self._status_sent = line
+            self.notifier.status(line)
 
     def _start_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()
@@ -570,10 +531,25 @@ class Daemon:
         ping()
 
 
-def _mount_root_of(entry: LedgerEntry) -> str:
-    """The directory below which the agent made ``entry``'s mountpoint."""
-    first = entry.created_dirs[0] if entry.created_dirs else entry.target
-    return os.path.dirname(first.rstrip("/")) or "/"
+class OncePerIteration:
+    """Runs ``action`` at most once per loop iteration, however often it is asked for: a
+    burst of hundreds of events must not become hundreds of state-file writes or datagrams
+    to the service manager."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending = False
+
+    def __call__(self) -> None:
+        if self._pending or self.loop is None:
+            return
+        self._pending = True
+        self.loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._pending = False
+        self.action()
 
 
 async def run_daemon(config: DaemonConfig) -> int:

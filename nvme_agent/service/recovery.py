@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import types
 import typing
 from collections import Counter
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nvme_agent.actions.ledger import LedgerEntry
-from nvme_agent.policy.plan import ActionResult, Plan
+from nvme_agent.policy.plan import ActionResult, Plan, UnmountSpec
 from nvme_agent.topology.changes import ADD_KINDS, REMOVE_KINDS, Change, ChangeType
 from nvme_agent.topology.model import Namespace, TopologySnapshot
 from nvme_agent.topology.snapshot_io import snapshot_from_dict
@@ -218,6 +219,21 @@ class Bookkeeping:
             "ejected": [[k.subsysnqn, k.nsid, k.diskseq] for k in ejected],
             "policy_generation": generation,
         }
+
+
+def unmount_plan(entry: LedgerEntry, reason: str, key: str, *, device_gone: bool) -> Plan:
+    """A plan that unmounts one of our mounts outside any namespace's plans: a mount whose
+    device vanished while we were down (lazily), or every mount on stop."""
+    first = entry.created_dirs[0] if entry.created_dirs else entry.target
+    spec = UnmountSpec(
+        source=entry.source,
+        target=entry.target,
+        mount_root=os.path.dirname(first.rstrip("/")) or "/",  # where we made the mountpoint
+        device_gone=device_gone,
+        on_busy="lazy" if device_gone else "signal",  # "signal": the policy default
+    )
+    change = Change(ChangeType.NAMESPACE_REMOVED, reason=reason)
+    return Plan(change=change, key=f"{key}:{entry.target}", actions=(spec,))
 
 
 def orphan_mounts(
