@@ -402,7 +402,7 @@ class Daemon:
         self.counters["refused"] += 1
         fields = change_fields(change) | {"NVME_RULE": plan.rule or "", "NVME_PLAN_KEY": plan.key}
         self.tlog.event(
-            f"{change.summary()} on {change.devnode or '?'}: nothing done, {line}",
+            _printable(f"{change.summary()} on {change.devnode or '?'}: nothing done, {line}"),
             MSG_PLAN_REFUSED,
             PRIORITY_WARNING,
             fields,
@@ -529,6 +529,12 @@ class Daemon:
                 loop.call_later(interval, ping)
 
         ping()
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: what a disk names (a label, a serial) must
+    not start a log line of its own on stderr."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class OncePerIteration:
