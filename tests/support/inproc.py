@@ -186,7 +186,11 @@ class InProcess:
         return self.exit
 
     def __enter__(self) -> InProcess:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a daemon that did not start leaves nothing behind either
+            raise
 
     def __exit__(self, *exc: object) -> None:
         code = self.stop()
