@@ -239,20 +239,27 @@ rules:
 
 
 def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path) -> None:
-    fifo = tmp_path / "gate"
-    os.mkfifo(fifo)
+    # The hook reads ``gate``, a symlink to one FIFO per daemon: the orphaned hook of the
+    # killed daemon and the new daemon's hook never share a FIFO, so releasing the one cannot
+    # be taken by the other (the orphan may still hold its FIFO open for a moment).
+    gate = tmp_path / "gate"
+    fifos = [tmp_path / "gate1", tmp_path / "gate2"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    gate.symlink_to(fifos[0])
     policy = tmp_path / "policy.yaml"
-    policy.write_text(HOOK_POLICY.format(fifo=fifo))
+    policy.write_text(HOOK_POLICY.format(fifo=gate))
     workdir = tmp_path / "agent"
     workdir.mkdir()
 
-    def release_gate() -> None:
+    def release(fifo: Path) -> None:
         with open(fifo, "w"):  # blocks until the hook opens it; closing ends the hook
             pass
 
     def release_any_reader() -> None:
-        with contextlib.suppress(OSError):  # ENXIO: no hook is waiting
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        for fifo in fifos:
+            with contextlib.suppress(OSError):  # ENXIO: no hook is waiting
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
     with Bed(multipath=True) as bed:
         bed.add_controller(ControllerConfig("nvme0", serial="SN0001"))
@@ -265,12 +272,14 @@ def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path)
         state = json.loads((workdir / "run" / "topology.json").read_text())
         assert [h for h in state["handled"] if h[1] == 7] == []
         first.kill()
-        release_gate()  # the orphaned hook of the killed daemon
-        gate = threading.Thread(target=release_gate)
-        gate.start()
+        release(fifos[0])  # the orphaned hook of the killed daemon
+        (tmp_path / "gate.new").symlink_to(fifos[1])
+        os.replace(tmp_path / "gate.new", gate)  # the same policy text, a fresh FIFO
+        opener = threading.Thread(target=release, args=(fifos[1],))
+        opener.start()
         second = Agent(policy, workdir, env, dry_run=False).start()
         try:
-            gate.join(30)
+            opener.join(30)
             assert second.control({"cmd": "settle", "timeout": 60})["ok"] is True
             history = second.control({"cmd": "history"})["records"]
             again = [
