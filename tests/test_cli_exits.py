@@ -28,18 +28,10 @@ from nvme_agent.cli.exits import EXITS, REASON_EXITS, Exit, exit_for_reason
 from nvme_agent.cli.output import printable, printable_lines
 from nvme_agent.harness.agent import AgentProcess
 from nvme_agent.harness.bed import Bed
+from nvme_agent.service.answers import Reason
 
 #: The reasons the daemon puts in a failed control answer (the service's table).
-DAEMON_REASONS = {
-    "denied",
-    "not-found",
-    "held",
-    "invalid-policy",
-    "timeout",
-    "bad-request",
-    "unknown-command",
-    "busy",
-}
+DAEMON_REASONS = {r.value for r in Reason}
 
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 EJECT_9 = (sys.executable, "-m", "nvme_agent", "eject", "--json", "--nsid", "9")
@@ -71,10 +63,11 @@ def test_every_status_has_one_row_with_a_unique_name() -> None:
 
 
 def test_every_daemon_reason_maps_to_a_status() -> None:
-    assert set(REASON_EXITS) == DAEMON_REASONS
-    assert REASON_EXITS["not-found"] is Exit.NOT_FOUND
-    assert REASON_EXITS["denied"] is Exit.DENIED
-    assert REASON_EXITS["held"] is Exit.FAILED
+    assert set(REASON_EXITS) == set(Reason)
+    assert REASON_EXITS[Reason.NOT_FOUND] is Exit.NOT_FOUND
+    assert REASON_EXITS[Reason.DENIED] is Exit.DENIED
+    assert REASON_EXITS[Reason.HELD] is Exit.FAILED
+    assert REASON_EXITS[Reason.BAD_REQUEST] is Exit.USAGE
     for unknown in (None, "", "no-such-reason", 3, ["held"]):
         assert exit_for_reason(unknown) is Exit.FAILED
 
@@ -137,7 +130,7 @@ def test_eject_safe_and_held(tmp_path: Path) -> None:
             Exit.OK,
             "nsid 1 (/dev/nvme0n1) is safe to remove\n",
         )
-        daemon.answer = held
+        daemon.answer_given = held
         rc, out, _ = run_cli("eject", "/dev/nvme0n1", "--runtime-dir", run)
     assert rc == Exit.FAILED
     assert out.splitlines() == [
@@ -243,7 +236,7 @@ def test_hostile_holder_names_cannot_forge_a_safe_line(tmp_path: Path) -> None:
             device=st.text(),
         )
         def check(names: list[str], error: str, device: str) -> None:
-            daemon.answer = {
+            daemon.answer_given = {
                 "ok": False,
                 "reason": "held",
                 "nsid": 1,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.daemon import Agent, is_result, is_type
+from support.daemon import Agent, dry_mount_root, is_result, is_type
 
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
@@ -60,8 +60,13 @@ def write_policy(path: Path, template: str, root: Path) -> Path:
 
 
 @pytest.fixture
-def agent(bed: Bed, tmp_path: Path) -> Iterator[Agent]:
-    policy = write_policy(tmp_path / "policy.yaml", POLICY_A, tmp_path / "mnt")
+def mnt(tmp_path: Path) -> Path:
+    return dry_mount_root(tmp_path)
+
+
+@pytest.fixture
+def agent(bed: Bed, tmp_path: Path, mnt: Path) -> Iterator[Agent]:
+    policy = write_policy(tmp_path / "policy.yaml", POLICY_A, mnt)
     (tmp_path / "agent").mkdir()
     proc = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()
     yield proc
@@ -72,7 +77,7 @@ def ns(nsid: int, label: str = "data", fs: str | None = "ext4", gen: int = 0) ->
     return NamespaceConfig("nvme0", nsid=nsid, fs=fs, label=label, generation=gen)
 
 
-def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: Agent) -> None:
+def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: Agent, mnt: Path) -> None:
     assert "READY=1" in agent.process.notified
     assert "STATUS=0 namespaces, 0 mounted, 0 failures" in agent.process.notified
     bed.add_namespace(ns(1, "data"))
@@ -80,7 +85,7 @@ def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: Agent) -> None:
     assert added["namespace"]["identity_weak"] is True
     plan = agent.wait_for(is_type("plan", 1))
     assert plan["rule"] == "rule-a"
-    assert plan["actions"][0]["target"].endswith("/mnt/data")
+    assert plan["actions"][0]["target"] == f"{mnt}/data"
     result = agent.wait_for(is_result("mount", 1))
     assert result["status"] == "dry-run"
     agent.wait_notify("STATUS=1 namespaces, 0 mounted, 0 failures")
@@ -115,10 +120,8 @@ def test_sighup_with_broken_policy_keeps_the_old_one(
     assert plan["rule"] == "rule-a"
 
 
-def test_control_reload_swaps_policy_and_reports_errors(
-    bed: Bed, agent: Agent, tmp_path: Path
-) -> None:
-    write_policy(agent.policy, POLICY_B, tmp_path / "mnt")
+def test_control_reload_swaps_policy_and_reports_errors(bed: Bed, agent: Agent, mnt: Path) -> None:
+    write_policy(agent.policy, POLICY_B, mnt)
     answer = agent.control({"cmd": "reload"})
     assert answer == {"ok": True, "generation": 2}
     agent.wait_notify("RELOADING=1")
@@ -149,7 +152,7 @@ def test_bad_control_requests_get_errors_and_harm_nothing(agent: Agent) -> None:
 
 
 def test_events_during_reloads_are_all_handled_exactly_once(
-    bed: Bed, agent: Agent, tmp_path: Path
+    bed: Bed, agent: Agent, mnt: Path
 ) -> None:
     count = 170  # 3 uevents each (bdi, ng, disk): 510 events during 20 reloads
     reload_answers: list[dict[str, object]] = []
@@ -157,7 +160,7 @@ def test_events_during_reloads_are_all_handled_exactly_once(
     def reloader() -> None:
         for i in range(20):
             template = POLICY_B if i % 2 else POLICY_A
-            write_policy(agent.policy, template, tmp_path / "mnt")
+            write_policy(agent.policy, template, mnt)
             reload_answers.append(agent.control({"cmd": "reload"}))
 
     thread = threading.Thread(target=reloader)
@@ -271,22 +274,19 @@ def test_resize_partitions_and_a_filesystem_appearing(bed: Bed, agent: Agent) ->
     assert changed["namespace"]["fs"]["label"] == "late"
     plan = agent.wait_for(is_type("plan", 8))
     assert plan["rule"] == "rule-a"  # the filesystem that appeared is now mountable
+    status = agent.control({"cmd": "status"})
+    assert [n["nsid"] for n in status["namespaces"]] == [7, 8]  # once each, partitions or not
+    assert [len(n["partitions"]) for n in status["namespaces"]] == [2, 0]
 
 
-def test_reconcile_on_reload_mounts_what_now_matches(
-    bed: Bed, agent: Agent, tmp_path: Path
-) -> None:
+def test_reconcile_on_reload_mounts_what_now_matches(bed: Bed, agent: Agent, mnt: Path) -> None:
     agent.policy.write_text(
-        POLICY_A.format(root=tmp_path / "mnt").replace(
-            "match: {fs_type: ext4}", "match: {fs_label: only-this}"
-        )
+        POLICY_A.format(root=mnt).replace("match: {fs_type: ext4}", "match: {fs_label: only-this}")
     )
     assert agent.control({"cmd": "reload"})["ok"] is True
     bed.add_namespace(ns(9, "other"))
     assert agent.wait_for(is_type("plan", 9))["rule"] is None
-    policy_b = POLICY_B.format(root=tmp_path / "mnt").replace(
-        "rules:", "  reconcile_on_reload: true\nrules:"
-    )
+    policy_b = POLICY_B.format(root=mnt).replace("rules:", "  reconcile_on_reload: true\nrules:")
     agent.policy.write_text(policy_b)
     assert agent.control({"cmd": "reload"})["ok"] is True
     plan = agent.wait_for(is_type("plan", 9))
@@ -341,3 +341,84 @@ def test_cli_status_without_a_daemon_reads_udev(bed: Bed, tmp_path: Path) -> Non
     assert [(r["type"], r["nsid"], r["fs"]["label"]) for r in nss if r["type"] == "namespace"] == [
         ("namespace", 6, "direct")
     ]
+
+
+def test_udev_events_are_handled_while_a_reload_parse_waits(
+    bed: Bed, tmp_path: Path, mnt: Path
+) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", POLICY_A, mnt)
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    (tmp_path / "agent").mkdir()
+    agent = Agent(policy, tmp_path / "agent", bed.env(os.environ), gate=gate).start()
+    try:
+        write_policy(policy, POLICY_B, mnt)
+        answer: dict[str, object] = {}
+        asking = threading.Thread(target=lambda: answer.update(agent.control({"cmd": "reload"})))
+        asking.start()
+        agent.wait_notify("RELOADING=1")  # the parse is under way, waiting on the gate
+        bed.add_namespace(ns(20, "during"))
+        assert agent.wait_for(is_type("plan", 20))["rule"] == "rule-a"  # the old policy acts
+        assert agent.control({"cmd": "status"})["ok"] is True
+        assert asking.is_alive() and answer == {}
+        with open(gate, "wb"):  # the parse goes on once the gate closes
+            pass
+        asking.join(60)
+        assert answer == {"ok": True, "generation": 2}
+        bed.add_namespace(ns(21, "after"))
+        assert agent.wait_for(is_type("plan", 21))["rule"] == "rule-b"
+    finally:
+        with contextlib.suppress(OSError):  # a failed test must not leave the parse waiting
+            os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+        assert agent.stop() == 0
+
+
+def test_an_unwritable_history_is_logged_once_and_every_plan_still_runs(
+    bed: Bed, tmp_path: Path, mnt: Path
+) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", POLICY_A, mnt)
+    (tmp_path / "agent" / "state" / "history.jsonl").mkdir(parents=True)  # appends fail
+    bed.add_namespace(ns(1, "cold"))
+    bed.add_namespace(ns(2, "cold2"))
+    agent = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()  # coldplug went on
+    try:
+        status = agent.control({"cmd": "status"})
+        assert [n["nsid"] for n in status["namespaces"]] == [1, 2]
+        assert status["counters"]["namespace-added"] == 2
+        bed.add_namespace(ns(3, "hot"))
+        assert agent.wait_for(is_type("plan", 3))["rule"] == "rule-a"
+        bed.remove_namespace("nvme0", 1)
+        removal = agent.wait_for(is_type("plan", 1))
+        assert removal["change"] == "namespace-removed" and removal["actions"]
+        assert agent.control({"cmd": "history"}) == {"ok": True, "records": []}
+    finally:
+        log_text = agent.process.tail(limit=1 << 20)
+        assert agent.stop() == 0
+    failures = [line for line in log_text.splitlines() if "appending to history" in line]
+    assert len(failures) == 1 and "Is a directory" in failures[0], failures
+
+
+def test_a_plan_the_policy_refuses_is_logged_once_as_a_warning(
+    bed: Bed, tmp_path: Path, mnt: Path
+) -> None:
+    text = POLICY_A.replace("rules:", "  allowed_filesystems: [xfs]\nrules:").replace(
+        "{fs_type: ext4}", "{fs_type: [ext4, xfs]}"
+    )
+    policy = write_policy(tmp_path / "policy.yaml", text, mnt)
+    (tmp_path / "agent").mkdir()
+    agent = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()
+    try:
+        bed.add_namespace(ns(4, "notallowed"))
+        plan = agent.wait_for(is_type("plan", 4))
+        assert plan["actions"] == [] and any(
+            line.startswith("refused: ") for line in plan["explanation"]
+        )
+        assert agent.control({"cmd": "status"})["counters"]["refused"] == 1
+    finally:
+        log_text = agent.process.tail(limit=1 << 20)
+        assert agent.stop() == 0
+    warnings = [line for line in log_text.splitlines() if line.startswith("nvme-agent[warning]")]
+    refused = [line for line in warnings if "refused" in line]
+    assert len(refused) == 1, warnings
+    assert "nsid=4" in refused[0] and "/dev/" in refused[0]
+    assert "'ext4' is not in allowed_filesystems" in refused[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from support.daemon import Agent, is_result
+from support.daemon import Agent, is_result, real_mount_root
 
 from nvme_agent.actions import mountinfo
 from nvme_agent.harness.bed import Bed, unavailable_reason
@@ -51,11 +51,10 @@ HOLDER = "import sys; f = open(sys.argv[1], 'w'); print('ready', flush=True); sy
 class Rig:
     """A bed, real loop-backed namespaces, and the daemon acting for real."""
 
-    def __init__(self, bed: Bed, backing: RealBacking, tmp: Path) -> None:
+    def __init__(self, bed: Bed, backing: RealBacking, tmp: Path, root: Path) -> None:
         self.bed = bed
         self.backing = backing
-        self.root = tmp / "mnt"
-        self.root.mkdir()
+        self.root = root
         self.policy = tmp / "policy.yaml"
         self.policy.write_text(POLICY.format(root=self.root))
         self.workdir = tmp / "agent"
@@ -82,9 +81,13 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    with Bed(multipath=True) as bed, RealBacking(tmp_path / "images", str(tmp_path / "mnt")) as b:
+    with (
+        real_mount_root() as root,
+        Bed(multipath=True) as bed,
+        RealBacking(tmp_path / "images", str(root)) as b,
+    ):
         bed.add_controller(ControllerConfig("nvme0", serial="SN0001"))
-        yield Rig(bed, b, tmp_path)
+        yield Rig(bed, b, tmp_path, root)
 
 
 def test_hot_remove_lazily_detaches_the_dead_mount(rig: Rig) -> None:
@@ -250,20 +253,27 @@ def _wait_for_processes(cmdline: list[str], timeout: float = 30.0) -> list[psuti
 
 
 def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path) -> None:
-    fifo = tmp_path / "gate"
-    os.mkfifo(fifo)
+    # The hook reads ``gate``, a symlink to one FIFO per daemon: the orphaned hook of the
+    # killed daemon and the new daemon's hook never share a FIFO, so releasing the one cannot
+    # be taken by the other (the orphan may still hold its FIFO open for a moment).
+    gate = tmp_path / "gate"
+    fifos = [tmp_path / "gate1", tmp_path / "gate2"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    gate.symlink_to(fifos[0])
     policy = tmp_path / "policy.yaml"
-    policy.write_text(HOOK_POLICY.format(fifo=fifo))
+    policy.write_text(HOOK_POLICY.format(fifo=gate))
     workdir = tmp_path / "agent"
     workdir.mkdir()
 
-    def release_gate() -> None:
+    def release(fifo: Path) -> None:
         with open(fifo, "w"):  # blocks until the hook opens it; closing ends the hook
             pass
 
     def release_any_reader() -> None:
-        with contextlib.suppress(OSError):  # ENXIO: no hook is waiting
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        for fifo in fifos:
+            with contextlib.suppress(OSError):  # ENXIO: no hook is waiting
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
     with Bed(multipath=True) as bed:
         bed.add_controller(ControllerConfig("nvme0", serial="SN0001"))
@@ -275,18 +285,16 @@ def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path)
         first.start()  # READY while the partition's hook still blocks on the gate
         state = json.loads((workdir / "run" / "topology.json").read_text())
         assert [h for h in state["handled"] if h[1] == 7] == []
-        orphans = _wait_for_processes(["/usr/bin/cat", str(fifo)])  # the hook is running
+        _wait_for_processes(["/usr/bin/cat", str(gate)])  # kill only once the hook runs
         first.kill()
-        release_gate()  # the orphaned hook of the killed daemon
-        # Until the orphan has closed its end, a second writer would pair with it instead of
-        # with the new daemon's hook, which would then wait for a writer forever.
-        _gone, alive = psutil.wait_procs(orphans, timeout=30)
-        assert not alive, alive
-        gate = threading.Thread(target=release_gate)
-        gate.start()
+        release(fifos[0])  # the orphaned hook of the killed daemon
+        (tmp_path / "gate.new").symlink_to(fifos[1])
+        os.replace(tmp_path / "gate.new", gate)  # the same policy text, a fresh FIFO
+        opener = threading.Thread(target=release, args=(fifos[1],))
+        opener.start()
         second = Agent(policy, workdir, env, dry_run=False).start()
         try:
-            gate.join(30)
+            opener.join(30)
             assert second.control({"cmd": "settle", "timeout": 60})["ok"] is True
             history = second.control({"cmd": "history"})["records"]
             again = [

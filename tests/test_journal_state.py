@@ -126,3 +126,85 @@ def test_history_rotates_and_reads_oldest_first(tmp_path: Path) -> None:
     (tmp_path / "history.jsonl").open("a").write("garbage\n")
     assert [r["nsid"] for r in hist.read()][-1] == 29
     assert json.loads(json.dumps(list(hist.read())))  # plain JSON
+
+
+def test_history_reading_skips_bad_bytes_and_non_objects_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "history.jsonl"
+    lines = [
+        b'{"nsid": 1}',
+        b"\xff\xfe not utf-8",
+        b"[1, 2]",
+        b"5",
+        b'"text"',
+        b"{",
+        b'{"nsid": 2}',
+    ]
+    path.write_bytes(b"\n".join(lines * 50) + b"\n")
+    assert [r["nsid"] for r in History(path).read()] == [1, 2] * 50
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{path}: skipped 250 corrupt history line(s), the first at line 2"]
+
+
+def test_the_history_command_survives_a_corrupt_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "history.jsonl").write_bytes(
+        b'{"type": "namespace-added", "nsid": 3}\n\xff\xfe\n[1]\nnull\n{"type": "x", "nsid": 4}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "nvme_agent", "history", "--json", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["nsid"] for line in done.stdout.splitlines()] == [3, 4]
+    assert "Traceback" not in done.stderr
+
+
+def test_history_append_failures_are_logged_once_and_recovery_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "history.jsonl"
+    path.mkdir()  # what a full or read-only /var does to appends: they fail
+    hist = History(path)
+    assert [hist.append({"nsid": i}) for i in range(100)] == [False] * 100
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "Is a directory" in errors[0]
+    path.rmdir()
+    assert hist.append({"nsid": 100}) is True
+    assert [r["nsid"] for r in hist.read()] == [100]
+    recovered = [r.getMessage() for r in caplog.records if "works again" in r.getMessage()]
+    assert recovered == [f"appending to history {path} works again after 100 failure(s)"]
+
+
+def test_state_file_writes_failing_are_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from nvme_agent.outputs.state import StateFile
+
+    blocker = tmp_path / "run"
+    blocker.write_text("a file where the directory should be")
+    state = StateFile(blocker / "topology.json")
+    assert [state.save({"n": i}) for i in range(20)] == [False] * 20
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+    assert state.load() is None  # cannot be read either: logged, not raised
+
+
+def test_a_state_file_that_is_not_json_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from nvme_agent.outputs.state import StateFile
+
+    for content in (b"{broken", b"\xff\xfe", b"[" * 100_000):
+        path = tmp_path / "topology.json"
+        path.write_bytes(content)
+        assert StateFile(path).load() is None
+        aside = sorted(tmp_path.glob("topology.json.corrupt.*"))
+        assert len(aside) == 1 and aside[0].read_bytes() == content
+        assert not path.exists()
+        aside[0].unlink()
+    assert len([r for r in caplog.records if "moved aside" in r.getMessage()]) == 3

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from nvme_agent.service.answers import Reason
+
 
 class Exit(IntEnum):
     """The exit statuses (argparse's own usage errors exit 2 as well)."""
@@ -72,26 +74,31 @@ EXITS: tuple[ExitDoc, ...] = (
     ExitDoc(Exit.INTERRUPTED, "interrupted", "Interrupted (Ctrl-C); cleanup has run."),
 )
 
-#: A failed control answer's machine ``reason`` -> the exit status.  A reason missing from
-#: this table (an older or newer daemon) is :attr:`Exit.FAILED`.
-REASON_EXITS: dict[str, Exit] = {
-    "held": Exit.FAILED,
-    "invalid-policy": Exit.FAILED,
-    "timeout": Exit.FAILED,
-    "busy": Exit.FAILED,
-    "bad-request": Exit.USAGE,
+#: A failed control answer's machine ``reason`` (the daemon's table,
+#: :mod:`nvme_agent.service.answers`) -> the exit status.  Every reason has a row (a test
+#: checks it); a reason this command line does not know (a newer daemon) is FAILED.
+REASON_EXITS: dict[Reason, Exit] = {
+    Reason.DENIED: Exit.DENIED,
+    Reason.NOT_FOUND: Exit.NOT_FOUND,
+    Reason.HELD: Exit.FAILED,
+    Reason.FAILED: Exit.FAILED,
+    Reason.INVALID_POLICY: Exit.FAILED,
+    Reason.TIMEOUT: Exit.FAILED,
+    Reason.BUSY: Exit.FAILED,
+    Reason.BAD_REQUEST: Exit.USAGE,
     # The daemon is older than this command line: retrying will not help either.
-    "unknown-command": Exit.USAGE,
-    "not-found": Exit.NOT_FOUND,
-    "denied": Exit.DENIED,
+    Reason.UNKNOWN_COMMAND: Exit.USAGE,
+    Reason.STOPPING: Exit.FAILED,
+    Reason.INTERNAL: Exit.FAILED,
 }
 
 
 def exit_for_reason(reason: object) -> Exit:
     """The exit status for a failed answer's ``reason`` (unknown or missing: FAILED)."""
-    if isinstance(reason, str):
-        return REASON_EXITS.get(reason, Exit.FAILED)
-    return Exit.FAILED
+    try:
+        return REASON_EXITS[Reason(reason)] if isinstance(reason, str) else Exit.FAILED
+    except ValueError:
+        return Exit.FAILED
 
 
 def describe_exits(meanings: dict[Exit, str]) -> str:

@@ -4,6 +4,11 @@ and action result, so applications can react without polling.
 Subscribers just connect and read lines.  Publishing never blocks the agent: each subscriber
 has a bounded buffer (``max_buffer`` bytes waiting in its transport); a subscriber that falls
 that far behind (or is stuck) is disconnected with a logged notice and can reconnect.
+
+Subscribers are bounded too: at most ``max_per_uid`` connections of one non-root user and
+``max_subscribers`` of all non-root users together (root, trusted, is never refused).  A
+refused subscriber gets one ``{"type": "refused", ...}`` line and is disconnected; a flood of
+refusals is logged once per minute with a count (:class:`RefusalLog`).
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ import os
 import socket
 import stat
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from nvme_agent.outputs.refusals import RefusalLog
 
 log = logging.getLogger("nvme_agent.outputs.events")
 
 DEFAULT_MAX_BUFFER = 1 << 20
+DEFAULT_MAX_SUBSCRIBERS = 64
+DEFAULT_MAX_PER_UID = 16
 
 
 @dataclass(eq=False, slots=True)
@@ -30,20 +40,21 @@ class _Subscriber:
     sock: socket.socket
     peer: str
     fd: int
+    uid: int = -1
     buf: bytearray = field(default_factory=bytearray)
     sent: int = 0
 
 
-def _peer(sock: socket.socket | None) -> str:
-    """``pid=N uid=N`` of the connected process (SO_PEERCRED), for log messages."""
+def _peer(sock: socket.socket | None) -> tuple[str, int]:
+    """(``pid=N uid=N``, uid) of the connected process (SO_PEERCRED); uid -1 if unknown."""
     if sock is None:
-        return "unknown peer"
+        return "unknown peer", -1
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, _gid = struct.unpack("3i", raw)
     except OSError:
-        return "unknown peer"
-    return f"pid={pid} uid={uid}"
+        return "unknown peer", -1
+    return f"pid={pid} uid={uid}", uid
 
 
 class EventStream:
@@ -60,11 +71,17 @@ class EventStream:
         mode: int = 0o660,
         group: str | None = "nvme-agent",
         max_buffer: int = DEFAULT_MAX_BUFFER,
+        max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+        max_per_uid: int = DEFAULT_MAX_PER_UID,
     ) -> None:
         self.path = path
         self.mode = mode
         self.group = group
         self.max_buffer = max_buffer
+        self.max_subscribers = max_subscribers
+        self.max_per_uid = max_per_uid
+        self.refusals = RefusalLog(log)
+        self._per_uid: Counter[int] = Counter()
         self._listener: socket.socket | None = None
         self._subs: dict[int, _Subscriber] = {}
         self._inode: tuple[int, int] | None = None
@@ -141,11 +158,37 @@ class EventStream:
                 log.warning("event stream: accept failed: %s", exc)
                 return
             conn.setblocking(False)
-            sub = _Subscriber(conn, _peer(conn), conn.fileno())
+            peer, uid = _peer(conn)
+            refusal = self._refusal(uid)
+            if refusal is not None:
+                self._refuse(conn, peer, refusal)
+                continue
+            sub = _Subscriber(conn, peer, conn.fileno(), uid)
+            self._per_uid[uid] += 1
             self._subs[sub.fd] = sub
             # Subscribers only listen; reading just notices EOF (and discards any input).
             self._loop.add_reader(sub.fd, self._on_readable, sub)
             log.debug("event subscriber connected (%s)", sub.peer)
+
+    def _refusal(self, uid: int) -> str | None:
+        """Why a subscriber of ``uid`` cannot be admitted now, or None."""
+        if uid == 0:
+            return None
+        if self._per_uid[uid] >= self.max_per_uid:
+            return f"uid {uid} already has {self.max_per_uid} subscribers (the limit per user)"
+        others = sum(n for u, n in self._per_uid.items() if u != 0)
+        if others >= self.max_subscribers:
+            return f"{self.max_subscribers} subscribers are connected (the limit)"
+        return None
+
+    def _refuse(self, conn: socket.socket, peer: str, why: str) -> None:
+        logged = self.refusals.refused("event subscriber refused", f"{peer}: {why}")
+        if logged and self._loop is not None:
+            self._loop.call_later(self.refusals.window, self.refusals.flush)
+        line = json.dumps({"type": "refused", "nsid": None, "reason": "busy", "error": why})
+        with contextlib.suppress(OSError):
+            conn.send(line.encode() + b"\n")  # a fresh socket's buffer takes one short line
+        conn.close()
 
     def _on_readable(self, sub: _Subscriber) -> None:
         try:
@@ -161,6 +204,9 @@ class EventStream:
     def _close_sub(self, sub: _Subscriber) -> None:
         if self._subs.pop(sub.fd, None) is None:
             return
+        self._per_uid[sub.uid] -= 1
+        if self._per_uid[sub.uid] <= 0:
+            del self._per_uid[sub.uid]
         if self._loop is not None:
             self._loop.remove_reader(sub.fd)
             self._loop.remove_writer(sub.fd)
@@ -225,6 +271,7 @@ class EventStream:
     async def close(self) -> None:
         """Flush what fits without blocking, disconnect subscribers, stop listening and
         remove the socket file (if it is still ours)."""
+        self.refusals.flush(everything=True)
         for sub in list(self._subs.values()):
             if sub.buf:
                 with contextlib.suppress(OSError):

@@ -172,6 +172,16 @@ MESSAGES: tuple[MessageDoc, ...] = (
         "actions, in order.  Each action's outcome is logged with its own MESSAGE_ID.",
     ),
     MessageDoc(
+        "plan-refused",
+        journal.MSG_PLAN_REFUSED,
+        "daemon",
+        "Plan refused by the policy",
+        "The policy refused to act on a change: the message names the device and the cause, "
+        "for example a filesystem type outside defaults.allowed_filesystems, or a mount path "
+        "that a device's label cannot render safely.  Nothing was done for this change beyond "
+        "logging it; fix the policy or the device and reconcile or re-attach.",
+    ),
+    MessageDoc(
         "action-ok",
         messages.ACTION_OK,
         "action",

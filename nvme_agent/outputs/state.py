@@ -1,4 +1,10 @@
-"""Persistence: the current topology (atomic state file) and the change history (JSON lines)."""
+"""Persistence: the current topology (atomic state file) and the change history (JSON lines).
+
+Both are our own files, and both can go bad (a crash, a full or read-only ``/var``, an
+editor): a state file that cannot be read is moved aside and logged, a failing write is
+logged once (not once per record) while the agent goes on acting, and a history line that is
+not a JSON object is skipped.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,15 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: What reading a JSON file of ours may raise besides OSError (deep nesting included).
+_DECODE_ERRORS = (ValueError, RecursionError)
 
 
 def write_json_atomic(path: str | Path, data: Any, mode: int = 0o640) -> None:
@@ -43,9 +53,86 @@ def read_json(path: str | Path) -> Any | None:
             return json.load(fh)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable state file %s: %s", path, exc)
+    except (OSError, *_DECODE_ERRORS) as exc:
+        log.warning("ignoring unreadable state file %s: %s", path, _cause(exc))
         return None
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class FailureLog:
+    """Logs the first failure of a repeated operation with its cause, counts the rest, and
+    logs once more (with the count) when the operation works again."""
+
+    def __init__(self, what: str, logger: logging.Logger = log) -> None:
+        self.what = what
+        self.logger = logger
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.failures:
+            self.logger.error(
+                "%s failed: %s (further failures are counted, not logged)", self.what, exc
+            )
+        self.failures += 1
+
+    def succeeded(self) -> None:
+        if self.failures:
+            self.logger.warning("%s works again after %d failure(s)", self.what, self.failures)
+            self.failures = 0
+
+
+class StateFile:
+    """The daemon's state file: read at start, replaced atomically after each change."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._writes = FailureLog(f"writing state file {self.path}")
+
+    def load(self) -> Any | None:
+        """The file's JSON, or None when it is missing; an unreadable or unparsable file is
+        moved aside (logged), so that the next start does not trip over it again."""
+        try:
+            with open(self.path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.error("cannot read state file %s: %s; starting without it", self.path, exc)
+            return None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, *_DECODE_ERRORS) as exc:
+            self.move_aside(f"not JSON: {_cause(exc)}")
+            return None
+
+    def move_aside(self, why: str) -> str | None:
+        """Rename the file to ``<name>.corrupt.<time>`` (as the mount ledger does); logged."""
+        aside = f"{self.path}.corrupt.{int(time.time())}"
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            log.error(
+                "state file %s is bad (%s) and cannot be moved aside: %s", self.path, why, exc
+            )
+            return None
+        log.error("state file %s is bad (%s); moved aside to %s", self.path, why, aside)
+        return aside
+
+    def save(self, data: Any) -> bool:
+        """Replace the file with ``data``; a failure is logged once, not once per call."""
+        try:
+            write_json_atomic(self.path, data)
+        except OSError as exc:
+            self._writes.failed(exc)
+            return False
+        self._writes.succeeded()
+        return True
 
 
 class History:
@@ -58,9 +145,20 @@ class History:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.backups = backups
+        self._writes = FailureLog(f"appending to history {self.path}")
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any]) -> bool:
+        """Add ``record``; False when it could not be written (logged once per outage)."""
         line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        try:
+            self._append(line)
+        except OSError as exc:
+            self._writes.failed(exc)
+            return False
+        self._writes.succeeded()
+        return True
+
+    def _append(self, line: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             size = self.path.stat().st_size
@@ -79,16 +177,42 @@ class History:
                 os.replace(src, dst)
 
     def read(self) -> Iterator[dict[str, Any]]:
-        """Every record, oldest first (rotated files included)."""
+        """Every record, oldest first (rotated files included).
+
+        Lines that are not UTF-8, not JSON or not a JSON object are skipped; each file with
+        such lines gets one warning with their count and the first line number.
+        """
         files = [self.path.with_name(f"{self.path.name}.{i}") for i in range(self.backups, 0, -1)]
         files.append(self.path)
         for file in files:
-            try:
-                with open(file, encoding="utf-8") as fh:
-                    for lineno, line in enumerate(fh, 1):
-                        try:
-                            yield json.loads(line)
-                        except ValueError:
-                            log.warning("%s:%d: skipping a corrupt history line", file, lineno)
-            except FileNotFoundError:
-                continue
+            yield from _records(file)
+
+
+def _records(file: Path) -> Iterator[dict[str, Any]]:
+    bad, first = 0, 0
+    try:
+        with open(file, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                record = _record(raw)
+                if record is None:
+                    if raw.strip():
+                        bad, first = bad + 1, first or lineno
+                    continue
+                yield record
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("cannot read history %s: %s", file, exc)
+    finally:
+        if bad:
+            log.warning(
+                "%s: skipped %d corrupt history line(s), the first at line %d", file, bad, first
+            )
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, *_DECODE_ERRORS):
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,82 +1,95 @@
 """The control socket: JSON requests to the running daemon, and the client for the CLI.
 
 One request per connection: a JSON object on one line (at most :data:`MAX_REQUEST` bytes),
-answered by one JSON object on one line.  Peers are checked with ``SO_PEERCRED``: root and
-members of the ``nvme-agent`` group only.
+answered by one JSON object on one line (see :mod:`nvme_agent.service.answers`).  This module
+only frames requests and keeps local peers from exhausting the daemon:
+
+* the peer's credentials come from the kernel (:func:`~nvme_agent.service.access.peer_of`);
+  a peer without any right is refused before a byte is read;
+* a request line must arrive within ``read_timeout`` seconds, and an answer that the peer
+  does not read within ``write_timeout`` seconds is dropped with the connection;
+* a non-root user may hold at most ``max_per_uid`` connections at once;
+* every refusal is logged, a flood of them once per minute with a count.
+
+What a command may do, and for whom, is the :class:`Service`'s business (the command table
+in :mod:`nvme_agent.service.requests`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import json
 import logging
 import os
-import pwd
 import socket
-import struct
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections import Counter
+from typing import Any, Protocol
+
+from nvme_agent.outputs.refusals import RefusalLog
+from nvme_agent.service.access import GROUP, Peer, group_id, peer_of
+from nvme_agent.service.answers import Answer, Reason, RequestFailed, failure
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
-GROUP = "nvme-agent"
+DEFAULT_READ_TIMEOUT = 5.0
+DEFAULT_WRITE_TIMEOUT = 30.0
+DEFAULT_MAX_PER_UID = 16
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+__all__ = ["GROUP", "MAX_REQUEST", "ControlError", "ControlServer", "Service", "request"]
+
+
+class Service(Protocol):
+    """What the control server serves: admission of a peer, then its request."""
+
+    def admit(self, peer: Peer) -> Answer | None:
+        """A refusal for a peer that may do nothing at all, or None."""
+
+    async def answer(self, peer: Peer, request: dict[str, Any]) -> Answer:
+        """The answer to one well-formed request (never raises)."""
 
 
 class ControlError(Exception):
     """The daemon could not be reached or answered with an error."""
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the peer of a connected AF_UNIX socket."""
-    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", data)
-    return pid, uid, gid
-
-
-def _group_gid(name: str) -> int | None:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
-
-
-def peer_allowed(uid: int, gid: int, group: str = GROUP) -> bool:
-    """Root, or a user whose primary or supplementary group is ``group``."""
-    if uid == 0:
-        return True
-    gid_allowed = _group_gid(group)
-    if gid_allowed is None:
-        return False
-    if gid == gid_allowed:
-        return True
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return False
-    return user in grp.getgrgid(gid_allowed).gr_mem
-
-
 class ControlServer:
-    """Serves requests on a Unix socket; ``handler`` maps a request to an answer."""
+    """Serves requests on a Unix socket (mode 0660, group ``group``; 0600 without it)."""
 
-    def __init__(self, path: str, handler: Handler, group: str | None = GROUP) -> None:
+    def __init__(
+        self,
+        path: str,
+        service: Service,
+        group: str | None = GROUP,
+        *,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        max_per_uid: int = DEFAULT_MAX_PER_UID,
+    ) -> None:
         self.path = path
-        self.handler = handler
+        self.service = service
         self.group = group
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.max_per_uid = max_per_uid
+        self.refusals = RefusalLog(log)
+        self._open: Counter[int] = Counter()
         self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def connections(self) -> int:
+        return sum(self._open.values())
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         if os.path.exists(self.path) or os.path.islink(self.path):
             os.unlink(self.path)  # stale socket of a previous run
         self._server = await asyncio.start_unix_server(
             self._serve, path=self.path, limit=MAX_REQUEST + 2
         )
-        gid = _group_gid(self.group) if self.group else None
+        gid = group_id(self.group) if self.group else None
         if gid is not None:
             os.chown(self.path, 0, gid)
             os.chmod(self.path, 0o660)
@@ -84,6 +97,7 @@ class ControlServer:
             os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
+        self.refusals.flush(everything=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -91,46 +105,86 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
+    def refuse(self, kind: str, message: str) -> None:
+        """Log a refusal (the first of a flood, then a count)."""
+        if self.refusals.refused(kind, message) and self._loop is not None:
+            self._loop.call_later(self.refusals.window, self.refusals.flush)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            answer = await self._answer(reader, writer)
+            peer = peer_of(writer.get_extra_info("socket"))
+        except (OSError, TypeError, AttributeError) as exc:  # not a Unix socket peer
+            log.warning("control connection without credentials refused: %s", exc)
+            writer.close()
+            return
+        if peer.uid != 0 and self._open[peer.uid] >= self.max_per_uid:
+            why = f"uid {peer.uid} already has {self.max_per_uid} control connections open"
+            self.refuse("control connection refused (per-user limit)", f"{peer}: {why}")
+            await self._send(writer, failure(Reason.BUSY, f"{why}; retry later"))
+            return
+        self._open[peer.uid] += 1
+        try:
+            await self._send(writer, await self._answer(peer, reader))
+        finally:
+            self._open[peer.uid] -= 1
+            if not self._open[peer.uid]:
+                del self._open[peer.uid]
+
+    async def _send(self, writer: asyncio.StreamWriter, answer: Answer) -> None:
+        try:
             writer.write(json.dumps(answer, default=str).encode() + b"\n")
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            log.debug("control client went away: %s", exc)
+            await asyncio.wait_for(writer.drain(), self.write_timeout)
+        except (ConnectionError, TimeoutError) as exc:
+            log.debug("control client went away or stopped reading: %r", exc)
+            writer.transport.abort()
         finally:
             writer.close()
 
-    async def _answer(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> dict[str, Any]:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            pid, uid, gid = peer_credentials(sock)
-            if not peer_allowed(uid, gid, self.group or GROUP):
-                log.warning("control request from pid %d uid %d refused", pid, uid)
-                return {"ok": False, "error": "permission denied"}
+    async def _answer(self, peer: Peer, reader: asyncio.StreamReader) -> Answer:
+        refusal = self.service.admit(peer)
+        if refusal is not None:
+            return refusal
         try:
-            line = await reader.readuntil(b"\n")
+            request = _parse(await self._read_line(peer, reader))
+        except RequestFailed as exc:
+            return exc.answer()
+        try:
+            return await self.service.answer(peer, request)
+        except Exception as exc:  # the service catches its own; this is the last net
+            log.exception("control request %r from %s failed", request.get("cmd"), peer)
+            return failure(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    async def _read_line(self, peer: Peer, reader: asyncio.StreamReader) -> bytes:
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), self.read_timeout)
+        except TimeoutError:
+            why = f"no complete request line within {self.read_timeout:g}s"
+            self.refuse("control request timed out", f"{peer}: {why}")
+            raise RequestFailed(Reason.TIMEOUT, why) from None
         except asyncio.LimitOverrunError:
-            return {"ok": False, "error": f"request larger than {MAX_REQUEST} bytes"}
+            raise RequestFailed(
+                Reason.BAD_REQUEST, f"request larger than {MAX_REQUEST} bytes"
+            ) from None
         except asyncio.IncompleteReadError as exc:
-            line = exc.partial
-            if not line:
-                return {"ok": False, "error": "empty request"}
+            line = exc.partial  # EOF without a newline: the request is what came
+        except ConnectionError as exc:
+            raise RequestFailed(Reason.BAD_REQUEST, f"connection failed: {exc}") from None
         if len(line) > MAX_REQUEST:
-            return {"ok": False, "error": f"request larger than {MAX_REQUEST} bytes"}
-        try:
-            request = json.loads(line)
-        except ValueError as exc:
-            return {"ok": False, "error": f"malformed JSON: {exc}"}
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            return {"ok": False, "error": 'request must be an object with a "cmd" string'}
-        try:
-            return await self.handler(request)
-        except Exception as exc:  # a bad request must never take the daemon down
-            log.exception("control request %r failed", request.get("cmd"))
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            raise RequestFailed(Reason.BAD_REQUEST, f"request larger than {MAX_REQUEST} bytes")
+        if not line.strip():
+            raise RequestFailed(Reason.BAD_REQUEST, "empty request")
+        return line
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    """The request object in ``line``."""
+    try:
+        request = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise RequestFailed(Reason.BAD_REQUEST, f"malformed JSON: {str(exc)[:200]}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+        raise RequestFailed(Reason.BAD_REQUEST, 'request must be an object with a "cmd" string')
+    return request
 
 
 def request(path: str, payload: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
@@ -139,7 +193,8 @@ def request(path: str, payload: dict[str, Any], timeout: float = 120.0) -> dict[
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(path)
-            sock.sendall(json.dumps(payload).encode() + b"\n")
+            with contextlib.suppress(BrokenPipeError):  # refused unread: the answer says why
+                sock.sendall(json.dumps(payload).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)

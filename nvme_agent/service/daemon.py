@@ -1,24 +1,29 @@
-"""The daemon: one object that owns the loop, the topology, the policy and the runner.
+"""The daemon: life and wiring.
 
 Data flows one way: udev record -> :class:`Topology` change -> ``decide`` (pure) -> plan ->
-:class:`ActionRunner` -> results -> journal, history and event stream.
+:class:`ActionRunner` -> results -> journal, history and event stream.  The jobs around that
+flow live in modules of their own, which the daemon only wires together:
 
-Reloads are synchronous inside the event loop: while a new policy is read and validated no
-udev record is taken off the netlink socket, so events wait in the (enlarged) kernel buffer
-and none is lost.  Plans are fully rendered when decided, so actions already running finish
-under the policy they started with.
+* :mod:`~nvme_agent.service.recovery`: handled/ejected/outstanding bookkeeping, the restart
+  diff and the state-file layout (pure);
+* :mod:`~nvme_agent.service.reload`: policy parsing in a worker thread, swapped in on the
+  loop, so udev events, control answers and watchdog pings go on meanwhile;
+* :mod:`~nvme_agent.service.requests`: the control commands, their rights and handlers;
+* :mod:`~nvme_agent.service.eject` and :mod:`~nvme_agent.service.status`.
+
+Plans are fully rendered when decided, so actions already running finish under the policy
+they started with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import os
 import signal
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from nvme_agent.outputs.journal import (
     MSG_DAEMON_READY,
     MSG_EJECTED,
     MSG_EVENTS_OVERRUN,
+    MSG_PLAN_REFUSED,
     MSG_POLICY_RELOAD_FAILED,
     MSG_POLICY_RELOADED,
     MSG_RECOVERY,
@@ -37,25 +43,41 @@ from nvme_agent.outputs.journal import (
     PRIORITY_WARNING,
     LogTarget,
     TopologyLog,
+    change_fields,
 )
 from nvme_agent.outputs.notify import Notifier
-from nvme_agent.outputs.state import History, read_json, write_json_atomic
-from nvme_agent.policy import Policy, PolicyError, decide, load_policy, load_policy_text
-from nvme_agent.policy.plan import ActionResult, Plan, Status, UnmountSpec
+from nvme_agent.outputs.state import History, StateFile
+from nvme_agent.policy import REFUSED, Policy, PolicyError, decide, load_policy, load_policy_text
+from nvme_agent.policy.plan import ActionResult, Plan, Status
+from nvme_agent.service.access import GROUP
+from nvme_agent.service.answers import Answer, Reason, failure
 from nvme_agent.service.control import ControlServer
-from nvme_agent.topology.changes import ADD_KINDS, REMOVE_KINDS, Change, ChangeType
+from nvme_agent.service.eject import (
+    EjectTarget,
+    ResultWaiters,
+    eject_answer,
+    eject_plans,
+    find_namespace,
+)
+from nvme_agent.service.recovery import (
+    Bookkeeping,
+    SavedState,
+    StateError,
+    from_state,
+    orphan_mounts,
+    present_changes,
+    unmount_plan,
+)
+from nvme_agent.service.reload import Loader, LoadOutcome, Reloader, read_policy
+from nvme_agent.service.requests import Dispatcher
+from nvme_agent.service.status import mounts_by_source, topology_status
+from nvme_agent.topology.changes import REMOVE_KINDS, Change
 from nvme_agent.topology.intake import Overrun, UdevIntake
-from nvme_agent.topology.model import Namespace, TopologySnapshot
+from nvme_agent.topology.model import TopologySnapshot
 from nvme_agent.topology.records import DeviceRecord
-from nvme_agent.topology.snapshot_io import snapshot_from_dict
-from nvme_agent.topology.tracker import Topology, diff_snapshots
+from nvme_agent.topology.tracker import Topology
 
 log = logging.getLogger(__name__)
-
-#: (subsystem NQN, nsid, DISKSEQ): one disk instance of one namespace.
-HandledKey = tuple[str, int, int | None]
-
-_ADD_VALUES = frozenset(k.value for k in ADD_KINDS)
 
 #: Built-in policy when the configured file does not exist: log and stream, act on nothing.
 FALLBACK_POLICY = "version: 1\nrules: []\n"
@@ -73,6 +95,10 @@ class DaemonConfig:
     max_workers: int = 4
     drain_timeout: float = 30.0
     ready_timeout: float = 60.0
+    #: A reload whose parse takes longer fails with ``timeout`` (the old policy stays).
+    reload_timeout: float = 10.0
+    #: The group of the sockets, whose members have the read right.
+    group: str | None = GROUP
 
     @property
     def events_socket(self) -> str:
@@ -91,101 +117,64 @@ class DaemonConfig:
         return self.state_dir / "history.jsonl"
 
 
-@dataclass
-class _Waiter:
-    """Collects the results of plans submitted by one control request (eject)."""
+class StartupError(Exception):
+    """The daemon cannot start; ``lines`` say why (one screen at most)."""
 
-    keys: set[str]
-    expected: int
-    results: list[ActionResult] = field(default_factory=list)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self, message: str, lines: Sequence[str] = ()) -> None:
+        super().__init__("\n".join([message, *lines]))
+        self.lines = tuple(lines)
 
 
 class Daemon:
     """The running agent.  Create, then ``await run()``; stop with SIGTERM or :meth:`stop`."""
 
-    def __init__(self, config: DaemonConfig, intake: UdevIntake | None = None) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        intake: UdevIntake | None = None,
+        load: Loader = load_policy,
+    ) -> None:
         self.config = config
         self.topology = Topology()
         self.tlog = TopologyLog(config.log_target)
         self.notifier = Notifier()
         self.history = History(config.history_file)
-        self.policy: Policy = self._initial_policy()
+        self.state_file = StateFile(config.state_file)
+        self.books = Bookkeeping()
+        self.policy: Policy = self._initial_policy(load)
         self.generation = 1
         self._intake = intake
         self.ledger = MountLedger.in_state_dir(str(config.state_dir))
         self.runner: ActionRunner | None = None
-        self.events = EventStream(config.events_socket)
-        self.control = ControlServer(config.control_socket, self._handle_request)
+        self.events = EventStream(config.events_socket, group=config.group)
+        self.dispatcher = Dispatcher(self, config.group, refuse=self._refused)
+        self.control = ControlServer(config.control_socket, self.dispatcher, config.group)
+        self.reloader = Reloader(
+            config.policy_path,
+            load,
+            config.reload_timeout,
+            reloading=self._notify_reloading,
+            apply=self._apply_reload,
+            ready=self._notify_reloaded,
+        )
+        self.waiters = ResultWaiters()
         self.counters: Counter[str] = Counter()
-        self.ejected: dict[tuple[str, int], int | None] = {}  # key -> diskseq when ejected
-        self._waiters: list[_Waiter] = []
         self._stop = asyncio.Event()
-        self._status_pending = False
+        self._ready = False
         self._status_sent = ""
-        self._state_pending = False
-        # Namespaces whose add plan finished (subsysnqn, nsid, diskseq), persisted so that a
-        # restart after kill -9 re-runs exactly the add plans that were interrupted.
-        self.handled: dict[HandledKey, str] = {}  # -> digest of the policy that handled it
-        self._outstanding: Counter[str] = Counter()
-        self._awaiting: dict[str, tuple[HandledKey, str]] = {}
+        self._state_changed = OncePerIteration(self._save_state)
+        self._status_changed = OncePerIteration(self._flush_status)  # only when it differs
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    # ------------------------------------------------------------------ policy
-    def _initial_policy(self) -> Policy:
-        path = self.config.policy_path
-        if not path.exists():
-            log.warning("policy %s does not exist: logging changes only", path)
-            return load_policy_text(FALLBACK_POLICY, f"{path} (built-in fallback)")
-        return load_policy(path)  # a broken policy at start is fatal: there is no old one
+    @property
+    def events_socket(self) -> str:
+        return self.config.events_socket
 
-    def reload(self) -> dict[str, Any]:
-        """Validate the policy file and swap it in; on any error keep the old one."""
-        self.notifier.reloading()
-        try:
-            new = load_policy(self.config.policy_path)
-        except (PolicyError, OSError) as exc:
-            errors = _error_lines(exc)
-            self.counters["reload_failures"] += 1
-            self.tlog.event(
-                f"policy reload failed, keeping generation {self.generation}: " + "; ".join(errors),
-                MSG_POLICY_RELOAD_FAILED,
-                PRIORITY_ERR,
-                {"NVME_POLICY": str(self.config.policy_path)},
-            )
-            self.events.publish({"type": "reload-failed", "nsid": None, "errors": errors})
-            self.notifier.ready(self.status_line())
-            return {"ok": False, "errors": errors, "generation": self.generation}
-        old = self.policy
-        self.policy = new
-        self.generation += 1
-        self.tlog.event(
-            f"policy {self.config.policy_path} loaded (generation {self.generation})",
-            MSG_POLICY_RELOADED,
-            fields={"NVME_POLICY": str(self.config.policy_path)},
-        )
-        for warning in new.warnings:
-            log.warning("policy: %s", warning)
-        if new.defaults.reconcile_on_reload:
-            self._reconcile_policy(old)
-        self.events.publish({"type": "reloaded", "nsid": None, "generation": self.generation})
-        self.notifier.ready(self.status_line())
-        return {"ok": True, "generation": self.generation}
-
-    def _reconcile_policy(self, old: Policy) -> None:
-        """Re-run the add plan of present namespaces whose matching rule changed."""
-        snap = self.topology.snapshot()
-        for change in _present_changes(snap):
-            before = decide(change, snap, old)
-            after = decide(change, snap, self.policy)
-            if before.rule != after.rule and after.actions:
-                log.info("reconcile: nsid %s now matches %s", change.nsid, after.rule)
-                self._submit(after)
-
-    # ------------------------------------------------------------------ main
-    async def run(self) -> int:
+    # ------------------------------------------------------------------ life
+    async def run(self, handle_signals: bool = True) -> int:
         """Serve until stopped; returns the exit status."""
         self._loop = asyncio.get_running_loop()
+        self._state_changed.loop = self._status_changed.loop = self._loop
         self.config.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.runner = ActionRunner(
@@ -198,23 +187,22 @@ class Daemon:
         await self.control.start()
         intake = self._intake if self._intake is not None else UdevIntake()
         self._intake = intake
-        coldplug = intake.start()
-        self._coldplug(coldplug)
+        self._coldplug(intake.start())
         # READY=1 means "what was present at start is handled": units ordered after us see the
         # mounts.  Udev events meanwhile wait in the (enlarged) netlink buffer.
-        assert self.runner is not None
         if not await self.runner.drain(self.config.ready_timeout):
             log.warning(
                 "coldplug actions still running after %.0fs; reporting ready anyway",
                 self.config.ready_timeout,
             )
         self._loop.add_reader(intake.fileno(), self._on_readable)
-        for signum, handler in (
-            (signal.SIGTERM, self.stop),
-            (signal.SIGINT, self.stop),
-            (signal.SIGHUP, self.reload),
-        ):
-            self._loop.add_signal_handler(signum, handler)
+        if handle_signals:
+            for signum, handler in (
+                (signal.SIGTERM, self.stop),
+                (signal.SIGINT, self.stop),
+                (signal.SIGHUP, self.reloader.request),
+            ):
+                self._loop.add_signal_handler(signum, handler)
         self._start_watchdog()
         self.tlog.event(
             f"nvme-agent ready: {self.status_line()}"
@@ -222,6 +210,7 @@ class Daemon:
             MSG_DAEMON_READY,
         )
         self.events.publish({"type": "ready", "nsid": None, "status": self.status_line()})
+        self._ready = True
         self.notifier.ready(self.status_line())
         await self._stop.wait()
         return await self._shutdown()
@@ -232,6 +221,7 @@ class Daemon:
 
     async def _shutdown(self) -> int:
         self.notifier.stopping()
+        self.reloader.cancel()
         assert self._loop is not None and self._intake is not None
         self._loop.remove_reader(self._intake.fileno())
         if self.policy.defaults.unmount_on_stop:
@@ -247,83 +237,104 @@ class Daemon:
         await self.events.close()
         return 0
 
+    # ------------------------------------------------------------------ policy
+    def _initial_policy(self, load: Loader) -> Policy:
+        path = self.config.policy_path
+        if not path.exists():
+            log.warning("policy %s does not exist: logging changes only", path)
+            return load_policy_text(FALLBACK_POLICY, f"{path} (built-in fallback)")
+        outcome = read_policy(path, load)
+        if outcome.policy is None:  # fatal: there is no old policy to keep
+            raise StartupError(f"cannot start with the invalid policy {path}:", outcome.errors)
+        return outcome.policy
+
+    def _notify_reloading(self) -> None:
+        if self._ready:  # before READY=1 the manager expects no reload protocol
+            self.notifier.reloading()
+
+    def _notify_reloaded(self) -> None:
+        if self._ready:
+            self.notifier.ready(self.status_line())
+
+    def _apply_reload(self, outcome: LoadOutcome) -> Answer:
+        """Swap a parsed policy in (on the loop), or report why not; the old one stays."""
+        path = self.config.policy_path
+        if outcome.policy is None:
+            errors = list(outcome.errors)
+            self.counters["reload_failures"] += 1
+            self.tlog.event(
+                f"policy reload failed, keeping generation {self.generation}: " + "; ".join(errors),
+                MSG_POLICY_RELOAD_FAILED,
+                PRIORITY_ERR,
+                {"NVME_POLICY": str(path)},
+            )
+            self.events.publish({"type": "reload-failed", "nsid": None, "errors": errors})
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            error = f"policy {path} not reloaded: {errors[0] if errors else '?'}{more}"
+            return failure(outcome.reason, error, errors=errors, generation=self.generation)
+        old, self.policy = self.policy, outcome.policy
+        self.generation += 1
+        self.tlog.event(
+            f"policy {path} loaded (generation {self.generation})",
+            MSG_POLICY_RELOADED,
+            fields={"NVME_POLICY": str(path)},
+        )
+        for warning in self.policy.warnings:
+            log.warning("policy: %s", warning)
+        if self.policy.defaults.reconcile_on_reload:
+            self._reconcile_policy(old)
+        self.events.publish({"type": "reloaded", "nsid": None, "generation": self.generation})
+        return {"ok": True, "generation": self.generation}
+
+    def _reconcile_policy(self, old: Policy) -> None:
+        """Re-run the add plan of present namespaces whose matching rule changed."""
+        snap = self.topology.snapshot()
+        for change in present_changes(snap):
+            before = decide(change, snap, old)
+            after = decide(change, snap, self.policy)
+            if before.rule != after.rule and after.actions:
+                log.info("reconcile: nsid %s now matches %s", change.nsid, after.rule)
+                self._submit(after)
+
     # ------------------------------------------------------------------ intake
     def _coldplug(self, records: list[DeviceRecord]) -> None:
         """Build the initial view and reconcile it with the previous run's state file."""
         self.topology.apply_all(records)
         current = self.topology.snapshot()
-        previous_data = read_json(self.config.state_file)
-        if previous_data is None:
-            changes = self._controller_changes(current) + _present_changes(current, True)
-        else:
-            previous = snapshot_from_dict(previous_data.get("topology", {}))
-            changes = [_while_down(c) for c in diff_snapshots(previous, current)]
-            if changes:
-                self.tlog.event(
-                    f"{len(changes)} topology changes happened while the agent was down",
-                    MSG_RECOVERY,
-                    PRIORITY_NOTICE,
-                )
-            # An eject survives a restart only while the very same disk is still present.
-            for nqn, nsid, diskseq in previous_data.get("ejected", []):
-                ns = current.namespace(int(nsid), str(nqn) or None)
-                if ns is not None and ns.diskseq == diskseq:
-                    self.ejected[ns.key] = diskseq
-            handled = {
-                (str(a), int(b), c): str(d) for a, b, c, d in previous_data.get("handled", [])
-            }
-            touched = {c.namespace.key for c in changes if c.namespace is not None}
-            for change in _present_changes(current, coldplug=True):
-                ns = change.namespace
-                assert ns is not None
-                if ns.key in touched or ns.key in self.ejected:
-                    continue  # an ejected namespace stays unmounted until it is detached
-                digest = handled.get(_handled_key(ns))
-                if digest == self.policy.digest:
-                    self.handled[_handled_key(ns)] = digest
-                    continue
-                why = "policy changed since" if digest else "add plan interrupted by"
-                changes.append(dataclasses.replace(change, reason=f"{why} the last run"))
-        for change in changes:
+        restored = self.books.restore(self._previous_state(), current, self.policy.digest)
+        if restored.while_down:
+            self.tlog.event(
+                f"{restored.while_down} topology changes happened while the agent was down",
+                MSG_RECOVERY,
+                PRIORITY_NOTICE,
+            )
+        for change in restored.changes:
             self._handle_change(change)
-        gone = {c.devnode for c in changes if c.type in REMOVE_KINDS and c.devnode is not None}
-        self._recover_orphan_mounts(current, gone)
+        gone = {c.devnode for c in restored.changes if c.type in REMOVE_KINDS and c.devnode}
+        for entry in orphan_mounts(self.ledger.entries(), current, gone):
+            self._detach_orphan(entry)
         self._save_state()
 
-    @staticmethod
-    def _controller_changes(snap: TopologySnapshot) -> list[Change]:
-        return [
-            Change(ChangeType.CONTROLLER_ADDED, controller=c, coldplug=True)
-            for c in snap.controllers
-        ]
+    def _previous_state(self) -> SavedState | None:
+        data = self.state_file.load()
+        if data is None:
+            return None
+        try:
+            return from_state(data)
+        except StateError as exc:
+            self.state_file.move_aside(str(exc))
+            return None
 
-    def _recover_orphan_mounts(self, snap: TopologySnapshot, planned: set[str]) -> None:
-        """Lazily detach mounts we made for devices that no longer exist.
-
-        ``planned`` are devices whose removal plan (with its implied unmount) already runs.
-        """
-        present = {ns.devnode for ns in snap.namespaces}
-        present |= {p.devnode for ns in snap.namespaces for p in ns.partitions}
-        present |= planned
-        for entry in self.ledger.entries():
-            if entry.source in present or not entry.mounted:
-                continue
-            self.tlog.event(
-                f"{entry.source} vanished while the agent was down; lazily detaching "
-                f"{entry.target} (unflushed data may have been lost)",
-                MSG_RECOVERY,
-                PRIORITY_WARNING,
-                {"DEVNAME": entry.source, "MOUNTPOINT": entry.target},
-            )
-            spec = UnmountSpec(
-                source=entry.source,
-                target=entry.target,
-                mount_root=_mount_root_of(entry),
-                device_gone=True,
-                on_busy="lazy",
-            )
-            change = Change(ChangeType.NAMESPACE_REMOVED, reason="vanished while down")
-            self._submit(Plan(change=change, key=f"orphan:{entry.target}", actions=(spec,)))
+    def _detach_orphan(self, entry: LedgerEntry) -> None:
+        """Lazily detach a mount we made for a device that no longer exists."""
+        self.tlog.event(
+            f"{entry.source} vanished while the agent was down; lazily detaching "
+            f"{entry.target} (unflushed data may have been lost)",
+            MSG_RECOVERY,
+            PRIORITY_WARNING,
+            {"DEVNAME": entry.source, "MOUNTPOINT": entry.target},
+        )
+        self._submit(unmount_plan(entry, "vanished while down", "orphan", device_gone=True))
 
     def _on_readable(self) -> None:
         """Take every pending record, persist the new topology, then act on the changes.
@@ -358,14 +369,10 @@ class Daemon:
         self.counters[change.type.value] += 1
         self.tlog.change(change)
         record = change.to_dict()
-        self.history.append(record)
+        self.history.append(record)  # a failing history is logged there, and we go on
         self.events.publish(record)
-        ns = change.namespace
-        is_removal = change.type in REMOVE_KINDS and change.reason != "eject"
-        if is_removal and ns is not None and self.ejected.get(ns.key, -1) == ns.diskseq:
-            if change.type is ChangeType.NAMESPACE_REMOVED:
-                del self.ejected[ns.key]
-            log.info("nsid %s was ejected before removal: its remove plan already ran", ns.nsid)
+        if self.books.removal_already_ran(change):
+            log.info("nsid %s was ejected before removal: its remove plan already ran", change.nsid)
             return
         try:
             plan = decide(change, self.topology.snapshot(), self.policy)
@@ -377,24 +384,29 @@ class Daemon:
 
     def _submit(self, plan: Plan) -> None:
         self.events.publish(plan.to_dict())
-        ns = plan.change.namespace
-        if ns is not None and plan.change.type in REMOVE_KINDS:
-            self.handled.pop(_handled_key(ns), None)
-        elif ns is not None and plan.change.type in ADD_KINDS:
-            if plan.actions:
-                # A partition's plan shares its namespace's key: until it has run, the
-                # namespace is not handled, even if the disk's own plan had nothing to do.
-                self.handled.pop(_handled_key(ns), None)
-                self._outstanding[plan.key] += len(plan.actions)
-                self._awaiting[plan.key] = (_handled_key(ns), self.policy.digest)
-            elif not self._outstanding[plan.key]:
-                self.handled[_handled_key(ns)] = self.policy.digest
-        if plan.rule is not None or plan.actions:
+        self.books.plan_submitted(plan, self.policy.digest)
+        refused = [line for line in plan.explanation if line.startswith(REFUSED)]
+        if refused:
+            self._log_refused(plan, refused[0])
+        elif plan.rule is not None or plan.actions:
             log.info(
                 "%s: rule %s, %d action(s)", plan.change.summary(), plan.rule, len(plan.actions)
             )
         if plan.actions and self.runner is not None:
             self.runner.submit(plan)
+
+    def _log_refused(self, plan: Plan, line: str) -> None:
+        """A plan the policy refused (e.g. a filesystem type it does not allow): once, as a
+        warning naming the device and the cause."""
+        change = plan.change
+        self.counters["refused"] += 1
+        fields = change_fields(change) | {"NVME_RULE": plan.rule or "", "NVME_PLAN_KEY": plan.key}
+        self.tlog.event(
+            _printable(f"{change.summary()} on {change.devnode or '?'}: nothing done, {line}"),
+            MSG_PLAN_REFUSED,
+            PRIORITY_WARNING,
+            fields,
+        )
 
     def _result_from_thread(self, result: ActionResult) -> None:
         loop = self._loop
@@ -405,168 +417,88 @@ class Daemon:
     def _on_result(self, result: ActionResult) -> None:
         if result.status is Status.FAILED:
             self.counters["failures"] += 1
-        if result.change in _ADD_VALUES and self._outstanding[result.plan_key] > 0:
-            self._outstanding[result.plan_key] -= 1
-            if not self._outstanding[result.plan_key]:
-                del self._outstanding[result.plan_key]
-                awaited = self._awaiting.pop(result.plan_key, None)
-                if awaited is not None:
-                    self.handled[awaited[0]] = awaited[1]
-                    self._state_changed()
+        if self.books.result(result):
+            self._state_changed()
         self.events.publish(result.to_dict())
-        for waiter in list(self._waiters):
-            if result.plan_key in waiter.keys:
-                waiter.results.append(result)
-                if len(waiter.results) >= waiter.expected:
-                    waiter.done.set()
+        self.waiters.feed(result)
         self._status_changed()
-
-    # ------------------------------------------------------------------ control requests
-    async def _handle_request(self, req: dict[str, Any]) -> dict[str, Any]:
-        cmd = req["cmd"]
-        if cmd == "status":
-            return {"ok": True, **self.status()}
-        if cmd == "reload":
-            return self.reload()
-        if cmd == "eject":
-            return await self.eject(req)
-        if cmd == "history":
-            limit = int(req.get("limit", 100))
-            records = list(self.history.read())
-            return {"ok": True, "records": records[-limit:] if limit > 0 else records}
-        if cmd == "settle":
-            # Like `udevadm settle`: answer once every submitted plan has finished.
-            timeout = float(req.get("timeout", 60))
-            idle = self.runner is None or await self.runner.drain(timeout)
-            return {"ok": idle, "status": self.status_line()} | (
-                {} if idle else {"error": f"actions still running after {timeout:.0f}s"}
-            )
-        if cmd == "watch":
-            return {"ok": True, "events": self.config.events_socket}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
-
-    def _find_for_eject(self, req: dict[str, Any]) -> Namespace | str:
-        snap = self.topology.snapshot()
-        device = req.get("device")
-        if device:
-            real = os.path.realpath(str(device))
-            for ns in snap.namespaces:
-                nodes = [ns.devnode] + [p.devnode for p in ns.partitions]
-                if device in nodes or real in nodes:
-                    return ns
-            return f"no NVMe namespace has device {device}"
-        try:
-            nsid = int(req["nsid"])
-        except (KeyError, TypeError, ValueError):
-            return "eject needs a device or an integer nsid"
-        ctrl = req.get("ctrl")
-        found = [
-            n for n in snap.namespaces if n.nsid == nsid and (not ctrl or ctrl in n.controllers)
-        ]
-        if not found:
-            return f"no namespace with nsid {nsid}" + (f" on {ctrl}" if ctrl else "")
-        if len(found) > 1:
-            return f"nsid {nsid} exists on several subsystems; name the controller with --ctrl"
-        return found[0]
-
-    async def eject(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Run a present namespace's remove plan gracefully; report whether it is safe."""
-        found = self._find_for_eject(req)
-        if isinstance(found, str):
-            return {"ok": False, "error": found}
-        ns = found
-        snap = self.topology.snapshot()
-        changes = [
-            Change(ChangeType.PARTITION_REMOVED, namespace=ns, partition=p, reason="eject")
-            for p in ns.partitions
-        ]
-        changes.append(Change(ChangeType.NAMESPACE_REMOVED, namespace=ns, reason="eject"))
-        plans = [decide(c, snap, self.policy) for c in changes]
-        expected = sum(len(p.actions) for p in plans)
-        waiter = _Waiter(keys={p.key for p in plans}, expected=expected)
-        if expected:
-            self._waiters.append(waiter)
-        try:
-            for plan in plans:
-                self._submit(plan)
-            if expected:
-                timeout = float(req.get("timeout", 300))
-                try:
-                    await asyncio.wait_for(waiter.done.wait(), timeout)
-                except TimeoutError:
-                    return {
-                        "ok": False,
-                        "nsid": ns.nsid,
-                        "error": f"eject plan did not finish within {timeout:.0f}s",
-                    }
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-        failed = [r for r in waiter.results if r.status in (Status.FAILED, Status.CANCELLED)]
-        answer: dict[str, Any] = {
-            "ok": not failed,
-            "nsid": ns.nsid,
-            "device": ns.devnode,
-            "results": [r.to_dict() for r in waiter.results],
-        }
-        if failed:
-            answer["error"] = "; ".join(f"{r.action}: {r.error or r.message}" for r in failed)
-            answer["holders"] = [r.details for r in failed if r.details]
-            return answer
-        self.ejected[ns.key] = ns.diskseq
-        self.tlog.event(
-            f"nsid {ns.nsid} ({ns.devnode}) ejected: safe to remove",
-            MSG_EJECTED,
-            fields={"NVME_NSID": str(ns.nsid), "DEVNAME": ns.devnode or ""},
-        )
-        self.events.publish({"type": "ejected", "nsid": ns.nsid, "device": ns.devnode})
-        self._save_state()
-        return answer
 
     def _unmount_all(self, reason: str) -> None:
         for entry in self.ledger.entries():
-            if not entry.mounted:
-                continue
-            spec = UnmountSpec(
-                source=entry.source,
-                target=entry.target,
-                mount_root=_mount_root_of(entry),
-                device_gone=False,
+            if entry.mounted:
+                self._submit(unmount_plan(entry, reason, "stop", device_gone=False))
+
+    # ------------------------------------------------------------------ control requests
+    # (what nvme_agent.service.requests.Agent asks of us; the dispatcher checks the rights)
+    def admin_group(self) -> str | None:
+        return self.policy.defaults.admin_group
+
+    def _refused(self, kind: str, message: str) -> None:
+        self.control.refuse(kind, message)
+
+    async def reload(self) -> Answer:
+        """Re-read the policy (coalesced with reloads already under way)."""
+        return await self.reloader.request()
+
+    async def history_records(self, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` history records (all with 0), read off the loop."""
+        records = await asyncio.to_thread(lambda: list(self.history.read()))
+        return records[-limit:] if limit > 0 else records
+
+    async def settle(self, timeout: float) -> bool:
+        """Like ``udevadm settle``: True once every submitted plan has finished."""
+        return self.runner is None or await self.runner.drain(timeout)
+
+    async def eject(self, target: EjectTarget, timeout: float) -> Answer:
+        """Run a present namespace's remove plan gracefully; report whether it is safe."""
+        snap = self.topology.snapshot()
+        ns = find_namespace(snap, target)
+        plans = eject_plans(ns, snap, self.policy)
+        waiter = self.waiters.expect(plans)
+        try:
+            for plan in plans:
+                self._submit(plan)
+            if not await waiter.wait(timeout):
+                error = f"eject plan did not finish within {timeout:.0f}s"
+                return failure(Reason.TIMEOUT, error, nsid=ns.nsid)
+        finally:
+            self.waiters.discard(waiter)
+        answer = eject_answer(ns, waiter.results)
+        if answer["ok"]:
+            self.books.ejected(ns)
+            self.tlog.event(
+                f"nsid {ns.nsid} ({ns.devnode}) ejected: safe to remove",
+                MSG_EJECTED,
+                fields={"NVME_NSID": str(ns.nsid), "DEVNAME": ns.devnode or ""},
             )
-            change = Change(ChangeType.NAMESPACE_REMOVED, reason=reason)
-            self._submit(Plan(change=change, key=f"stop:{entry.target}", actions=(spec,)))
+            self.events.publish({"type": "ejected", "nsid": ns.nsid, "device": ns.devnode})
+            self._save_state()
+        return answer
 
     # ------------------------------------------------------------------ status and state
     def status(self) -> dict[str, Any]:
         """The topology with mountpoints, matched rules and counters."""
         snap = self.topology.snapshot()
-        mounts: dict[str, list[str]] = {}
-        for entry in self.ledger.entries():
-            if entry.mounted:
-                mounts.setdefault(entry.source, []).append(entry.target)
-        namespaces = []
-        for change in _present_changes(snap):
-            ns = change.namespace
-            assert ns is not None
-            item = ns.to_dict()
-            try:
-                item["rule"] = decide(change, snap, self.policy).rule
-            except PolicyError:
-                item["rule"] = None
-            item["mountpoints"] = mounts.get(ns.devnode or "", [])
-            for part in item["partitions"]:
-                part["mountpoints"] = mounts.get(part["devnode"] or "", [])
-            item["ejected"] = ns.key in self.ejected
-            namespaces.append(item)
-        return {
-            "controllers": [c.to_dict() for c in snap.controllers],
-            "namespaces": namespaces,
+        mounts = mounts_by_source((e.source, e.target) for e in self.ledger.entries() if e.mounted)
+        view = topology_status(
+            snap,
+            mounts,
+            rule_of=lambda change: self._rule_of(change, snap),
+            is_ejected=self.books.is_ejected,
+        )
+        return view | {
             "policy": str(self.config.policy_path),
             "policy_generation": self.generation,
             "dry_run": self.config.dry_run,
             "counters": dict(self.counters),
             "status": self.status_line(),
         }
+
+    def _rule_of(self, change: Change, snap: TopologySnapshot) -> str | None:
+        try:
+            return decide(change, snap, self.policy).rule
+        except PolicyError:
+            return None
 
     def status_line(self) -> str:
         snap = self.topology.snapshot()
@@ -577,48 +509,13 @@ class Daemon:
         )
 
     def _save_state(self) -> None:
-        try:
-            write_json_atomic(
-                self.config.state_file,
-                {
-                    "topology": self.topology.snapshot().to_dict(),
-                    "ejected": [[k[0], k[1], v] for k, v in self.ejected.items()],
-                    "handled": sorted([*k, d] for k, d in self.handled.items()),
-                    "policy_generation": self.generation,
-                },
-            )
-        except OSError as exc:
-            log.error("cannot write state file %s: %s", self.config.state_file, exc)
+        self.state_file.save(self.books.to_state(self.topology.snapshot(), self.generation))
 
-    def _state_changed(self) -> None:
-        """Coalesce state-file writes to one per loop iteration."""
-        if self._state_pending or self._loop is None:
-            return
-        self._state_pending = True
-
-        def flush() -> None:
-            self._state_pending = False
-            self._save_state()
-
-        self._loop.call_soon(flush)
-
-    def _status_changed(self) -> None:
-        """Coalesce STATUS= updates: at most one per loop iteration, and only when it differs.
-
-        A burst of hundreds of events must not become hundreds of datagrams to the manager.
-        """
-        if self._status_pending or self._loop is None:
-            return
-        self._status_pending = True
-
-        def flush() -> None:
-            self._status_pending = False
-            line = self.status_line()
-            if line != self._status_sent:
-                self._status_sent = line
-                self.notifier.status(line)
-
-        self._loop.call_soon(flush)
+    def _flush_status(self) -> None:
+        line = self.status_line()
+        if line != self._status_sent:
+            self._status_sent = line
+            self.notifier.status(line)
 
     def _start_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()
@@ -634,39 +531,31 @@ class Daemon:
         ping()
 
 
-def _present_changes(snap: TopologySnapshot, coldplug: bool = False) -> list[Change]:
-    """An added change for every namespace and partition present in ``snap``."""
-    changes: list[Change] = []
-    for ns in snap.namespaces:
-        changes.append(Change(ChangeType.NAMESPACE_ADDED, namespace=ns, coldplug=coldplug))
-        changes.extend(
-            Change(ChangeType.PARTITION_ADDED, namespace=ns, partition=p, coldplug=coldplug)
-            for p in ns.partitions
-        )
-    return changes
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: what a disk names (a label, a serial) must
+    not start a log line of its own on stderr."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def _handled_key(ns: Namespace) -> HandledKey:
-    return (ns.subsysnqn or "", ns.nsid, ns.diskseq)
+class OncePerIteration:
+    """Runs ``action`` at most once per loop iteration, however often it is asked for: a
+    burst of hundreds of events must not become hundreds of state-file writes or datagrams
+    to the service manager."""
 
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending = False
 
-def _while_down(change: Change) -> Change:
-    reason = "while the agent was down"
-    if change.reason:
-        reason = f"{change.reason} ({reason})"
-    return dataclasses.replace(change, coldplug=True, reason=reason)
+    def __call__(self) -> None:
+        if self._pending or self.loop is None:
+            return
+        self._pending = True
+        self.loop.call_soon(self._run)
 
-
-def _mount_root_of(entry: LedgerEntry) -> str:
-    """The directory below which the agent made ``entry``'s mountpoint."""
-    first = entry.created_dirs[0] if entry.created_dirs else entry.target
-    return os.path.dirname(first.rstrip("/")) or "/"
-
-
-def _error_lines(exc: BaseException) -> list[str]:
-    if isinstance(exc, PolicyError):
-        return [str(issue) for issue in exc.issues]
-    return [str(exc)]
+    def _run(self) -> None:
+        self._pending = False
+        self.action()
 
 
 async def run_daemon(config: DaemonConfig) -> int:

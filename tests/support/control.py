@@ -15,28 +15,32 @@ from types import TracebackType
 from typing import Any
 
 from nvme_agent.outputs.paths import RuntimePaths
+from nvme_agent.service.access import Peer
 from nvme_agent.service.control import ControlServer
 
 
 class CannedDaemon:
-    """Serves ``answer`` (settable) on ``runtime_dir``/control.sock; records the requests."""
+    """Serves ``answer_given`` (settable) on ``runtime_dir``/control.sock; records the requests."""
 
     def __init__(self, runtime_dir: Path, answer: dict[str, Any] | None = None) -> None:
         self.paths = RuntimePaths(runtime_dir=runtime_dir)
-        self.answer: dict[str, Any] = answer or {"ok": True}
+        self.answer_given: dict[str, Any] = answer or {"ok": True}
         self.requests: list[dict[str, Any]] = []
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    def admit(self, peer: Peer) -> dict[str, Any] | None:
+        return None  # every peer may ask; the canned answer says what the daemon would
+
+    async def answer(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         self.requests.append(request)
-        return dict(self.answer)
+        return dict(self.answer_given)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = ControlServer(str(self.paths.control_socket), self._handle, group=None)
+        server = ControlServer(str(self.paths.control_socket), self, group=None)
         try:
             self._loop.run_until_complete(server.start())
         except BaseException as exc:  # reported to the test by __enter__

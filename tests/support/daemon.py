@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from nvme_agent.harness.agent import AgentProcess, EventFeed
 
 Record = dict[str, Any]
+
+#: Policies refuse mount roots in system trees (``/tmp`` among them), so a test's mount root
+#: lives below this directory instead of in pytest's ``tmp_path``.
+TEST_MOUNT_TOP = "/run/media/nvme-agent-test"
+
+
+def dry_mount_root(tmp_path: Path) -> Path:
+    """A mount root for dry-run daemons: valid in a policy, never created (nothing runs)."""
+    return Path(TEST_MOUNT_TOP) / f"dry-{os.getpid()}-{tmp_path.name}"
+
+
+@contextlib.contextmanager
+def real_mount_root() -> Iterator[Path]:
+    """A fresh, empty mount root for real mounts; removed afterwards with ``rmdir`` only, so
+    that a mount left behind by a failed test is never descended into."""
+    os.makedirs(TEST_MOUNT_TOP, mode=0o755, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="real-", dir=TEST_MOUNT_TOP))
+    try:
+        yield root
+    finally:
+        for sub in root.iterdir():
+            if not os.path.ismount(sub):
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
+        root.rmdir()  # fails loudly when a test left something behind
+        with contextlib.suppress(OSError):
+            os.rmdir(TEST_MOUNT_TOP)  # only when no other test still uses it
 
 
 def is_type(kind: str, nsid: int | None = None) -> Callable[[Record], bool]:
@@ -24,6 +55,19 @@ def is_result(action: str, nsid: int | None = None) -> Callable[[Record], bool]:
     )
 
 
+class GatedProcess(AgentProcess):
+    """The daemon run by ``gated_agent.py``: every policy load after the first waits until
+    someone opens and closes the FIFO ``gate`` for writing."""
+
+    def __init__(self, policy: Path, env: dict[str, str], workdir: Path, gate: Path) -> None:
+        super().__init__(policy, env, workdir=workdir)
+        self.gate = gate
+
+    def command(self) -> list[str]:
+        script = Path(__file__).with_name("gated_agent.py")
+        return [sys.executable, str(script), str(self.policy), str(self.base), str(self.gate)]
+
+
 class Agent:
     """The daemon under test plus a cursor over its event stream."""
 
@@ -35,12 +79,15 @@ class Agent:
         *,
         dry_run: bool = True,
         extra_args: tuple[str, ...] = (),
+        gate: Path | None = None,
     ) -> None:
         self.policy = policy
         self.workdir = workdir
         self.runtime_dir = workdir / "run"
-        self.process = AgentProcess(
-            policy, env, dry_run=dry_run, workdir=workdir, extra_args=extra_args
+        self.process = (
+            AgentProcess(policy, env, dry_run=dry_run, workdir=workdir, extra_args=extra_args)
+            if gate is None
+            else GatedProcess(policy, env, workdir, gate)
         )
         self.feed: EventFeed | None = None
         self.cursor = 0

@@ -70,8 +70,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nvme_agent.policy import PolicyError
-    from nvme_agent.service.daemon import DaemonConfig, run_daemon
+    from nvme_agent.service.daemon import DaemonConfig, StartupError, run_daemon
 
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
@@ -87,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(run_daemon(config))
-    except PolicyError as exc:
-        log.error("cannot start with an invalid policy:\n%s", exc)
+    except StartupError as exc:
+        log.error("%s", exc)  # one screen at most: no traceback for a bad policy
         return Exit.FAILED
     except OSError as exc:
         log.error("cannot start: %s", exc)

@@ -40,31 +40,18 @@ def _local_status() -> dict[str, Any]:
     import pyudev
 
     from nvme_agent.actions import mountinfo
+    from nvme_agent.service.status import mounts_by_source, topology_status
     from nvme_agent.topology.intake import enumerate_records
     from nvme_agent.topology.tracker import Topology
 
     topo = Topology()
     topo.apply_all(enumerate_records(pyudev.Context()))
-    snap = topo.snapshot()
-    mounts: dict[str, list[str]] = {}
     try:
-        for entry in mountinfo.read():
-            mounts.setdefault(entry.source, []).append(entry.mountpoint)
+        mounts = mounts_by_source((m.source, m.mountpoint) for m in mountinfo.read())
     except (OSError, ValueError) as exc:
         log.warning("cannot read mountinfo: %s", exc)
-    namespaces = []
-    for ns in snap.namespaces:
-        item = ns.to_dict()
-        item["rule"] = None
-        item["mountpoints"] = mounts.get(ns.devnode or "", [])
-        for part in item["partitions"]:
-            part["mountpoints"] = mounts.get(part["devnode"] or "", [])
-        namespaces.append(item)
-    return {
-        "controllers": [c.to_dict() for c in snap.controllers],
-        "namespaces": namespaces,
-        "source": "udev",
-    }
+        mounts = {}
+    return topology_status(topo.snapshot(), mounts) | {"source": "udev"}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,229 @@
+"""Reloads and start-up with bad files, on the real daemon in process with a real
+NOTIFY_SOCKET (issues 11.2 and 11.9).
+
+The loader is the real one, wrapped where a test needs it to raise or to wait on an Event
+(released by the test, never a sleep).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.inproc import InProcess, gate, gated
+
+from nvme_agent.policy import load_policy
+from nvme_agent.policy.spec import Policy
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: sockets below /run")
+
+BROKEN = "version: 1\nrules:\n  - name: broken\n    match: {fs_typo: ext4}\n"
+OTHER = "version: 1\nrules: []\n# another digest\n"
+
+
+def raising(exc: BaseException) -> Any:
+    """The real loader for the start, ``exc`` for every reload."""
+    calls = [0]
+
+    def load(path: Path) -> Policy:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise exc
+        return load_policy(path)
+
+    return load
+
+
+def ready_after_reloading(lines: list[str], start: int = 0) -> bool:
+    """Every RELOADING=1 from ``start`` on is followed by a READY=1 before the next one."""
+    waiting = False
+    for line in lines[start:]:
+        if line == "RELOADING=1":
+            if waiting:
+                return False
+            waiting = True
+        elif line == "READY=1":
+            waiting = False
+    return not waiting
+
+
+def test_a_broken_policy_is_refused_and_ready_follows_reloading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with InProcess(monkeypatch) as d:
+        d.policy.write_text(BROKEN)
+        answer = d.request({"cmd": "reload"})
+        assert answer["ok"] is False and answer["reason"] == "invalid-policy"
+        assert any(":4:" in e and "fs_typo" in e for e in answer["errors"])
+        assert "not reloaded" in answer["error"] and answer["generation"] == 1
+        start = d.notify.wait_for("RELOADING=1")
+        d.notify.wait_for("READY=1", after=start)
+        assert ready_after_reloading(d.notify.snapshot())
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [
+        (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),
+        (MemoryError(), "too large"),
+        (UnicodeError("odd"), "UnicodeError"),
+    ],
+    ids=["RecursionError", "MemoryError", "other"],
+)
+def test_whatever_the_loader_raises_is_an_answer_and_the_old_policy_stays(
+    monkeypatch: pytest.MonkeyPatch, exc: BaseException, words: str
+) -> None:
+    with InProcess(monkeypatch, load=raising(exc)) as d:
+        assert d.daemon is not None
+        old = d.daemon.policy
+        answer = d.request({"cmd": "reload"})
+        assert answer["reason"] == "invalid-policy" and words in answer["error"], answer
+        assert d.daemon.policy is old
+        start = d.notify.wait_for("RELOADING=1")
+        d.notify.wait_for("READY=1", after=start)
+        assert d.request({"cmd": "status"})["ok"] is True
+
+
+def test_the_loop_serves_requests_and_the_watchdog_while_a_parse_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with gate() as (entered, release):
+        load = gated(entered, release)
+        with InProcess(monkeypatch, load=load, watchdog_usec=100_000) as d:
+            reload: dict[str, Any] = {}
+            asking = threading.Thread(target=lambda: reload.update(d.request({"cmd": "reload"})))
+            asking.start()
+            assert entered.wait(30)
+            reloading = d.notify.wait_for("RELOADING=1")
+            d.notify.wait_for("WATCHDOG=1", after=reloading)  # pings go on
+            assert d.request({"cmd": "status"})["ok"] is True  # so do answers
+            assert d.request({"cmd": "history"})["ok"] is True
+            assert reload == {} and "READY=1" not in d.notify.snapshot()[reloading:]
+            release.set()
+            asking.join(30)
+            assert reload["ok"] is True and reload["generation"] == 2
+            d.notify.wait_for("READY=1", after=reloading)
+
+
+def test_reloads_during_a_parse_coalesce_into_one_more_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with gate() as (entered, release), InProcess(monkeypatch, load=gated(entered, release)) as d:
+        assert d.daemon is not None
+        first = d.submit(d.daemon.reload())
+        assert entered.wait(30)
+        d.policy.write_text(OTHER)  # written after the first parse began
+        joined = [d.submit(d.daemon.reload()) for _ in range(3)]
+
+        async def probe() -> int:  # runs after the three reloads reached their await
+            assert d.daemon is not None
+            return d.daemon.reloader.parses
+
+        assert d.call(probe()) == 1
+        release.set()
+        answers = [f.result(30) for f in (first, *joined)]
+        assert [a["generation"] for a in answers] == [2, 3, 3, 3]
+        assert d.daemon.reloader.parses == 2
+        assert d.daemon.policy.digest == load_policy(d.policy).digest  # the newer file
+        second = d.notify.wait_for("RELOADING=1", after=d.notify.wait_for("RELOADING=1") + 1)
+        d.notify.wait_for("READY=1", after=second)  # datagrams may trail the answers
+        lines = d.notify.snapshot()
+        assert lines.count("RELOADING=1") == 2 and ready_after_reloading(lines)
+
+
+def test_a_parse_that_never_ends_times_out_and_the_next_reload_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with gate() as (entered, release):
+        load = gated(entered, release)
+        with InProcess(monkeypatch, load=load, reload_timeout=0.5) as d:
+            assert d.daemon is not None
+            answer = d.request({"cmd": "reload"})
+            assert answer["reason"] == "timeout" and "not read within" in answer["error"]
+            d.notify.wait_for("READY=1", after=d.notify.wait_for("RELOADING=1"))
+            assert ready_after_reloading(d.notify.snapshot())
+            release.set()  # the stuck parse ends now; its late result is dropped
+            assert d.request({"cmd": "reload"})["generation"] == 2
+            assert d.daemon.generation == 2
+
+
+def test_sighup_while_a_reload_runs_is_coalesced_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    with gate() as (entered, release), InProcess(monkeypatch, load=gated(entered, release)) as d:
+        assert d.daemon is not None and d.loop is not None
+        asked = d.submit(d.daemon.reload())
+        assert entered.wait(30)
+        d.loop.call_soon_threadsafe(d.daemon.reloader.request)  # what SIGHUP runs
+        release.set()
+        assert asked.result(30)["ok"] is True
+        d.notify.wait_for("READY=1", after=d.notify.wait_for("RELOADING=1", after=0) + 1)
+        assert d.request({"cmd": "reload"})["generation"] == 4  # 2: asked, 3: SIGHUP
+
+
+# ---------------------------------------------------------------------- start-up
+def run_agent(tmp: Path, policy: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("UMOCKDEV_DIR", "LD_PRELOAD")}
+    env.pop("NOTIFY_SOCKET", None)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nvme_agent",
+            "run",
+            "--policy",
+            str(policy),
+            "--runtime-dir",
+            str(tmp / "run"),
+            "--state-dir",
+            str(tmp / "state"),
+            "--log-target",
+            "stderr",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: 1\nrules: " + "[" * 50_000 + "]" * 50_000 + "\n",  # RecursionError today
+        "version: 1\nrules:\n"
+        + "".join(f"  - {{name: r{i}, match: {{nsid: x}}}}\n" for i in range(300)),
+    ],
+    ids=["deeply-nested", "300-errors"],
+)
+def test_a_bad_policy_at_start_is_one_screen_and_exit_1(tmp_path: Path, text: str) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    done = run_agent(tmp_path, policy)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert str(policy) in done.stderr
+    assert len(done.stderr.splitlines()) <= 25, done.stderr
+
+
+@pytest.mark.parametrize(
+    "state",
+    ["[]", '{"topology": {"namespaces": [{}]}}', "{broken", '{"topology": {}, "handled": 5}'],
+    ids=["list", "namespace-without-keys", "not-json", "handled-not-a-list"],
+)
+def test_a_bad_state_file_is_moved_aside_and_the_daemon_starts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, state: str
+) -> None:
+    d = InProcess(monkeypatch)
+    (d.base / "run" / "topology.json").write_text(state)
+    with d:
+        aside = [p.name for p in (d.base / "run").iterdir() if ".corrupt." in p.name]
+        assert len(aside) == 1 and aside[0].startswith("topology.json.corrupt.")
+        assert (d.base / "run" / aside[0]).read_text() == state
+        assert json.loads((d.base / "run" / "topology.json").read_text())["topology"]
+        assert any("moved aside" in r.getMessage() for r in caplog.records)
+        assert d.request({"cmd": "status"})["ok"] is True
