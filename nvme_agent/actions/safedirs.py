@@ -1,8 +1,10 @@
 """Create and remove mount point directories below a mount root without following symlinks.
 
-Every component below the mount root is opened relative to its parent's file descriptor with
-``O_NOFOLLOW | O_DIRECTORY``, so a symlink planted inside the mount root (say ``data -> /etc``)
-is refused instead of followed, and there is no window between check and use.
+Every component of the path, from ``/`` down through the mount root to the mount point, is
+opened relative to its parent's file descriptor with ``O_NOFOLLOW | O_DIRECTORY``.  A symlink
+planted inside the mount root (say ``data -> /etc``) or standing for a parent of the mount root
+(say ``/srv/media -> /home/alice``) is refused instead of followed, and there is no window
+between check and use: the caller gets a descriptor of the very directory that was checked.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def components(mount_root: str, target: str) -> list[str]:
     return parts
 
 
-def _open_child(parent_fd: int, name: str, shown: str) -> int:
+def _open_child(parent_fd: int, name: str, shown: str, where: str = "inside the mount root") -> int:
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except OSError as exc:
@@ -46,25 +48,52 @@ def _open_child(parent_fd: int, name: str, shown: str) -> int:
         with contextlib.suppress(OSError):
             is_link = stat.S_ISLNK(os.lstat(name, dir_fd=parent_fd).st_mode)
         if exc.errno == errno.ELOOP or is_link:
-            raise ActionError(
-                f"{shown} is a symlink inside the mount root; not following it"
-            ) from exc
+            raise ActionError(f"{shown} is a symlink {where}; not following it") from exc
         if exc.errno == errno.ENOTDIR:
             raise ActionError(f"{shown} exists and is not a directory") from exc
         raise
 
 
-def open_root(mount_root: str, *, create: bool = True) -> int:
-    """Open (creating if asked, mode 0755) the mount root; it must not itself be a symlink."""
-    root = os.path.normpath(mount_root)
-    if create:
-        os.makedirs(root, mode=0o755, exist_ok=True)
+def open_absolute(path: str, *, create: bool = False) -> int:
+    """Open the directory ``path`` one component at a time from ``/``, never following a
+    symlink; missing components are created (0755) when ``create`` is set.
+
+    A symlink anywhere in the path is refused: it could be swapped between a check and a use,
+    and the kernel would follow it into a directory the agent did not mean.
+    """
+    if "\0" in path or not os.path.isabs(path):
+        raise ActionError(f"{path!r} is not an absolute path")
+    norm = os.path.normpath(path)
+    where = f"in the path of {norm} (name the real directory instead)"
+    fd = os.open("/", _DIR_FLAGS)
+    shown = ""
     try:
-        return os.open(root, _DIR_FLAGS)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ActionError(f"mount root {root} is a symlink; refusing") from exc
+        for name in (p for p in norm.split("/") if p):
+            shown = f"{shown}/{name}"
+            made = False
+            if create:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    made = True
+                except FileExistsError:
+                    pass
+            child = _open_child(fd, name, shown, where)
+            os.close(fd)
+            fd = child
+            if made:
+                os.fchmod(fd, 0o755)  # explicitly: mkdir's mode is filtered by the umask
+        return fd
+    except BaseException:
+        os.close(fd)
         raise
+
+
+def open_root(mount_root: str, *, create: bool = True) -> int:
+    """Open (creating if asked, mode 0755) the mount root; no component may be a symlink."""
+    try:
+        return open_absolute(mount_root, create=create)
+    except ActionError as exc:
+        raise ActionError(f"mount root {os.path.normpath(mount_root)}: {exc}") from exc
 
 
 def make_dirs(

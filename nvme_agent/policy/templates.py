@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 import string
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from nvme_agent.topology.text import is_unsafe
 
 #: Fields a template may use.  ``mountpoint`` is the rendered mount target of the rule's
 #: ``mount`` action; it is not device data and is inserted as a whole path.
@@ -102,8 +103,7 @@ def compile_template(text: str, allowed: frozenset[str] = FIELDS) -> Template:
 
 
 def _clean_char(ch: str) -> str:
-    cat = unicodedata.category(ch)
-    if cat in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+    if is_unsafe(ch):
         # control, format (bidi overrides), lone surrogates, private/unassigned, line breaks
         return ""
     if ch in "/\\":

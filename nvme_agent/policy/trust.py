@@ -20,12 +20,14 @@ def untrusted_reason(
     *,
     owners: Collection[int] = (0,),
     follow: bool = True,
+    dir_owners: Collection[int] = (0,),
 ) -> str | None:
     """Why ``path`` cannot be trusted, or None when it can.
 
-    ``owners``: uids that may own the file itself (its directories must be root's).
-    ``follow``: resolve symlinks first (the resolved path is checked, every component of it);
-    otherwise a symlink is itself a reason.
+    ``owners``: uids that may own the file itself.  ``dir_owners``: uids that may own the
+    directories above it (root's only by default; a pidfile may sit in its daemon's own
+    directory).  ``follow``: resolve symlinks first (the resolved path is checked, every
+    component of it); otherwise a symlink is itself a reason.
     """
     if not os.path.isabs(path):
         return f"{path} is not an absolute path"
@@ -47,8 +49,9 @@ def untrusted_reason(
             dst = os.lstat(parent)
         except OSError as exc:
             return f"{parent}: {exc.strerror or exc}"
-        if dst.st_uid != 0:
-            return f"directory {parent} (above {real}) is owned by uid {dst.st_uid}, not root"
+        if dst.st_uid not in dir_owners:
+            who = "root" if set(dir_owners) == {0} else " or ".join(map(str, sorted(dir_owners)))
+            return f"directory {parent} (above {real}) is owned by uid {dst.st_uid}, not {who}"
         writable = dst.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         if writable and not dst.st_mode & stat.S_ISVTX:
             return (
