@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from nvme_agent.actions import mountinfo
 from nvme_agent.actions.outcome import ActionError, Deadline
 from nvme_agent.actions.proc import run_tool, tool_error
+from nvme_agent.topology.text import escape
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -71,7 +72,7 @@ def probe_ids(devnode: str, timeout: float = 10.0) -> dict[str, str]:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("blkid %s failed: %s", devnode, exc)
+        log.warning("blkid %s failed: %s", escape(devnode), exc)
         return {}
     ids: dict[str, str] = {}
     for line in proc.stdout.splitlines():

@@ -1,4 +1,11 @@
-"""The mount action: mount point, optional fsck, mount, verification, ledger."""
+"""The mount action: mount point, optional fsck, mount, verification, ledger.
+
+Idempotent: a device already mounted at its target is a success, a device mounted elsewhere
+or a target taken by another mount is a failure, and nothing is ever mounted twice.  The
+mount point is a directory the agent created (or, with ``allow_existing_dir``, an existing
+one) and is empty; the type is named to mount(8), allowed by the policy and what the device
+holds right now; the kernel gets the directory that was opened and checked, by descriptor.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import run_tool, tool_error
 from nvme_agent.actions.unmount import umount_entry
 from nvme_agent.policy.plan import MountSpec
+from nvme_agent.topology.text import escape
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -56,7 +64,10 @@ def fsck(source: str, fstype: str | None, deadline: Deadline) -> str:
         if proc.returncode == 0:
             return "fsck: clean"
         if proc.returncode in (1, 2):
-            log.warning("e2fsck fixed errors on %s: %s", source, proc.stdout.strip()[-500:])
+            # e2fsck names the filesystem by its label: device data, escaped.
+            log.warning(
+                "e2fsck fixed errors on %s: %s", escape(source), escape(proc.stdout.strip()[-500:])
+            )
             return "fsck: errors were fixed"
         raise ActionError(f"fsck of {source} failed: {tool_error(proc)}")
     if fstype == "xfs":
@@ -195,7 +206,7 @@ def _prepare_and_mount(
 
 
 def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: Deadline) -> Outcome:
-    """Mount ``spec.source`` at ``spec.target``; idempotent (see module docs)."""
+    """Mount ``spec.source`` at ``spec.target`` (see the module docstring)."""
     target = os.path.normpath(spec.target)
     safedirs.components(spec.mount_root, spec.target)
     if not spec.source.startswith("/"):

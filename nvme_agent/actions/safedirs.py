@@ -17,6 +17,7 @@ import stat
 import threading
 
 from nvme_agent.actions.outcome import ActionError
+from nvme_agent.topology.text import escape
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -179,7 +180,7 @@ def remove_dirs(
         except (ActionError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):
                 continue
-            log.warning("not removing %s: %s", d, exc)
+            log.warning("not removing %s: %s", escape(d), escape(exc))
             left.append(d)
             continue
         try:
@@ -187,7 +188,7 @@ def remove_dirs(
             while True:
                 try:
                     os.rmdir(name, dir_fd=pfd)
-                    log.debug("removed mount point directory %s", d)
+                    log.debug("removed mount point directory %s", escape(d))
                     break
                 except FileNotFoundError:
                     break
@@ -197,7 +198,7 @@ def remove_dirs(
                         waited += delay
                         delay = min(delay * 2, 0.5)
                         continue
-                    log.warning("leaving directory %s in place: %s", d, exc.strerror)
+                    log.warning("leaving directory %s in place: %s", escape(d), exc.strerror)
                     left.append(d)
                     break
         finally:
