@@ -244,6 +244,38 @@ def test_a_symlinked_parent_of_the_mount_root_is_refused(
     assert list(real.iterdir()) == []  # nothing created through the link either
 
 
+@pytest.mark.parametrize(
+    ("where", "uid", "mode", "why"),
+    [
+        ("ancestor", 65534, 0o755, "is owned by uid 65534, not root"),
+        ("ancestor", 0, 0o777, "is writable by group or others (mode 0777) without the sticky"),
+        ("below the root", 65534, 0o755, "is owned by uid 65534, not root"),
+    ],
+)
+def test_a_tree_someone_else_could_rearrange_is_refused(
+    loops: Callable[..., Loop],
+    tmp_path: Path,
+    ledger: MountLedger,
+    guard: Guard,
+    where: str,
+    uid: int,
+    mode: int,
+    why: str,
+) -> None:
+    # /tmp itself (root's, sticky) is fine: every test here runs below it.
+    loop = loops("ext4")
+    shared = tmp_path / "shared"
+    root = shared / "mnt" if where == "ancestor" else tmp_path / "mnt"
+    target = root / "data" if where == "ancestor" else root / "byuser" / "data"
+    (target.parent).mkdir(parents=True)
+    theirs = shared if where == "ancestor" else root / "byuser"
+    os.chown(theirs, uid, 0)
+    theirs.chmod(mode)
+    with pytest.raises(ActionError, match=rf"{re.escape(str(theirs))} {re.escape(why)}"):
+        mount(spec_for(loop, root, target), ledger, guard)
+    assert mounts_of(loop) == [] and not target.exists()
+
+
 class UmountGate:
     """Holds the next umount(8) on a FIFO until released; later calls run straight through."""
 

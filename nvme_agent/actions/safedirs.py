@@ -5,6 +5,11 @@ opened relative to its parent's file descriptor with ``O_NOFOLLOW | O_DIRECTORY`
 planted inside the mount root (say ``data -> /etc``) or standing for a parent of the mount root
 (say ``/srv/media -> /home/alice``) is refused instead of followed, and there is no window
 between check and use: the caller gets a descriptor of the very directory that was checked.
+
+Every directory walked through on the way to a mount point (``/``, the mount root's
+ancestors, the mount root, existing directories below it) must also be root's and writable
+by nobody else (a sticky directory such as ``/tmp`` is fine), like sshd's StrictModes: whoever
+can rename entries in one could swap what lies below it between the mount and the unmount.
 """
 
 from __future__ import annotations
@@ -55,12 +60,30 @@ def _open_child(parent_fd: int, name: str, shown: str, where: str = "inside the 
         raise
 
 
-def open_absolute(path: str, *, create: bool = False) -> int:
+def check_dir(fd: int, shown: str) -> None:
+    """Refuse the open directory ``fd`` when someone but root (or the agent's own user) owns
+    it or may write to it without the sticky bit: they could rename what lies below it."""
+    st = os.fstat(fd)
+    if st.st_uid not in (0, os.geteuid()):
+        raise ActionError(
+            f"{shown} is owned by uid {st.st_uid}, not root: its owner could swap what lies "
+            "below it"
+        )
+    writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable and not st.st_mode & stat.S_ISVTX:
+        raise ActionError(
+            f"{shown} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}) "
+            "without the sticky bit: they could swap what lies below it"
+        )
+
+
+def open_absolute(path: str, *, create: bool = False, strict: bool = True) -> int:
     """Open the directory ``path`` one component at a time from ``/``, never following a
     symlink; missing components are created (0755) when ``create`` is set.
 
     A symlink anywhere in the path is refused: it could be swapped between a check and a use,
-    and the kernel would follow it into a directory the agent did not mean.
+    and the kernel would follow it into a directory the agent did not mean.  ``strict`` also
+    applies :func:`check_dir` to every directory of the path, ``path`` included.
     """
     if "\0" in path or not os.path.isabs(path):
         raise ActionError(f"{path!r} is not an absolute path")
@@ -69,6 +92,8 @@ def open_absolute(path: str, *, create: bool = False) -> int:
     fd = os.open("/", _DIR_FLAGS)
     shown = ""
     try:
+        if strict:
+            check_dir(fd, "/")
         for name in (p for p in norm.split("/") if p):
             shown = f"{shown}/{name}"
             made = False
@@ -83,6 +108,8 @@ def open_absolute(path: str, *, create: bool = False) -> int:
             fd = child
             if made:
                 os.fchmod(fd, 0o755)  # explicitly: mkdir's mode is filtered by the umask
+            elif strict:
+                check_dir(fd, shown)
         return fd
     except BaseException:
         os.close(fd)
@@ -133,6 +160,8 @@ def make_dirs(
                 os.fchmod(fd, (mode if mode is not None else 0o755) if last else 0o755)
                 if last and (uid != -1 or gid != -1):
                     os.fchown(fd, uid, gid)
+            elif not last:
+                check_dir(fd, path)  # the target itself: the mount action decides
         return fd, created
     except BaseException:
         os.close(fd)
