@@ -262,3 +262,38 @@ def test_grow_enlarges_the_filesystem(
     out = run_grow(GrowSpec(source=loop.dev, fstype=fstype), Deadline(60))
     assert out.status is Status.OK, out
     assert _blocks(root / "g") > before
+
+
+def test_readme_lists_every_hook_variable_the_plans_give() -> None:
+    """The README's hook environment list and the plans' variables are one table."""
+    import dataclasses
+    import re
+
+    from support.policy import namespace, partition, topology
+
+    from nvme_agent.policy import decide, load_policy_text
+    from nvme_agent.topology.changes import Change, ChangeType
+
+    policy = load_policy_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - match: {fs_label: '*'}\n"
+        "    on_add: [{mount: {}}, {exec: {argv: [/bin/true]}}]\n"
+    )
+    part = partition("nvme0n1", 1, label="data")
+    assert part.fs is not None
+    part = dataclasses.replace(part, fs=dataclasses.replace(part.fs, uuid="1234-abcd"))
+    ns = dataclasses.replace(
+        namespace(1, uuid="6c5f1b2e-0000-4000-8000-000000000001", partitions=(part,)),
+        nguid="00112233445566778899aabbccddeeff",
+        eui64="0011223344556677",
+    )
+    change = Change(
+        ChangeType.PARTITION_ADDED, namespace=ns, partition=part, reason="r", coldplug=True
+    )
+    plan = decide(change, topology(ns), policy)
+    given = set(dict(plan.env))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = readme.split("- **Hook environment**", 1)[1].split("the action's `env`", 1)[0]
+    listed = set(re.findall(r"`([A-Z][A-Z0-9_]*)`", text))
+    assert given == listed

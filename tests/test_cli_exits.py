@@ -268,7 +268,7 @@ def test_watch_escapes_disk_values(tmp_path: Path) -> None:
         }
     )
     assert "\n" not in line and "\x1b" not in line
-    assert line == "namespace-added nsid=1 nvme0n1\\nnsid 1 is safe to remove\\x1b[2J"
+    assert line == "namespace-added nsid=1 nvme0n1\\x0ansid 1 is safe to remove\\x1b[2J"
 
 
 # --- against the running daemon ------------------------------------------------------------

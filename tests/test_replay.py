@@ -276,7 +276,7 @@ def test_timeline_lines_escape_device_data() -> None:
         "controller": {"name": "nvme1", "serial": "A\nFORGED", "subsysnqn": "nqn\x1b[2J"},
     }
     line = describe_record(rec)
-    assert "\n" not in line and "\x1b" not in line and "'A\\nFORGED'" in line
+    assert "\n" not in line and "\x1b" not in line and "serial=A\\x0aFORGED" in line
     plan = {
         "type": "plan",
         "rule": "r",

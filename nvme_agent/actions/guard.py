@@ -15,7 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nvme_agent.actions import mountinfo
-from nvme_agent.actions.outcome import ActionError
+from nvme_agent.actions.outcome import ActionError, Deadline
+from nvme_agent.actions.proc import run_tool, tool_error
+from nvme_agent.topology.text import escape
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -70,7 +72,7 @@ def probe_ids(devnode: str, timeout: float = 10.0) -> dict[str, str]:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("blkid %s failed: %s", devnode, exc)
+        log.warning("blkid %s failed: %s", escape(devnode), exc)
         return {}
     ids: dict[str, str] = {}
     for line in proc.stdout.splitlines():
@@ -78,6 +80,31 @@ def probe_ids(devnode: str, timeout: float = 10.0) -> dict[str, str]:
         if sep:
             ids[key] = value
     return ids
+
+
+#: ``blkid -p`` exit statuses (blkid(8)).
+_BLKID_NOTHING = 2
+_BLKID_AMBIVALENT = 8
+
+
+def probe_fstype(devnode: str, deadline: Deadline) -> str:
+    """What the device holds *now*, by blkid's low-level probe (no cache, no udev database).
+
+    Raises :class:`ActionError` when the probe finds nothing, finds several signatures
+    (ambivalent: the kernel might see another type than the plan), or fails.
+    """
+    proc = run_tool(["blkid", "-p", "-o", "export", devnode], deadline)
+    if proc.returncode == _BLKID_NOTHING:
+        raise ActionError(f"{devnode} holds no filesystem signature now")
+    if proc.returncode == _BLKID_AMBIVALENT:
+        raise ActionError(f"{devnode} carries several filesystem signatures (ambivalent probe)")
+    if proc.returncode != 0:
+        raise ActionError(f"probing {devnode} failed: {tool_error(proc)}")
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key == "TYPE" and value:
+            return value
+    raise ActionError(f"{devnode} holds no filesystem type blkid could name")
 
 
 def whole_disk(dev: str, sysfs: str = SYSFS_DEV_BLOCK) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass
 
 import psutil
@@ -19,17 +20,34 @@ PROC = "/proc"
 
 @dataclass(frozen=True, slots=True)
 class Holder:
-    """A process using the mount, and how (``cwd``, ``root``, ``exe``, ``file``, ``mmap``)."""
+    """A process using the mount, and how (``cwd``, ``root``, ``exe``, ``file``, ``mmap``).
+
+    ``name``, ``cmdline`` are what the process says about itself: any local user chooses
+    them, so they are escaped wherever they enter a human message.
+    """
 
     pid: int
     name: str
     how: tuple[str, ...]
+    uid: int | None = None
+    cmdline: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"{self.name}[{self.pid}] ({','.join(self.how)})"
 
+    @property
+    def command(self) -> str:
+        """The command line as one shell-quoted string (the name when it has none)."""
+        return shlex.join(self.cmdline) if self.cmdline else self.name
+
     def to_dict(self) -> dict[str, object]:
-        return {"pid": self.pid, "name": self.name, "how": list(self.how)}
+        return {
+            "pid": self.pid,
+            "name": self.name,
+            "how": list(self.how),
+            "uid": self.uid,
+            "cmdline": list(self.cmdline),
+        }
 
 
 def _dev_of(path: str) -> int | None:
@@ -74,13 +92,23 @@ def find_holders(major: int, minor: int, *, exclude: frozenset[int] = frozenset(
     st_dev = os.makedev(major, minor)
     skip = exclude | {os.getpid()}
     out: list[Holder] = []
-    for proc in psutil.process_iter(["pid", "name"]):
-        pid = proc.info["pid"]
+    for proc in psutil.process_iter(["pid", "name", "uids", "cmdline"]):
+        info = proc.info
+        pid = info["pid"]
         if pid in skip:
             continue
         how = _how(pid, st_dev, major, minor)
         if how:
-            out.append(Holder(pid=pid, name=proc.info["name"] or "?", how=tuple(how)))
+            uids = info.get("uids")
+            out.append(
+                Holder(
+                    pid=pid,
+                    name=info["name"] or "?",
+                    how=tuple(how),
+                    uid=uids.real if uids is not None else None,
+                    cmdline=tuple(info.get("cmdline") or ()),
+                )
+            )
     return sorted(out, key=lambda h: h.pid)
 
 

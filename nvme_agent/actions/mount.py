@@ -1,4 +1,11 @@
-"""The mount action: mount point, optional fsck, mount, verification, ledger."""
+"""The mount action: mount point, optional fsck, mount, verification, ledger.
+
+Idempotent: a device already mounted at its target is a success, a device mounted elsewhere
+or a target taken by another mount is a failure, and nothing is ever mounted twice.  The
+mount point is a directory the agent created (or, with ``allow_existing_dir``, an existing
+one) and is empty; the type is named to mount(8), allowed by the policy and what the device
+holds right now; the kernel gets the directory that was opened and checked, by descriptor.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,13 @@ import pwd
 import time
 
 from nvme_agent.actions import messages, mountinfo, safedirs
-from nvme_agent.actions.guard import Guard, probe_ids
+from nvme_agent.actions.guard import Guard, probe_fstype, probe_ids
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import run_tool, tool_error
+from nvme_agent.actions.unmount import umount_entry
 from nvme_agent.policy.plan import MountSpec
+from nvme_agent.topology.text import escape
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -55,7 +64,10 @@ def fsck(source: str, fstype: str | None, deadline: Deadline) -> str:
         if proc.returncode == 0:
             return "fsck: clean"
         if proc.returncode in (1, 2):
-            log.warning("e2fsck fixed errors on %s: %s", source, proc.stdout.strip()[-500:])
+            # e2fsck names the filesystem by its label: device data, escaped.
+            log.warning(
+                "e2fsck fixed errors on %s: %s", escape(source), escape(proc.stdout.strip()[-500:])
+            )
             return "fsck: errors were fixed"
         raise ActionError(f"fsck of {source} failed: {tool_error(proc)}")
     if fstype == "xfs":
@@ -76,33 +88,88 @@ def _options(spec: MountSpec) -> list[str]:
     return opts
 
 
-def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: Deadline) -> Outcome:
-    """Mount ``spec.source`` at ``spec.target``; idempotent (see module docs)."""
-    target = os.path.normpath(spec.target)
-    safedirs.components(spec.mount_root, spec.target)
-    if not spec.source.startswith("/"):
-        raise ActionError(f"mount source {spec.source!r} is not an absolute device path")
-    guard.check_target(target)
-    dev = mountinfo.device_number(spec.source)
-    if dev is None:
-        raise ActionError(f"{spec.source} is not a block device (or is gone)")
-    guard.check_device(spec.source)
+def compatible(planned: str, found: str) -> bool:
+    """Whether a device holding ``found`` may be mounted as ``planned`` (ext4 mounts ext2/3)."""
+    return found == planned or (planned == "ext4" and found in EXT_TYPES)
 
+
+def _allowed(spec: MountSpec, fstype: str) -> None:
+    if fstype not in spec.allowed_fstypes:
+        raise ActionError(
+            f"refusing to mount {spec.source} as {fstype}: not in allowed_filesystems "
+            f"({', '.join(spec.allowed_fstypes) or 'none'})"
+        )
+
+
+def _check_type(spec: MountSpec, deadline: Deadline) -> str:
+    """The type to pass to ``mount -t``: planned, allowed, and what the device holds now.
+
+    The plan was made from udev's view; the device may have been rewritten since (swapped
+    under us).  Without ``-t`` mount(8) would probe and the kernel load any module it names.
+    """
+    found = probe_fstype(spec.source, deadline)
+    planned = spec.fstype or found
+    _allowed(spec, planned)
+    if not compatible(planned, found):
+        raise ActionError(
+            f"refusing to mount {spec.source}: it now holds {found}, not the planned "
+            f"{planned} (was it rewritten or swapped?)"
+        )
+    return planned
+
+
+def _check_mount_point(fd: int, target: str, *, ours: bool, allow_existing: bool) -> None:
+    """Refuse a directory the agent did not create (unless allowed), and any non-empty one.
+
+    Checked on the descriptor that the mount will use, so the directory cannot be swapped
+    between the check and the mount.  A non-empty directory would be hidden by the mount
+    (someone's data, or a home with its own ``.ssh``); that is never what a policy means.
+    """
+    if not ours and not allow_existing:
+        raise ActionError(
+            f"refusing to mount on {target}: the directory exists and was not created by the "
+            "agent (a mount may opt in with allow_existing_dir: true)"
+        )
+    with os.scandir(fd) as entries:
+        first = next(entries, None)
+    if first is not None:
+        raise ActionError(
+            f"refusing to mount on {target}: the directory is not empty "
+            f"(it holds {first.name!r}, ...)"
+        )
+
+
+def _run_mount(spec: MountSpec, fstype: str, fd: int, deadline: Deadline) -> str | None:
+    """Run mount(8) onto the directory ``fd``; None on success, else the error text.
+
+    ``--no-canonicalize``: mount(8) would otherwise turn ``/proc/self/fd/N`` back into a
+    path and hand that to mount(2), reopening the window between check and use.  With it,
+    the kernel resolves the magic link to the very directory that was opened and checked.
+    """
+    argv = ["mount", "--no-canonicalize", "-t", fstype, "-o", ",".join(_options(spec))]
+    argv += [spec.source, f"/proc/self/fd/{fd}"]
+    try:
+        proc = run_tool(argv, deadline, pass_fds=(fd,))
+    except ActionError as exc:
+        return str(exc)
+    return None if proc.returncode == 0 else tool_error(proc)
+
+
+def _already(spec: MountSpec, target: str, dev: str, ledger: MountLedger) -> Outcome | None:
+    """The outcome when the device or the target is already mounted, else None."""
     table = mountinfo.read()
-    for entry in mountinfo.mounts_of(table, dev):
-        if entry.mountpoint == target:
-            ours = ledger.get(target)
-            who = (
-                "by the agent" if ours and ours.mounted and ours.dev == dev else "not by the agent"
-            )
-            return Outcome.ok(
-                f"{spec.source} is already mounted at {target} ({who})",
-                message_id=messages.MOUNTED,
-                target=target,
-                already="true",
-            )
-    elsewhere = [e.mountpoint for e in mountinfo.mounts_of(table, dev)]
-    if elsewhere:
+    mounts = mountinfo.mounts_of(table, dev)
+    if any(e.mountpoint == target for e in mounts):
+        ours = ledger.get(target)
+        who = "by the agent" if ours and ours.mounted and ours.dev == dev else "not by the agent"
+        return Outcome.ok(
+            f"{spec.source} is already mounted at {target} ({who})",
+            message_id=messages.MOUNTED,
+            target=target,
+            already="true",
+        )
+    if mounts:
+        elsewhere = [e.mountpoint for e in mounts]
         return Outcome.failed(
             f"{spec.source} is already mounted at {', '.join(elsewhere)}; not mounting it twice",
             mounted_at=",".join(elsewhere),
@@ -113,6 +180,47 @@ def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: De
             f"{target} is already a mount point of {occupant.source} ({occupant.fstype}); "
             f"refusing to mount {spec.source} over it"
         )
+    return None
+
+
+def _drop_dirs(
+    spec: MountSpec, target: str, dev: str, created: list[str], ledger: MountLedger
+) -> None:
+    """Nothing was mounted: remove the directories that are ours, remember what stays."""
+    left = safedirs.remove_dirs(spec.mount_root, created)
+    if left:
+        ledger.record_mount(
+            LedgerEntry(target, spec.source, dev, spec.fstype, tuple(left), mounted=False)
+        )
+    elif ledger.get(target) is not None:
+        ledger.forget(target)
+
+
+def _prepare_and_mount(
+    spec: MountSpec, target: str, dev: str, created: list[str], fd: int, deadline: Deadline
+) -> str | None:
+    """The checks on the opened mount point and the device, then mount(8)."""
+    _check_mount_point(fd, target, ours=target in created, allow_existing=spec.allow_existing_dir)
+    fstype = _check_type(spec, deadline)
+    return _run_mount(spec, fstype, fd, deadline)
+
+
+def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: Deadline) -> Outcome:
+    """Mount ``spec.source`` at ``spec.target`` (see the module docstring)."""
+    target = os.path.normpath(spec.target)
+    safedirs.components(spec.mount_root, spec.target)
+    if not spec.source.startswith("/"):
+        raise ActionError(f"mount source {spec.source!r} is not an absolute device path")
+    if spec.fstype is not None:
+        _allowed(spec, spec.fstype)
+    guard.check_target(target)
+    dev = mountinfo.device_number(spec.source)
+    if dev is None:
+        raise ActionError(f"{spec.source} is not a block device (or is gone)")
+    guard.check_device(spec.source)
+    early = _already(spec, target, dev, ledger)
+    if early is not None:
+        return early
 
     notes: list[str] = []
     if spec.fsck:
@@ -121,39 +229,39 @@ def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: De
     uid, gid = _uid(spec.owner), _gid(spec.group)
     fd, created = safedirs.make_dirs(spec.mount_root, target, mode=spec.mode, uid=uid, gid=gid)
     leftover = ledger.get(target)
-    if leftover is not None and not leftover.mounted:
+    if leftover is not None:
         # Directories an earlier mount created and could not remove yet are still ours.
         created = [d for d in leftover.created_dirs if d not in created] + created
     try:
-        argv = ["mount"]
-        if spec.fstype:
-            argv += ["-t", spec.fstype]
-        # /proc/self/fd/N: the directory opened without following symlinks, not a path
-        # that could be swapped between the check and the mount.
-        argv += ["-o", ",".join(_options(spec)), spec.source, f"/proc/self/fd/{fd}"]
-        try:
-            proc = run_tool(argv, deadline, pass_fds=(fd,))
-            failure = None if proc.returncode == 0 else tool_error(proc)
-        except ActionError as exc:
-            failure = str(exc)
+        failure = _prepare_and_mount(spec, target, dev, created, fd, deadline)
+    except ActionError:
+        _drop_dirs(spec, target, dev, created, ledger)
+        raise
     finally:
         os.close(fd)
 
     mounted = mountinfo.top_mount_at(mountinfo.read(), target)
     if mounted is None or mounted.dev != dev:
-        left = safedirs.remove_dirs(spec.mount_root, created)
-        if left:
-            ledger.record_mount(
-                LedgerEntry(target, spec.source, dev, spec.fstype, tuple(left), mounted=False)
-            )
-        elif leftover is not None:
-            ledger.forget(target)
+        _drop_dirs(spec, target, dev, created, ledger)
         return Outcome.failed(
             f"mounting {spec.source} at {target} failed",
             failure or f"mount succeeded but {target} is not in mountinfo",
         )
     if failure:
         notes.append(f"mount reported an error but the mount is in place: {failure}")
+    return _record(spec, target, dev, mounted, created, notes, ledger)
+
+
+def _record(
+    spec: MountSpec,
+    target: str,
+    dev: str,
+    mounted: mountinfo.MountEntry,
+    created: list[str],
+    notes: list[str],
+    ledger: MountLedger,
+) -> Outcome:
+    """Write the mount into the ledger (undoing it if that fails) and say what was done."""
     try:
         ledger.record_mount(
             LedgerEntry(
@@ -168,11 +276,12 @@ def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: De
         )
     except OSError as exc:
         # A mount missing from the ledger would never be unmounted by the agent: undo it.
-        undo = run_tool(["umount", target], Deadline(30.0))
+        entry = LedgerEntry(target, spec.source, dev, mounted.fstype, tuple(created))
+        undone = umount_entry(entry, Deadline(30.0), lazy=False) is None
         safedirs.remove_dirs(spec.mount_root, created)
         return Outcome.failed(
             f"mounted {spec.source} at {target} but could not record it in the ledger "
-            f"({exc}); " + ("unmounted again" if undo.returncode == 0 else "UNMOUNT FAILED"),
+            f"({exc}); " + ("unmounted again" if undone else "UNMOUNT FAILED"),
             f"ledger {ledger.path}: {exc}",
         )
     return Outcome.ok(

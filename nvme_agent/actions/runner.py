@@ -17,7 +17,11 @@ Rules:
   It must be thread-safe and quick: an asyncio daemon should hand the result over with
   ``loop.call_soon_threadsafe``.
 * Every outcome is logged on ``nvme_agent.actions`` with journal fields ``MESSAGE_ID`` (see
-  :mod:`nvme_agent.actions.messages`), ``NVME_ACTION``, ``NVME_STATUS``, ``NVME_NSID``, ...
+  :mod:`nvme_agent.actions.messages`), ``NVME_ACTION``, ``NVME_STATUS``, ``NVME_NSID``,
+  ``DEVNAME``, ...  The action modules compose their messages from raw values (device paths,
+  labels, process names, tool output); they are escaped once, here, where they become log
+  lines and results (:func:`~nvme_agent.topology.text.escape`): no newline, control character
+  or leading ``<N>`` reaches the journal, the event stream or a terminal.
 * ``dry_run``: nothing is executed; every action is logged and reported ``dry-run``.
 """
 
@@ -56,6 +60,7 @@ from nvme_agent.policy.plan import (
     UnmountSpec,
 )
 from nvme_agent.topology.changes import REMOVE_KINDS
+from nvme_agent.topology.text import escape
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -126,13 +131,17 @@ class ActionRunner:
         on_result: Callable[[ActionResult], None],
         guard: Guard | None = None,
         kill_grace: float = KILL_GRACE,
+        strict_hooks: bool = True,
     ) -> None:
+        """``strict_hooks=False`` runs hook programs that fail the ownership checks
+        (for tests that cannot make root-owned programs; never in production)."""
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.dry_run = dry_run
         self.ledger = ledger
         self.guard = guard if guard is not None else Guard()
         self.kill_grace = kill_grace
+        self.strict_hooks = strict_hooks
         self._on_result = on_result
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -264,7 +273,7 @@ class ActionRunner:
         text = describe(spec)
         if self.dry_run:
             return Outcome(Status.DRY_RUN, f"would {text}", message_id=messages.DRY_RUN)
-        log.debug("plan %s: %s", plan.key, text)
+        log.debug("plan %s: %s", escape(plan.key), escape(text))
         try:
             if isinstance(spec, MountSpec):
                 return do_mount(
@@ -275,7 +284,13 @@ class ActionRunner:
                     spec, ledger=self.ledger, guard=self.guard, deadline=Deadline(spec.timeout)
                 )
             if isinstance(spec, ExecSpec):
-                return run_exec(spec, plan.env, Deadline(spec.timeout), kill_grace=self.kill_grace)
+                return run_exec(
+                    spec,
+                    plan.env,
+                    Deadline(spec.timeout),
+                    kill_grace=self.kill_grace,
+                    strict=self.strict_hooks,
+                )
             if isinstance(spec, SystemdSpec):
                 return run_systemctl(spec, Deadline(spec.timeout))
             if isinstance(spec, SignalSpec):
@@ -288,12 +303,14 @@ class ActionRunner:
         except OSError as exc:
             return Outcome.failed(f"{text}: failed", f"{exc.strerror or exc} ({exc.filename})")
         except Exception as exc:
-            log.exception("unexpected error in %s", text)
+            log.exception("unexpected error in %s", escape(text))
             return Outcome.failed(f"{text}: internal error", repr(exc))
 
     def _report(
         self, plan: Plan, index: int, spec: ActionSpec, outcome: Outcome, duration: float
     ) -> None:
+        message = escape(outcome.message)
+        error = None if outcome.error is None else escape(outcome.error)
         result = ActionResult(
             plan_key=plan.key,
             action=spec.kind,
@@ -302,23 +319,23 @@ class ActionRunner:
             ctrl=plan.change.ctrl,
             rule=plan.rule,
             change=plan.change.type.value,
-            message=outcome.message,
-            error=outcome.error,
+            message=message,
+            error=error,
             duration=duration,
             details=(("index", str(index)), *outcome.details),
         )
         message_id = outcome.message_id or _MESSAGE_IDS[outcome.status]
         level = logging.WARNING if message_id == messages.LAZY_DETACH else _LEVELS[outcome.status]
-        text = f"{spec.kind} {outcome.status.value}: {outcome.message}"
-        if outcome.error and outcome.error not in outcome.message:
-            text += f": {outcome.error}"
+        text = f"{spec.kind} {outcome.status.value}: {message}"
+        if error and error not in message:
+            text += f": {error}"
         log.log(
             level,
             "%s [nsid=%s key=%s rule=%s]",
             text,
             plan.change.nsid,
-            plan.key,
-            plan.rule,
+            escape(plan.key),
+            escape(plan.rule),
             extra={
                 "MESSAGE_ID": message_id,
                 "NVME_ACTION": spec.kind,
@@ -326,6 +343,7 @@ class ActionRunner:
                 "NVME_PLAN_KEY": plan.key,
                 "NVME_NSID": "" if plan.change.nsid is None else str(plan.change.nsid),
                 "NVME_CTRL": plan.change.ctrl or "",
+                "DEVNAME": plan.change.devnode or "",
                 "NVME_RULE": plan.rule or "",
                 "NVME_CHANGE": plan.change.type.value,
                 "NVME_ERROR": outcome.error or "",

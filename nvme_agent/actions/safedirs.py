@@ -1,8 +1,15 @@
 """Create and remove mount point directories below a mount root without following symlinks.
 
-Every component below the mount root is opened relative to its parent's file descriptor with
-``O_NOFOLLOW | O_DIRECTORY``, so a symlink planted inside the mount root (say ``data -> /etc``)
-is refused instead of followed, and there is no window between check and use.
+Every component of the path, from ``/`` down through the mount root to the mount point, is
+opened relative to its parent's file descriptor with ``O_NOFOLLOW | O_DIRECTORY``.  A symlink
+planted inside the mount root (say ``data -> /etc``) or standing for a parent of the mount root
+(say ``/srv/media -> /home/alice``) is refused instead of followed, and there is no window
+between check and use: the caller gets a descriptor of the very directory that was checked.
+
+Every directory walked through on the way to a mount point (``/``, the mount root's
+ancestors, the mount root, existing directories below it) must also be root's and writable
+by nobody else (a sticky directory such as ``/tmp`` is fine), like sshd's StrictModes: whoever
+can rename entries in one could swap what lies below it between the mount and the unmount.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import stat
 import threading
 
 from nvme_agent.actions.outcome import ActionError
+from nvme_agent.topology.text import escape
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -37,7 +45,7 @@ def components(mount_root: str, target: str) -> list[str]:
     return parts
 
 
-def _open_child(parent_fd: int, name: str, shown: str) -> int:
+def _open_child(parent_fd: int, name: str, shown: str, where: str = "inside the mount root") -> int:
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except OSError as exc:
@@ -46,25 +54,74 @@ def _open_child(parent_fd: int, name: str, shown: str) -> int:
         with contextlib.suppress(OSError):
             is_link = stat.S_ISLNK(os.lstat(name, dir_fd=parent_fd).st_mode)
         if exc.errno == errno.ELOOP or is_link:
-            raise ActionError(
-                f"{shown} is a symlink inside the mount root; not following it"
-            ) from exc
+            raise ActionError(f"{shown} is a symlink {where}; not following it") from exc
         if exc.errno == errno.ENOTDIR:
             raise ActionError(f"{shown} exists and is not a directory") from exc
         raise
 
 
-def open_root(mount_root: str, *, create: bool = True) -> int:
-    """Open (creating if asked, mode 0755) the mount root; it must not itself be a symlink."""
-    root = os.path.normpath(mount_root)
-    if create:
-        os.makedirs(root, mode=0o755, exist_ok=True)
+def check_dir(fd: int, shown: str) -> None:
+    """Refuse the open directory ``fd`` when someone but root (or the agent's own user) owns
+    it or may write to it without the sticky bit: they could rename what lies below it."""
+    st = os.fstat(fd)
+    if st.st_uid not in (0, os.geteuid()):
+        raise ActionError(
+            f"{shown} is owned by uid {st.st_uid}, not root: its owner could swap what lies "
+            "below it"
+        )
+    writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable and not st.st_mode & stat.S_ISVTX:
+        raise ActionError(
+            f"{shown} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}) "
+            "without the sticky bit: they could swap what lies below it"
+        )
+
+
+def open_absolute(path: str, *, create: bool = False, strict: bool = True) -> int:
+    """Open the directory ``path`` one component at a time from ``/``, never following a
+    symlink; missing components are created (0755) when ``create`` is set.
+
+    A symlink anywhere in the path is refused: it could be swapped between a check and a use,
+    and the kernel would follow it into a directory the agent did not mean.  ``strict`` also
+    applies :func:`check_dir` to every directory of the path, ``path`` included.
+    """
+    if "\0" in path or not os.path.isabs(path):
+        raise ActionError(f"{path!r} is not an absolute path")
+    norm = os.path.normpath(path)
+    where = f"in the path of {norm} (name the real directory instead)"
+    fd = os.open("/", _DIR_FLAGS)
+    shown = ""
     try:
-        return os.open(root, _DIR_FLAGS)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ActionError(f"mount root {root} is a symlink; refusing") from exc
+        if strict:
+            check_dir(fd, "/")
+        for name in (p for p in norm.split("/") if p):
+            shown = f"{shown}/{name}"
+            made = False
+            if create:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    made = True
+                except FileExistsError:
+                    pass
+            child = _open_child(fd, name, shown, where)
+            os.close(fd)
+            fd = child
+            if made:
+                os.fchmod(fd, 0o755)  # explicitly: mkdir's mode is filtered by the umask
+            elif strict:
+                check_dir(fd, shown)
+        return fd
+    except BaseException:
+        os.close(fd)
         raise
+
+
+def open_root(mount_root: str, *, create: bool = True) -> int:
+    """Open (creating if asked, mode 0755) the mount root; no component may be a symlink."""
+    try:
+        return open_absolute(mount_root, create=create)
+    except ActionError as exc:
+        raise ActionError(f"mount root {os.path.normpath(mount_root)}: {exc}") from exc
 
 
 def make_dirs(
@@ -103,6 +160,8 @@ def make_dirs(
                 os.fchmod(fd, (mode if mode is not None else 0o755) if last else 0o755)
                 if last and (uid != -1 or gid != -1):
                     os.fchown(fd, uid, gid)
+            elif not last:
+                check_dir(fd, path)  # the target itself: the mount action decides
         return fd, created
     except BaseException:
         os.close(fd)
@@ -150,7 +209,7 @@ def remove_dirs(
         except (ActionError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):
                 continue
-            log.warning("not removing %s: %s", d, exc)
+            log.warning("not removing %s: %s", escape(d), escape(exc))
             left.append(d)
             continue
         try:
@@ -158,7 +217,7 @@ def remove_dirs(
             while True:
                 try:
                     os.rmdir(name, dir_fd=pfd)
-                    log.debug("removed mount point directory %s", d)
+                    log.debug("removed mount point directory %s", escape(d))
                     break
                 except FileNotFoundError:
                     break
@@ -168,7 +227,7 @@ def remove_dirs(
                         waited += delay
                         delay = min(delay * 2, 0.5)
                         continue
-                    log.warning("leaving directory %s in place: %s", d, exc.strerror)
+                    log.warning("leaving directory %s in place: %s", escape(d), exc.strerror)
                     left.append(d)
                     break
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 
 import psutil
 
@@ -11,22 +12,63 @@ from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.units import main_pid
 from nvme_agent.actions.unmount import parse_signal
 from nvme_agent.policy.plan import SignalSpec
+from nvme_agent.policy.trust import untrusted_reason
 
 log = logging.getLogger("nvme_agent.actions")
 
 
-def _from_pidfile(path: str) -> list[psutil.Process]:
+def _read_pid(path: str) -> tuple[int, os.stat_result]:
+    """The pid in ``path`` (symlinks resolved) and what the file was when read.
+
+    Opened without blocking (a FIFO would hang the action) and read to 64 bytes at most.
+    """
     try:
-        with open(path, encoding="ascii") as fh:
-            text = fh.read().split()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ActionError(f"cannot read pidfile {path}: {exc.strerror}") from exc
-    if not text or not text[0].isdigit():
-        raise ActionError(f"pidfile {path} holds no pid")
     try:
-        return [psutil.Process(int(text[0]))]
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ActionError(f"pidfile {path} is not a regular file")
+        words = os.read(fd, 64).decode("ascii", "replace").split()
+    finally:
+        os.close(fd)
+    if not words or not words[0].isdigit():
+        raise ActionError(f"pidfile {path} holds no pid")
+    return int(words[0]), st
+
+
+def _from_pidfile(path: str) -> list[psutil.Process]:
+    """The process a pidfile names, if the pidfile may be believed about it.
+
+    Anyone who can write a pidfile chooses whom the agent signals.  So the file must be
+    root's or belong to the user the process runs as, the directories above it too, and none
+    of them writable by others (a sticky directory such as /tmp is fine).
+    """
+    real = os.path.realpath(path)
+    pid, st = _read_pid(real)
+    try:
+        proc = psutil.Process(pid)
+        uids = proc.uids()
     except psutil.NoSuchProcess:
         return []
+    allowed = {0, uids.real, uids.effective}
+    reason = untrusted_reason(real, owners=allowed, dir_owners=allowed, follow=False)
+    if reason is None:
+        try:
+            now = os.stat(real, follow_symlinks=False)
+        except OSError as exc:
+            reason = f"{real}: {exc.strerror}"
+        else:
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                reason = f"{real} was replaced while it was read"
+    if reason is not None:
+        raise ActionError(
+            f"refusing pidfile {path} naming pid {pid} (uid {uids.real}): {reason}; a pidfile "
+            "must be owned by root or by the process's user, in directories nobody else can "
+            "write"
+        )
+    return [proc]
 
 
 def _by_name(name: str) -> list[psutil.Process]:

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -20,6 +21,7 @@ from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import run_tool, tool_error
 from nvme_agent.policy.plan import UnmountSpec
+from nvme_agent.topology.text import escape
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -35,14 +37,53 @@ def parse_signal(name: str) -> signal.Signals:
         raise ActionError(f"unknown signal {name!r}") from exc
 
 
-def _umount(target: str, deadline: Deadline, *, lazy: bool) -> str | None:
-    """Run umount; None on success, else the error text."""
-    argv = ["umount", "-l", target] if lazy else ["umount", target]
+def _check_top(parent_fd: int, name: str, entry: LedgerEntry, *, lazy: bool) -> str | None:
+    """Why the mount at ``parent_fd``/``name`` must not be unmounted, or None if it is ours."""
     try:
-        proc = run_tool(argv, deadline)
-    except ActionError as exc:
-        return str(exc)
-    return None if proc.returncode == 0 else tool_error(proc)
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except OSError as exc:
+        if lazy:
+            # A dead device may fail even this; mountinfo said it is ours a moment ago.
+            log.debug("cannot stat %s before the lazy detach: %s", escape(entry.target), exc)
+            return None
+        return f"cannot check what is mounted at {entry.target}: {exc.strerror or exc}"
+    if f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}" != entry.dev:
+        return (
+            f"{entry.target} is no longer the agent's mount of {entry.source} ({entry.dev}); "
+            "not unmounting it"
+        )
+    return None
+
+
+def umount_entry(entry: LedgerEntry, deadline: Deadline, *, lazy: bool) -> str | None:
+    """umount(8) the agent's mount ``entry``; None on success, else the error text.
+
+    ``umount PATH`` would act on whatever the path means by the time it runs: with a parent
+    swapped for a symlink, on someone else's mount.  So the parent directory is opened one
+    component at a time without following symlinks, the mount on top of ``NAME`` in it must
+    be the device the agent mounted, and umount gets ``/proc/self/fd/N/NAME`` with
+    ``--no-canonicalize`` (the kernel resolves it from that very directory).
+    """
+    parent, name = os.path.split(os.path.normpath(entry.target))
+    try:
+        # No ownership checks here: the device check below is what makes it safe, and a
+        # dead mount must still be detached in a tree someone meddled with.
+        pfd = safedirs.open_absolute(parent, strict=False)
+    except (ActionError, OSError) as exc:
+        return f"cannot open {parent} safely: {exc}"
+    try:
+        refusal = _check_top(pfd, name, entry, lazy=lazy)
+        if refusal is not None:
+            return refusal
+        argv = ["umount", "--no-canonicalize", *(["-l"] if lazy else [])]
+        argv.append(f"/proc/self/fd/{pfd}/{name}")
+        try:
+            proc = run_tool(argv, deadline, pass_fds=(pfd,))
+        except ActionError as exc:
+            return str(exc)
+        return None if proc.returncode == 0 else tool_error(proc)
+    finally:
+        os.close(pfd)
 
 
 def _still_mounted(entry: LedgerEntry) -> bool:
@@ -57,8 +98,30 @@ def _cleanup(spec: UnmountSpec, entry: LedgerEntry, ledger: MountLedger) -> list
     return left
 
 
+def _log_signalled(h: Holder, sig: signal.Signals, target: str) -> None:
+    """One entry per process the agent signalled: whose it was and what it ran."""
+    log.info(
+        "sent %s to pid %d (uid %s, command %s) holding the mount %s",
+        sig.name,
+        h.pid,
+        "?" if h.uid is None else h.uid,
+        escape(h.command),
+        escape(target),
+        extra={
+            "NVME_HOLDER_PID": str(h.pid),
+            "NVME_HOLDER_UID": "" if h.uid is None else str(h.uid),
+            "NVME_HOLDER_COMMAND": h.command,
+            "NVME_SIGNAL": sig.name,
+            "MOUNTPOINT": target,
+        },
+    )
+
+
 def _signal_holders(
-    holders: list[Holder], sig: signal.Signals, deadline: Deadline, major: int, minor: int
+    holders: list[Holder],
+    sig: signal.Signals,
+    deadline: Deadline,
+    entry: LedgerEntry,
 ) -> tuple[list[Holder], list[str]]:
     """Send ``sig`` to the holders, then wait (bounded) until the mount is no longer held.
 
@@ -76,11 +139,13 @@ def _signal_holders(
             p = psutil.Process(h.pid)
             p.send_signal(sig)
             procs.append(p)
-            log.info("sent %s to %s holding the mount", sig.name, h.describe())
         except psutil.NoSuchProcess:
             continue
         except psutil.AccessDenied as exc:
             notes.append(f"cannot signal {h.describe()}: {exc}")
+            continue
+        _log_signalled(h, sig, entry.target)
+    major, minor = (int(x) for x in entry.dev.split(":"))
     reserve = min(5.0, deadline.seconds / 4)
     pacer = threading.Event()
     left = find_holders(major, minor)
@@ -94,117 +159,158 @@ def _signal_holders(
     return left, notes
 
 
-def _unmount_entry(
-    spec: UnmountSpec, entry: LedgerEntry, ledger: MountLedger, guard: Guard, deadline: Deadline
-) -> Outcome:
+def _not_ours_now(
+    spec: UnmountSpec, entry: LedgerEntry, ledger: MountLedger, guard: Guard
+) -> Outcome | None:
+    """The outcome when the entry's mount is gone or covered (nothing to unmount), else None."""
     target = entry.target
     if entry.dev in guard.root_devices():
         raise ActionError(f"refusing to unmount {target}: {entry.dev} backs the root filesystem")
     guard.check_target(target)
     table = mountinfo.read()
-    ours = [e for e in table if e.mountpoint == target and e.dev == entry.dev]
-    if not ours:
-        busy = mountinfo.top_mount_at(table, target) is not None
-        left = list(entry.created_dirs) if busy else _cleanup(spec, entry, ledger)
-        if busy:
+    top = mountinfo.top_mount_at(table, target)
+    if not any(e.mountpoint == target and e.dev == entry.dev for e in table):
+        if top is not None:
             ledger.mark_unmounted(target, entry.created_dirs)
+            left = list(entry.created_dirs)
+        else:
+            left = _cleanup(spec, entry, ledger)
         return Outcome.ok(
             f"{entry.source} is no longer mounted at {target}; nothing to unmount"
             + (f" (left in place: {', '.join(left)})" if left else ""),
             target=target,
         )
-    top = mountinfo.top_mount_at(table, target)
     if top is not None and top.dev != entry.dev:
         return Outcome.failed(
             f"the agent's mount of {entry.source} at {target} is covered by a mount of "
             f"{top.source}; refusing to unmount that"
         )
+    return None
+
+
+def _detach_gone(
+    spec: UnmountSpec, entry: LedgerEntry, ledger: MountLedger, deadline: Deadline
+) -> Outcome:
+    """Hot-remove: the device is gone, nothing can be flushed; detach at once."""
+    err = umount_entry(entry, deadline, lazy=True)
+    if err:
+        return Outcome.failed(f"lazy detach of {entry.target} failed", err)
+    left = _cleanup(spec, entry, ledger)
+    return Outcome.ok(
+        f"lazily detached {entry.target} ({entry.source} is gone): data not yet written to the "
+        "device may have been lost" + (f"; left in place: {', '.join(left)}" if left else ""),
+        message_id=messages.LAZY_DETACH,
+        target=entry.target,
+        lazy="true",
+        data_loss="possible",
+    )
+
+
+@dataclass(slots=True)
+class _Busy:
+    """How the holders were dealt with: go lazy?, notes for the message, details."""
+
+    lazy: bool = False
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def _deal_with_holders(
+    spec: UnmountSpec, entry: LedgerEntry, deadline: Deadline
+) -> tuple[_Busy, Outcome | None]:
+    """Find the holders and apply ``on_busy``; an outcome when the unmount must stop here."""
+    target = entry.target
     major, minor = (int(x) for x in entry.dev.split(":"))
-
-    if spec.device_gone:
-        err = _umount(target, deadline, lazy=True)
-        if err:
-            return Outcome.failed(f"lazy detach of {target} failed", err)
-        left = _cleanup(spec, entry, ledger)
-        return Outcome.ok(
-            f"lazily detached {target} ({entry.source} is gone): data not yet written to the "
-            "device may have been lost" + (f"; left in place: {', '.join(left)}" if left else ""),
-            message_id=messages.LAZY_DETACH,
-            target=target,
-            lazy="true",
-            data_loss="possible",
-        )
-
-    notes: list[str] = []
     holders = find_holders(major, minor)
-    details = holder_details(holders) if holders else {}
-    lazy = False
-    if holders:
-        names = "; ".join(h.describe() for h in holders)
-        if spec.on_busy == "fail":
-            return Outcome.failed(
-                f"{target} is busy, left mounted: held by {names}",
-                target=target,
-                **details,
-            )
-        if spec.on_busy == "lazy":
-            lazy = True
-        else:
-            remaining, more = _signal_holders(
-                holders, parse_signal(spec.signal), deadline, major, minor
-            )
-            notes += more
-            if remaining:
-                details = holder_details(remaining)
-                left_names = "; ".join(h.describe() for h in remaining)
-                if not spec.lazy_fallback:
-                    return Outcome.failed(
-                        f"{target} is still busy after {spec.signal}, left mounted: "
-                        f"held by {left_names}",
-                        target=target,
-                        **details,
-                    )
-                lazy = True
-                notes.append(f"still held by {left_names}")
-            else:
-                notes.append(f"holders exited after {spec.signal}: {names}")
+    busy = _Busy(details=holder_details(holders) if holders else {})
+    if not holders:
+        return busy, None
+    names = "; ".join(h.describe() for h in holders)
+    if spec.on_busy == "fail":
+        failed = Outcome.failed(
+            f"{target} is busy, left mounted: held by {names}", target=target, **busy.details
+        )
+        return busy, failed
+    if spec.on_busy == "lazy":
+        busy.lazy = True
+        return busy, None
+    remaining, busy.notes = _signal_holders(holders, parse_signal(spec.signal), deadline, entry)
+    if not remaining:
+        busy.notes.append(f"holders exited after {spec.signal}: {names}")
+        return busy, None
+    busy.details = holder_details(remaining)
+    left_names = "; ".join(h.describe() for h in remaining)
+    if not spec.lazy_fallback:
+        failed = Outcome.failed(
+            f"{target} is still busy after {spec.signal}, left mounted: held by {left_names}",
+            target=target,
+            **busy.details,
+        )
+        return busy, failed
+    busy.lazy = True
+    busy.notes.append(f"still held by {left_names}")
+    return busy, None
 
+
+def _sync_and_umount(
+    spec: UnmountSpec, entry: LedgerEntry, deadline: Deadline, busy: _Busy
+) -> Outcome | None:
+    """Flush, then umount (lazily when asked or as the fallback); an outcome on failure."""
+    target = entry.target
     try:
         sync = run_tool(["sync", "-f", target], deadline)
         if sync.returncode != 0:
-            notes.append(f"sync: {tool_error(sync)}")
+            busy.notes.append(f"sync: {tool_error(sync)}")
     except ActionError as exc:
-        notes.append(f"sync: {exc}")
-    err = None if lazy else _umount(target, deadline, lazy=False)
+        busy.notes.append(f"sync: {exc}")
+    err = None if busy.lazy else umount_entry(entry, deadline, lazy=False)
     if err and spec.lazy_fallback:
-        notes.append(f"umount failed ({err})")
-        lazy = True
+        busy.notes.append(f"umount failed ({err})")
+        busy.lazy = True
     elif err:
-        return Outcome.failed(f"unmounting {target} failed, left mounted", err, **details)
-    if lazy:
-        err = _umount(target, deadline, lazy=True)
+        return Outcome.failed(f"unmounting {target} failed, left mounted", err, **busy.details)
+    if busy.lazy:
+        err = umount_entry(entry, deadline, lazy=True)
         if err:
-            return Outcome.failed(f"lazy detach of {target} failed", err, **details)
-    if _still_mounted(entry) and not lazy:
-        return Outcome.failed(f"{target} is still in mountinfo after umount", None, **details)
+            return Outcome.failed(f"lazy detach of {target} failed", err, **busy.details)
+    elif _still_mounted(entry):
+        return Outcome.failed(f"{target} is still in mountinfo after umount", None, **busy.details)
+    return None
+
+
+def _unmount_entry(
+    spec: UnmountSpec, entry: LedgerEntry, ledger: MountLedger, guard: Guard, deadline: Deadline
+) -> Outcome:
+    done = _not_ours_now(spec, entry, ledger, guard)
+    if done is not None:
+        return done
+    if spec.device_gone:
+        return _detach_gone(spec, entry, ledger, deadline)
+    busy, stop = _deal_with_holders(spec, entry, deadline)
+    if stop is None:
+        stop = _sync_and_umount(spec, entry, deadline, busy)
+    if stop is not None:
+        return stop
+    target = entry.target
     left = _cleanup(spec, entry, ledger)
     if left:
-        notes.append(f"left in place: {', '.join(left)}")
-    if lazy:
+        busy.notes.append(f"left in place: {', '.join(left)}")
+    notes = f"; {'; '.join(busy.notes)}" if busy.notes else ""
+    if busy.lazy:
         return Outcome.ok(
             f"lazily detached {target}: the filesystem stays in use until its holders exit; "
-            "do not remove the device before they do" + (f"; {'; '.join(notes)}" if notes else ""),
+            "do not remove the device before they do" + notes,
             message_id=messages.LAZY_DETACH,
             target=target,
             lazy="true",
-            **details,
+            **busy.details,
         )
     return Outcome.ok(
-        f"unmounted {entry.source} from {target}" + (f"; {'; '.join(notes)}" if notes else ""),
+        f"unmounted {entry.source} from {target}" + notes,
         message_id=messages.UNMOUNTED,
         target=target,
         lazy="false",
-        **details,
+        **busy.details,
     )
 
 

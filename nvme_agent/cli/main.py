@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from nvme_agent import __version__
 from nvme_agent.cli.exits import CliError, Exit
 from nvme_agent.cli.output import printable_lines
+from nvme_agent.outputs.journal import LogTarget
+from nvme_agent.outputs.logs import make_handler
 from nvme_agent.outputs.paths import DEFAULT_RUNTIME_DIR as _RUNTIME_DIR
 from nvme_agent.outputs.paths import DEFAULT_STATE_DIR as _STATE_DIR
 
@@ -59,21 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(verbosity: int) -> None:
-    """Log to stderr; the daemon adds its journal handler itself."""
-    level = logging.WARNING - 10 * verbosity
-    logging.basicConfig(
-        level=max(level, logging.DEBUG),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(verbosity: int, target: LogTarget = "stderr") -> None:
+    """One handler on the root logger: the journal with fields for the daemon under systemd
+    (``run --log-target``, see :mod:`nvme_agent.outputs.logs`), else one line per record on
+    stderr."""
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(make_handler(target))
+    root.setLevel(max(logging.WARNING - 10 * verbosity, logging.DEBUG))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status comes from :mod:`nvme_agent.cli.exits`."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    # Only ``run`` has --log-target: every other command talks to a terminal or a script.
+    setup_logging(args.verbose, getattr(args, "log_target", "stderr"))
     try:
         rc: int = args.func(args)
     except CliError as exc:

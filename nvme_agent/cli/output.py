@@ -3,36 +3,28 @@
 Text goes to a terminal, and much of it comes from outside: labels, serials and models a disk
 carries, names of processes other users run (eject's holders).  A control character in them
 could move the cursor, recolour the screen or, with a newline, forge a line such as "safe to
-remove".  So :func:`printable` escapes every control character of a value, and
-:class:`Reporter` escapes all but the newlines that separate our own lines.
+remove".  So :func:`printable` escapes every unsafe character of a value (the one table of
+:mod:`nvme_agent.topology.text`), and :class:`Reporter` all but the newlines that separate
+our own lines.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import Any, TextIO
 
-# C0, DEL, C1, the Unicode line/paragraph separators and the bidirectional overrides (which
-# reorder what a terminal shows).
-_OTHER_CONTROL = "\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-_ANY_CONTROL = re.compile(f"[\x00-\x1f{_OTHER_CONTROL}]")
-_CONTROL_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f{_OTHER_CONTROL}]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    return ascii(match.group())[1:-1]
+from nvme_agent.topology.text import one_line
 
 
 def printable(value: object) -> str:
-    """``value`` as one line of text: every control character (newline too) escaped."""
-    return _ANY_CONTROL.sub(_escape, str(value))
+    """``value`` as one line of text: every unsafe character (newline too) escaped."""
+    return one_line(str(value))
 
 
 def printable_lines(text: str) -> str:
-    """``text`` with its newlines kept and every other control character escaped."""
-    return _CONTROL_BUT_NEWLINE.sub(_escape, text)
+    """``text`` with its newlines kept and every other unsafe character escaped."""
+    return "\n".join(one_line(line) for line in text.split("\n"))
 
 
 class Reporter:

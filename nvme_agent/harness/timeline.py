@@ -12,15 +12,16 @@ from typing import Any
 
 from nvme_agent.policy.units import format_size
 from nvme_agent.topology.changes import ChangeType
+from nvme_agent.topology.text import one_line
 
 Record = dict[str, Any]
 CHANGE_TYPES = frozenset(t.value for t in ChangeType)
 
 
 def shown(value: Any) -> str:
-    """``value`` as text, escaped (``repr``) when it holds anything not printable."""
-    text = str(value)
-    return text if text.isprintable() else repr(text)
+    """``value`` as one line of text, its unsafe characters escaped (the one escaping of
+    :mod:`nvme_agent.topology.text`)."""
+    return one_line(str(value))
 
 
 def describe_record(rec: Record, specs: list[dict[str, Any]] | None = None) -> str:

@@ -14,6 +14,7 @@ import sys
 from typing import Any, Literal, TextIO
 
 from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,12 @@ class TopologyLog:
         priority: int = PRIORITY_INFO,
         fields: dict[str, str] | None = None,
     ) -> None:
-        """Log one structured entry."""
+        """Log one structured entry.
+
+        The message becomes one line whatever it holds (device strings in it are escaped by
+        whoever composed it; :func:`one_line` is the last defence against forged lines).
+        """
+        message = one_line(message)
         fields = dict(fields or {})
         if self._send is not None:
             self._send(

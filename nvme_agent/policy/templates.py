@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from nvme_agent.topology.text import is_unsafe
 
 #: Fields a template may use, and what they stand for (the man page lists them from here).
 #: ``mountpoint`` is the rendered mount target of the rule's ``mount`` action; it is not device
@@ -108,8 +109,7 @@ def compile_template(text: str, allowed: frozenset[str] = FIELDS) -> Template:
 
 
 def _clean_char(ch: str) -> str:
-    cat = unicodedata.category(ch)
-    if cat in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+    if is_unsafe(ch):
         # control, format (bidi overrides), lone surrogates, private/unassigned, line breaks
         return ""
     if ch in "/\\":

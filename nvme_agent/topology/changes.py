@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from nvme_agent.topology.model import Controller, Namespace, NamespacePath, Partition
+from nvme_agent.topology.text import escape
 
 
 class ChangeType(StrEnum):
@@ -72,29 +73,35 @@ class Change:
         return self.namespace.devnode if self.namespace else None
 
     def summary(self) -> str:
-        """One human line, as printed by ``simulate`` and on stderr without a journal."""
+        """One human line, as printed by ``simulate`` and on stderr without a journal.
+
+        Every device string is escaped (:func:`~nvme_agent.topology.text.escape`): the line
+        never holds a newline, a control character or a leading ``<N>``.
+        """
         ns = self.namespace
         parts = [self.type.value]
         if self.controller is not None and ns is None:
             c = self.controller
-            parts.append(f"{c.name} serial={c.serial} nqn={c.subsysnqn}")
+            parts.append(f"{escape(c.name)} serial={escape(c.serial)} nqn={escape(c.subsysnqn)}")
         if ns is not None:
-            parts.append(f"nsid={ns.nsid} {ns.name}")
+            parts.append(f"nsid={ns.nsid} {escape(ns.name)}")
             if self.partition is not None:
-                parts.append(f"partition={self.partition.name}")
+                parts.append(f"partition={escape(self.partition.name)}")
             if self.path is not None:
                 parts.append(_path_summary(self.path))
-            parts.append(f"id={ns.identity}{' (weak)' if ns.identity.weak else ''}")
+            parts.append(f"id={escape(ns.identity)}{' (weak)' if ns.identity.weak else ''}")
             if ns.size_bytes is not None:
                 parts.append(f"size={ns.size_bytes}")
             fs = self.partition.fs if self.partition is not None else ns.fs
             if fs is not None:
-                parts.append(f"fs={fs.type}" + (f" label={fs.label!r}" if fs.label else ""))
+                parts.append(
+                    f"fs={escape(fs.type)}" + (f" label='{escape(fs.label)}'" if fs.label else "")
+                )
         now = ns.size_bytes if ns else None
         if self.previous is not None and self.previous.size_bytes != now:
             parts.append(f"was={self.previous.size_bytes}")
         if self.reason:
-            parts.append(f"({self.reason})")
+            parts.append(f"({escape(self.reason)})")
         if self.coldplug:
             parts.append("[coldplug]")
         return " ".join(parts)
@@ -117,12 +124,15 @@ class Change:
 
 
 def _path_summary(path: NamespacePath) -> str:
-    parts = [f"path={path.controller or '?'}" + (f" ({path.device})" if path.device else "")]
+    parts = [
+        f"path={escape(path.controller or '?')}"
+        + (f" ({escape(path.device)})" if path.device else "")
+    ]
     for name, value in (
         ("transport", path.transport),
         ("address", path.address),
         ("state", path.state),
     ):
         if value:
-            parts.append(f"{name}={value}")
+            parts.append(f"{name}={escape(value)}")
     return " ".join(parts)

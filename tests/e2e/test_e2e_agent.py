@@ -13,6 +13,7 @@ from .guest import PAYLOAD_MOUNT, Guest
 
 journal = pytest.importorskip("nvme_agent.outputs.journal")
 changes = pytest.importorskip("nvme_agent.topology.changes")
+messages = pytest.importorskip("nvme_agent.actions.messages")
 
 HERE = Path(__file__).resolve().parent
 POLICY = (HERE / "policies" / "e2e.yaml").read_text()
@@ -182,6 +183,14 @@ def test_journal_has_topology_entries(agent: Guest, timings: dict[str, object]) 
     assert g.agent_cursor is not None
     ready = g.journal(g.agent_cursor, MESSAGE_ID=journal.MSG_DAEMON_READY)
     assert len(ready) == 1 and ready[0]["_SYSTEMD_UNIT"] == "nvme-agent.service"
+    # The daemon's own log under systemd: native entries with fields, not stderr stream lines
+    # (which journald would split on a newline a device string carried).
+    mounted = g.journal(cursor, MESSAGE_ID=messages.MOUNTED, NVME_NSID="2")
+    assert len(mounted) == 1, _agent_log(g)
+    entry = mounted[0]
+    assert entry["_TRANSPORT"] == "journal" and entry["SYSLOG_IDENTIFIER"] == "nvme-agent"
+    assert (entry["NVME_ACTION"], entry["NVME_STATUS"]) == ("mount", "ok")
+    assert entry["DEVNAME"] == f"/dev/{name}" and entry["_SYSTEMD_UNIT"] == "nvme-agent.service"
 
 
 def test_reload_with_broken_policy_keeps_the_old_one(

@@ -46,7 +46,11 @@ def register(sub: Any) -> None:
         "--log-target",
         choices=("auto", "journal", "stderr"),
         default="auto",
-        help="where the topology log goes (auto: the journal when journald runs)",
+        help=(
+            "where the topology log and the daemon's own log go (auto: the topology log to "
+            "the journal when journald runs, the daemon's log natively, with fields, when "
+            "stderr is connected to the journal as under systemd)"
+        ),
     )
     p.add_argument(
         "--max-workers",
