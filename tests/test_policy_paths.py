@@ -287,3 +287,54 @@ def test_templates_and_env_of_device_changes_have_the_live_path_count_only() -> 
     env = dict(plan.env)
     assert env["NVME_PATHS_LIVE"] == "2"
     assert not [k for k in env if k.startswith("NVME_PATH_")]
+
+
+# --- the real daemon acts on path plans ---------------------------------------------------
+
+DAEMON_SCENARIO = """\
+multipath: true
+controllers:
+  - {name: nvme0, transport: tcp, serial: 3f9a1c07, subsysnqn: "nqn.2024-01.io.example:v",
+     present: false}
+  - {name: nvme1, transport: tcp, serial: 3f9a1c07, subsysnqn: "nqn.2024-01.io.example:v",
+     trsvcid: 4421, present: false}
+policy:
+  version: 1
+  rules:
+    - name: vol
+      match: {fs_label: vol}
+      on_add: [{mount: {path: "/run/media/nvme-agent/{label}"}}]
+      on_path_lost:
+        - exec: {argv: [/bin/true, "{mountpoint}", "{path_ctrl}", "{paths_live}"]}
+    - name: back
+      match: {paths_min: 2}
+      on_path_added: [{exec: {argv: [/bin/true, "{path_address}"]}}]
+steps:
+  - controller-add: {ctrl: nvme0, namespaces: [{nsid: 1, fs: ext4, label: vol}]}
+  - expect: {mounted: {nsid: 1, at: /run/media/nvme-agent/vol}}
+  - controller-add: {ctrl: nvme1}
+  - controller-remove: {ctrl: nvme0}
+  - wait-for: {type: path-lost, nsid: 1, timeout: 30}
+  - expect: {present: {nsid: 1}}
+  - expect: {mounted: {nsid: 1, at: /run/media/nvme-agent/vol}}
+"""
+
+
+@pytest.mark.umockdev
+def test_the_daemon_runs_path_hooks_and_keeps_the_mount(bed_support: None) -> None:
+    from nvme_agent.harness.scenario import load_scenario_text
+    from nvme_agent.harness.simulate import Simulation
+
+    records: list[dict[str, object]] = []
+    scenario = load_scenario_text(DAEMON_SCENARIO, "paths.yaml")
+    outcome = Simulation(scenario, lambda rec, _text: records.append(rec)).run()
+    assert outcome.ok, [r for r in records if r["type"] in ("expect", "error")]
+    plans = {r["change"]: r for r in records if r["type"] == "plan"}
+    assert plans["path-added"]["rule"] == "back"
+    assert plans["path-lost"]["rule"] == "vol"
+    (hook,) = plans["path-lost"]["actions"]  # type: ignore[misc]
+    assert hook["kind"] == "exec"
+    assert hook["argv"] == ["/bin/true", "/run/media/nvme-agent/vol", "nvme0", "1"]
+    results = [(r["change"], r["action"]) for r in records if r["type"] == "action-result"]
+    assert ("path-lost", "exec") in results and ("path-added", "exec") in results
+    assert not [r for r in results if r[1] == "unmount"]

@@ -253,7 +253,8 @@ class Match:
         frozenset[int] | None, Key("The namespace ID is one of these.", Shape.NSIDS)
     ] = None
     ctrl: Annotated[
-        tuple[str, ...] | None, _glob("The controller the namespace is reached through (nvme0).")
+        tuple[str, ...] | None,
+        _glob("The (first) controller the namespace is reached through (nvme0)."),
     ] = None
     serial: Annotated[tuple[str, ...] | None, _glob("The controller's serial number.")] = None
     model: Annotated[tuple[str, ...] | None, _glob("The controller's model (QEMU NVMe Ctrl).")] = (
