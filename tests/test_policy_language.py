@@ -122,7 +122,7 @@ def test_hook_env_sets_the_documented_variables_and_no_others() -> None:
     facts = facts_for(ns, part, topology(ns))
     every = {"nguid": "n", "eui64": "e", "fs_uuid": "u", "path_device": "nvme1n1"}
     every |= {"path_ctrl": "nvme1", "path_transport": "tcp", "path_address": "a"}
-    every |= {"path_state": "live"}
+    every |= {"path_state": "live", "path": True}
     facts = Facts(**{**{f: getattr(facts, f) for f in Facts.__dataclass_fields__}, **every})
     env = hook_env(change, facts, policy.rules[0], "/run/media/nvme-agent/x")
     assert set(env) == set(HOOK_ENV)

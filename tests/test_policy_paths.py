@@ -4,10 +4,12 @@ live paths, on_path_added/on_path_lost hooks that never mount or unmount, path r
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from support.policy import added, namespace, path, path_change, removed, topology
 
+from nvme_agent.cli.main import main
 from nvme_agent.cli.scenarios import bundled
 from nvme_agent.harness.scenario import load_scenario
 from nvme_agent.policy import REFUSED, decide, explain, load_policy_text
@@ -287,6 +289,22 @@ def test_templates_and_env_of_device_changes_have_the_live_path_count_only() -> 
     env = dict(plan.env)
     assert env["NVME_PATHS_LIVE"] == "2"
     assert not [k for k in env if k.startswith("NVME_PATH_")]
+
+
+def test_explain_shows_path_plans_of_a_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_TEXT_FOR_SCENARIOS.replace("LABEL", "tcpdata"))
+    assert main(["explain", "--scenario", "nvme-tcp-two-paths", "--policy", str(policy)]) == 0
+    out = capsys.readouterr().out
+    lost = out[out.index("path-lost nsid=1") :]
+    lost = lost[: lost.index("controller-removed")]
+    assert "path lost: nvme0 (tcp, traddr=127.0.0.1,trsvcid=4420, state live); 1 live path now" in (
+        lost
+    )
+    assert "exec ['/bin/hook', '/run/media/nvme-agent/tcpdata', 'nvme0', 'tcp', '1']" in lost
+    assert "unmount" not in lost
 
 
 # --- the real daemon acts on path plans ---------------------------------------------------

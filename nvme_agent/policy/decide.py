@@ -87,7 +87,6 @@ HOOK_OF: dict[ChangeType, str] = {
 }
 _PATH_KINDS = frozenset({ChangeType.PATH_ADDED, ChangeType.PATH_LOST})
 _PATH_HOOKS = frozenset(PATH_HOOKS)
-_EVERY_HOOK = frozenset(HOOK_OF.values())
 PATH_MAX = 4095
 REFUSED = "refused: "
 
@@ -185,12 +184,13 @@ def hook_env(
         "ID_FS_LABEL": facts.fs_label,
         "ID_FS_UUID": facts.fs_uuid,
         "NVME_PATHS_LIVE": str(facts.paths_live),
-        "NVME_PATH_CTRL": facts.path_ctrl,
-        "NVME_PATH_DEVICE": facts.path_device,
-        "NVME_PATH_TRANSPORT": facts.path_transport,
-        "NVME_PATH_ADDRESS": facts.path_address,
-        "NVME_PATH_STATE": facts.path_state,
     }
+    if facts.path:
+        raw["NVME_PATH_CTRL"] = facts.path_ctrl
+        raw["NVME_PATH_DEVICE"] = facts.path_device
+        raw["NVME_PATH_TRANSPORT"] = facts.path_transport
+        raw["NVME_PATH_ADDRESS"] = facts.path_address
+        raw["NVME_PATH_STATE"] = facts.path_state
     env = {k: v for k, v in raw.items() if v is not None}
     if "\0" in "".join(env.values()):  # one look at all of them: NUL is rare
         env = {k: v.replace("\0", "") for k, v in env.items()}
@@ -429,6 +429,9 @@ def decide(
     removal = change.type in REMOVE_KINDS
     builder = _Builder(change, facts, rule, policy, topology, device_gone=change.reason != "eject")
     actions: tuple[Action, ...] = getattr(rule, hook)
+    if hook in _PATH_HOOKS and not _allowed(rule, hook, actions, lines):
+        env = hook_env(change, facts, rule, None)
+        return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
     specs = _build(builder, _todo(rule, hook, actions, removal, policy), removal, lines)
     if specs is None:
         env = hook_env(change, facts, rule, None)
@@ -446,6 +449,17 @@ def decide(
         env=hook_env(change, facts, rule, mountpoint),
         explanation=tuple(lines),
     )
+
+
+def _allowed(rule: Rule, hook: str, actions: tuple[Action, ...], lines: list[str]) -> bool:
+    """Every action may run in ``hook``; else a ``refused:`` line.  The validator makes sure
+    of it; a policy built by other means is refused here: a path change never mounts,
+    unmounts or grows."""
+    for i, action in enumerate(actions):
+        if hook not in type(action).HOOKS:
+            lines.append(f"{REFUSED}{rule.label} {hook}[{i}]: {action.kind} is not allowed there")
+            return False
+    return True
 
 
 def _todo(
@@ -469,18 +483,9 @@ def _build(
 ) -> list[ActionSpec] | None:
     """The specs of ``todo``.  A template that cannot be rendered refuses the whole list
     (None, with a ``refused:`` line) unless ``removal``: then only that action is dropped.
-
-    An action in a hook it is not allowed in (a policy not built by the validator) refuses
-    the list too: a path change, above all, never mounts or unmounts.
     """
     specs: list[ActionSpec] = []
     for where, action in todo:
-        hook = where.split("[", 1)[0]
-        if hook in _EVERY_HOOK and hook not in type(action).HOOKS:
-            lines.append(
-                f"{REFUSED}{builder.rule.label} {where}: {action.kind} is not allowed there"
-            )
-            return None
         try:
             spec = builder.build(action)
         except TemplateError as exc:

@@ -49,6 +49,7 @@ class Facts:
     subsysnqn: str | None
     transports: tuple[str, ...]
     paths_live: int
+    path: bool
     path_ctrl: str | None
     path_device: str | None
     path_transport: str | None
@@ -113,6 +114,11 @@ class Facts:
             "partlabel": self.partlabel or "",
             "identity": self.identity,
             "paths_live": str(self.paths_live),
+            **(self._path_values() if self.path else _NO_PATH_VALUES),
+        }
+
+    def _path_values(self) -> dict[str, str]:
+        return {
             "path_ctrl": self.path_ctrl or "",
             "path_device": self.path_device or "",
             "path_transport": self.path_transport or "",
@@ -121,15 +127,33 @@ class Facts:
         }
 
 
+#: The path facts of a change that is not about a path, and their template values.
+_NO_PATH = dict.fromkeys(
+    ("path_ctrl", "path_device", "path_transport", "path_address", "path_state")
+)
+_NO_PATH_VALUES = dict.fromkeys(_NO_PATH, "")
+
+
 def _basename(devnode: str | None, name: str | None) -> str | None:
     if devnode:
         return devnode.rstrip("/").rsplit("/", 1)[-1]
     return name
 
 
-def _facts(**values: Any) -> Facts:
+def _facts(path: NamespacePath | None, **values: Any) -> Facts:
     facts = object.__new__(Facts)
-    facts.__dict__.update(values)  # every field, at once (see the class docstring)
+    fields = facts.__dict__
+    fields.update(values)  # every field, at once (see the class docstring)
+    if path is None:
+        fields.update(_NO_PATH)
+        fields["path"] = False
+    else:
+        fields["path"] = True
+        fields["path_ctrl"] = path.controller
+        fields["path_device"] = path.device
+        fields["path_transport"] = path.transport
+        fields["path_address"] = path.address
+        fields["path_state"] = path.state
     return facts
 
 
@@ -173,7 +197,9 @@ def facts_for(
         fs = ns.fs
         props = ns.properties
         devnode, name, size = ns.devnode, ns.name, ns.size_bytes
+    paths = ns.paths
     return _facts(
+        path,
         nsid=ns.nsid,
         devnode=devnode,
         devname=_basename(devnode, name),
@@ -182,12 +208,7 @@ def facts_for(
         model=model.strip() if model else None,
         subsysnqn=subsysnqn,
         transports=_transports(ns, transport),
-        paths_live=sum(1 for p in ns.paths if p.state == LIVE),
-        path_ctrl=path.controller if path is not None else None,
-        path_device=path.device if path is not None else None,
-        path_transport=path.transport if path is not None else None,
-        path_address=path.address if path is not None else None,
-        path_state=path.state if path is not None else None,
+        paths_live=sum(1 for p in paths if p.state == LIVE) if paths else 0,
         uuid=ns.uuid,
         nguid=ns.nguid,
         eui64=ns.eui64,

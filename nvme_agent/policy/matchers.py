@@ -430,19 +430,18 @@ class Not(Matcher):
         return (not ok), f"not: {reason}"
 
 
-def _ranges(match: Any, keys: Sequence[KeyInfo]) -> list[Matcher]:
-    """One :class:`Range` per ranged fact with a bound: ``size_min`` and ``size_max`` are one."""
-    bounds: dict[str, list[Any]] = {}  # fact -> [low key, high key, minimum, maximum]
-    for k in keys:
-        if k.shape in (Shape.SIZE, Shape.COUNT):
-            bound = bounds.setdefault(k.fact, [None, None, None, None])
-            end = 0 if k.name.endswith("_min") else 1
-            bound[end], bound[2 + end] = k.name, getattr(match, k.attr)
-    return [
-        Range(fact, low, high, lo, hi)
-        for fact, (low, high, lo, hi) in bounds.items()
-        if lo is not None or hi is not None
-    ]
+#: Shapes of the bounds of a range: ``size_min`` and ``size_max`` make one :class:`Range`.
+_RANGED = frozenset({Shape.SIZE, Shape.COUNT})
+
+
+def _ranges(bounds: list[tuple[KeyInfo, int]]) -> list[Matcher]:
+    """One :class:`Range` per fact that ``bounds`` (keys ending in _min or _max) bound."""
+    by_fact: dict[str, list[Any]] = {}  # fact -> [low key, high key, minimum, maximum]
+    for k, value in bounds:
+        bound = by_fact.setdefault(k.fact, [f"{k.fact}_min", f"{k.fact}_max", None, None])
+        end = 0 if k.name.endswith("_min") else 1
+        bound[end], bound[2 + end] = k.name, value
+    return [Range(fact, low, high, lo, hi) for fact, (low, high, lo, hi) in by_fact.items()]
 
 
 def _condition(k: KeyInfo, value: Any, keys: Sequence[KeyInfo]) -> list[Matcher]:
@@ -471,9 +470,15 @@ def compile_match(match: Any, keys: Sequence[KeyInfo]) -> Matcher:
     as short as the rule.
     """
     items: list[Matcher] = []
+    bounds: list[tuple[KeyInfo, int]] = []
     for k in keys:
         value = getattr(match, k.attr)
-        if value is not None and value != () and k.shape not in (Shape.SIZE, Shape.COUNT):
+        if value is None or value == ():
+            continue
+        if k.shape in _RANGED:
+            bounds.append((k, value))
+        else:
             items.extend(_condition(k, value, keys))
-    items.extend(_ranges(match, keys))
+    if bounds:
+        items.extend(_ranges(bounds))
     return items[0] if len(items) == 1 else All(tuple(items))

@@ -644,17 +644,16 @@ class Rule:
     #: ``matcher.holds``, one attribute away from the loop in ``decide`` that tries the rules.
     holds: Callable[[Facts], bool] = field(init=False, repr=False, compare=False)
 
+    #: Only path hooks: a path rule, which device changes pass over.
+    path_only: bool = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         matcher = compile_match(self.match, keys_of(Match))
         object.__setattr__(self, "matcher", matcher)
         object.__setattr__(self, "holds", matcher.holds)
-
-    @property
-    def path_only(self) -> bool:
-        """Only path hooks: a path rule, which device changes pass over."""
-        if self.ignore or self.on_add or self.on_remove or self.on_resize:
-            return False
-        return bool(self.on_path_added or self.on_path_lost)
+        device = self.ignore or self.on_add or self.on_remove or self.on_resize
+        path_only = not device and bool(self.on_path_added or self.on_path_lost)
+        object.__setattr__(self, "path_only", path_only)
 
     def tried_by(self, hook: str) -> bool:
         """A change whose hook is ``hook`` tries this rule: a device change every rule but a

@@ -333,10 +333,13 @@ class Compiler(Checker):
         self.keys(r, path, RULE_KEYS)
         ignore = self.opt_bool(r, path, "ignore", _RULE_DEFAULTS["ignore"])
         has_mount = self._declares_mount(r.get("on_add"))
-        hooks: dict[str, tuple[Action, ...]] = {}
+        hooks: dict[str, tuple[Action, ...]] = dict.fromkeys(HOOKS, ())
         for hook in HOOKS:
-            hooks[hook] = self.actions(r.get(hook), (*path, hook), hook, defaults, has_mount)
-            if ignore and r.get(hook):
+            given = r.get(hook)
+            if given is None:  # most rules leave most hooks out
+                continue
+            hooks[hook] = self.actions(given, (*path, hook), hook, defaults, has_mount)
+            if ignore and given:
                 self.report((*path, hook), "an 'ignore: true' rule cannot have actions")
         if sum(isinstance(a, MountAction) for a in hooks["on_add"]) > 1:
             self.report((*path, "on_add"), "a rule can mount only once")
@@ -356,7 +359,8 @@ class Compiler(Checker):
             ),
             line=line[0] if line else None,
         )
-        self.path_count_drift(rule, (*path, "match"))
+        if "match" in r:
+            self.path_count_drift(rule, (*path, "match"))
         return rule
 
     def path_count_drift(self, rule: Rule, path: Path) -> None:
