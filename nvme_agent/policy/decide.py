@@ -22,7 +22,8 @@ Semantics (also in the README):
   run ``on_path_added`` / ``on_path_lost`` of the first matching rule that has such actions
   (an ``ignore: true`` rule that matches stops): hooks only, never a mount, unmount or grow,
   never an undo.  Device changes pass over path rules (rules with only path hooks); see
-  ``Rule.tried_by``.  The facts are the namespace's after the change, with the path's.
+  ``Rule.tried_by``.  The target is the whole disk; the facts are the namespace's after the
+  change, with the path's.
 * A template that cannot be rendered safely makes the plan for an add, resize or path change
   *refuse*: no actions, and an explanation line starting with ``refused:``.  On a removal
   (and in the undo of a rule change) only the offending action is dropped, so that the

@@ -579,10 +579,11 @@ class Rule:
         "matched before, that rule is undone first (its on_remove, with a graceful unmount).  "
         "A path change (path-added, path-lost: a controller more or fewer reaches a namespace "
         "that stays) runs on_path_added or on_path_lost of the first matching rule that has "
-        "such actions (or stops at a matching ignore: true rule); it never mounts, unmounts or "
-        "undoes anything.  A rule whose only actions are path hooks is a path rule: device "
-        "changes pass over it, so it may stand anywhere, for example after the rule that "
-        "mounts.  The path facts are the namespace's after the change."
+        "such actions (or stops at a matching ignore: true rule); its target is the whole "
+        "disk, never a partition, and it never mounts, unmounts or undoes anything.  A rule "
+        "whose only actions are path hooks is a path rule: device changes pass over it, so it "
+        "may stand anywhere, for example after the rule that mounts.  The path facts are the "
+        "namespace's after the change."
     )
     HOOKS: ClassVar[tuple[str, ...]] = _EVERY_HOOK
 
