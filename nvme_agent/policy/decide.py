@@ -483,8 +483,7 @@ def _build(
     builder: _Builder, todo: list[tuple[str, Action]], removal: bool, lines: list[str]
 ) -> list[ActionSpec] | None:
     """The specs of ``todo``.  A template that cannot be rendered refuses the whole list
-    (None, with a ``refused:`` line) unless ``removal``: then only that action is dropped.
-    """
+    (None, with a ``refused:`` line) unless ``removal``: then only that action is dropped."""
     specs: list[ActionSpec] = []
     for where, action in todo:
         try:

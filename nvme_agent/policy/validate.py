@@ -74,6 +74,14 @@ _Verb = Literal["start", "stop", "restart", "reload"]
 #: Template fields of device data (``mountpoint`` is only there in rules that mount, the
 #: ``path_*`` fields only in path hooks).
 _DEVICE_FIELDS = FIELDS - {"mountpoint"} - PATH_FIELDS
+#: Template fields of an action by (its rule mounts, it is in a path hook).
+_FIELDS_IN = {
+    (mounts, path): FIELDS
+    - ({"mountpoint"} if not mounts else set())
+    - (PATH_FIELDS if not path else set())
+    for mounts in (False, True)
+    for path in (False, True)
+}
 #: Why a field is not known where it is not (the rest are unknown everywhere).
 _NOT_HERE = {
     "mountpoint": "only a rule with a mount action has one (outside its mount path)",
@@ -492,9 +500,7 @@ class Compiler(Checker):
         b = self.mapping(body, p)
         if b is None:
             return None
-        fields = FIELDS if has_mount else FIELDS - {"mountpoint"}
-        if hook not in PATH_HOOKS:
-            fields = fields - PATH_FIELDS
+        fields = _FIELDS_IN[has_mount, hook in PATH_HOOKS]
         if kind == "mount":
             return self.mount(b, p, defaults)
         if kind == "unmount":
