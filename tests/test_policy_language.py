@@ -120,7 +120,9 @@ def test_hook_env_sets_the_documented_variables_and_no_others() -> None:
                     reason="eject")  # fmt: skip
     policy = load("version: 1\nrules:\n  - name: r\n")
     facts = facts_for(ns, part, topology(ns))
-    every = {"nguid": "n", "eui64": "e", "fs_uuid": "u"}
+    every = {"nguid": "n", "eui64": "e", "fs_uuid": "u", "path_device": "nvme1n1"}
+    every |= {"path_ctrl": "nvme1", "path_transport": "tcp", "path_address": "a"}
+    every |= {"path_state": "live", "path": True}
     facts = Facts(**{**{f: getattr(facts, f) for f in Facts.__dataclass_fields__}, **every})
     env = hook_env(change, facts, policy.rules[0], "/run/media/nvme-agent/x")
     assert set(env) == set(HOOK_ENV)
@@ -133,10 +135,10 @@ def test_every_template_field_is_a_fact_value() -> None:
     assert set(TEMPLATE_FIELDS) == FIELDS
 
 
-def test_every_glob_and_flag_key_of_match_is_a_fact() -> None:
+def test_every_condition_of_match_reads_a_fact() -> None:
     for k in keys_of(Match):
-        if k.shape in (Shape.GLOBS, Shape.BOOL):
-            assert k.name in Facts.__dataclass_fields__, k.name
+        if k.shape in (Shape.GLOBS, Shape.BOOL, Shape.SIZE, Shape.COUNT):
+            assert k.fact in Facts.__dataclass_fields__, k.name
 
 
 # --- schema.json ---------------------------------------------------------------------------
@@ -222,6 +224,11 @@ def test_the_schema_accepts_the_shipped_policies(validator: object) -> None:
         {"version": 1, "rules": [{"on_add": [{"signal": {"signal": "HUP"}}]}]},
         {"version": 1, "rules": [{"match": {"size_min": "3 parsecs"}}]},
         {"version": 1, "rules": [{"match": {"nsid": 0}}]},
+        {"version": 1, "rules": [{"on_path_lost": [{"mount": {}}]}]},
+        {"version": 1, "rules": [{"on_path_added": [{"unmount": {}}]}]},
+        {"version": 1, "rules": [{"on_path_lost": [{"grow": {}}]}]},
+        {"version": 1, "rules": [{"match": {"paths_min": -1}}]},
+        {"version": 1, "rules": [{"match": {"paths_max": "2"}}]},
         {"version": 2},
         {"version": 1, "defaults": {"mount_root": "relative"}},
         {"version": 1, "defaults": {"allowed_filesystems": []}},

@@ -10,16 +10,30 @@ from hypothesis import strategies as st
 from support.policy import namespace, partition, topology
 
 from nvme_agent.policy import Policy, PolicyError, decide, load_policy_mapping, load_policy_text
-from nvme_agent.policy.plan import ExecSpec, MountSpec, SignalSpec, SystemdSpec, UnmountSpec
-from nvme_agent.policy.templates import check_unit_name
+from nvme_agent.policy.plan import (
+    ExecSpec,
+    GrowSpec,
+    MountSpec,
+    SignalSpec,
+    SystemdSpec,
+    UnmountSpec,
+)
+from nvme_agent.policy.templates import PATH_FIELDS, check_unit_name
 from nvme_agent.topology.changes import Change, ChangeType
-from nvme_agent.topology.model import Filesystem, Namespace, Partition, TopologySnapshot
+from nvme_agent.topology.model import (
+    Filesystem,
+    Namespace,
+    NamespacePath,
+    Partition,
+    TopologySnapshot,
+)
 
 ROOT = "/run/media/nvme-agent"
 FIELDS = [
     "nsid", "ctrl", "devname", "label", "fs_uuid", "fs_type", "uuid", "nguid", "eui64", "wwid",
-    "serial", "model", "subsysnqn", "partn", "partlabel", "identity",
+    "serial", "model", "subsysnqn", "partn", "partlabel", "identity", "paths_live",
 ]  # fmt: skip
+PATH_KINDS = {"path-lost": ChangeType.PATH_LOST, "path-added": ChangeType.PATH_ADDED}
 
 HOSTILE_BITS = ["..", ".", "/", "../", "\x00", "\n", "-", "$(reboot)", "é", "\udcff", "\u202e", " "]
 
@@ -33,8 +47,8 @@ settings_ = settings(max_examples=250, deadline=None, suppress_health_check=[Hea
 
 
 @st.composite
-def templates(draw: st.DrawFn, sep: str = "-") -> str:
-    fields = draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=4))
+def templates(draw: st.DrawFn, sep: str = "-", fields_: list[str] = FIELDS) -> str:
+    fields = draw(st.lists(st.sampled_from(fields_), min_size=1, max_size=4))
     literals = draw(st.lists(st.sampled_from(["", "x", sep, "/", "_"]), min_size=len(fields)))
     return "".join(lit + "{" + f + "}" for lit, f in zip(literals, fields, strict=False))
 
@@ -44,6 +58,15 @@ def policies(draw: st.DrawFn) -> Policy:
     path = ROOT + "/" + draw(templates())
     unit = "app@" + draw(templates(sep="_")).replace("/", "_") + ".service"
     argv = ["/usr/bin/hook", *draw(st.lists(templates(), max_size=3)), "{mountpoint}"]
+    every = [*FIELDS, *sorted(PATH_FIELDS)]
+    path_argv = ["/usr/bin/hook", *draw(st.lists(templates(fields_=every), max_size=4))]
+    path_argv.append("{mountpoint}")
+    path_unit = "app@" + draw(templates(sep="_", fields_=every)).replace("/", "_") + ".service"
+    path_hooks = [
+        {"exec": {"argv": path_argv, "env": {"X": draw(templates(fields_=every))}}},
+        {"systemd": {"restart": path_unit}},
+        {"signal": {"unit": path_unit}},
+    ]
     text_policy = {
         "version": 1,
         "rules": [
@@ -57,6 +80,8 @@ def policies(draw: st.DrawFn) -> Policy:
                 ],
                 "on_remove": [{"exec": {"argv": argv}}, {"systemd": {"stop": unit}}],
                 "on_resize": [{"grow": {}}],
+                "on_path_lost": path_hooks,
+                "on_path_added": path_hooks,
             }
         ],
     }
@@ -82,6 +107,18 @@ def devices(draw: st.DrawFn) -> tuple[Namespace, Partition | None]:
         filesystem=Filesystem(fstype, label=draw(hostile), uuid=draw(hostile)) if fstype else None,
         fstype=None,
     )
+    # Path values come from the kernel's controller attributes; they are fuzzed all the same.
+    paths = tuple(
+        NamespacePath(
+            controller=draw(st.sampled_from(["nvme0", "nvme1", None])),
+            device=draw(hostile),
+            transport=draw(hostile),
+            address=draw(hostile),
+            state=draw(st.sampled_from(["live", "connecting", None]) | hostile),
+        )
+        for _ in range(draw(st.integers(0, 3)))
+    )
+    ns = Namespace(**{**{f: getattr(ns, f) for f in ns.__slots__}, "paths": paths})  # type: ignore[attr-defined]
     part = None
     if draw(st.booleans()):
         part = partition(ns.name, draw(st.integers(1, 128)), label=draw(hostile))
@@ -105,6 +142,9 @@ def changes(ns: Namespace, part: Partition | None, kind: str) -> Change:
         return Change(t, namespace=ns, partition=part, reason="eject" if kind == "eject" else None)
     if kind == "resize":
         return Change(ChangeType.NAMESPACE_RESIZED, namespace=ns, previous=ns)
+    if kind in PATH_KINDS:
+        gone = ns.paths[0] if ns.paths else NamespacePath(controller="nvme9", address="\x00-x")
+        return Change(PATH_KINDS[kind], namespace=ns, previous=ns, path=gone)
     blank = Namespace(**{**{f: getattr(ns, f) for f in ns.__slots__}, "fs": None})  # type: ignore[attr-defined]
     return Change(ChangeType.NAMESPACE_CHANGED, namespace=ns, previous=blank)
 
@@ -122,19 +162,24 @@ def _under_root(path: str) -> bool:
 @given(
     policy=policies(),
     device=devices(),
-    kind=st.sampled_from(["add", "remove", "eject", "resize", "changed"]),
+    kind=st.sampled_from(["add", "remove", "eject", "resize", "changed", *PATH_KINDS]),
 )
 def test_decide_never_escapes(
     policy: Policy, device: tuple[Namespace, Partition | None], kind: str
 ) -> None:
     ns, part = device
-    if kind in ("resize", "changed"):
+    if kind in ("resize", "changed", *PATH_KINDS):
         part = None
     change = changes(ns, part, kind)
     try:
         plan = decide(change, topology(ns) if kind != "remove" else TopologySnapshot(), policy)
     except PolicyError:
         return
+    rule = policy.rules[0]
+    path_change = kind in PATH_KINDS
+    argv_tpl = (rule.on_path_lost if path_change else rule.on_add)[0 if path_change else 1].argv  # type: ignore[union-attr]
+    if path_change:  # hooks only: a path change never mounts, unmounts or grows
+        assert not [a for a in plan.actions if isinstance(a, MountSpec | UnmountSpec | GrowSpec)]
     for action in plan.actions:
         if isinstance(action, MountSpec):
             assert _under_root(action.target), action.target
@@ -146,8 +191,7 @@ def test_decide_never_escapes(
         elif isinstance(action, ExecSpec):
             assert action.argv[0] == "/usr/bin/hook"
             # each template stays ONE argument: the count is the template count
-            assert len(action.argv) == len(policy.rules[0].on_add[1].argv)  # type: ignore[union-attr]
-            argv_tpl = policy.rules[0].on_add[1].argv  # type: ignore[union-attr]
+            assert len(action.argv) == len(argv_tpl)
             for arg, tpl in zip(action.argv[1:], argv_tpl[1:], strict=True):
                 # device data never turns into an option; an operator's literal "-" may
                 assert "\0" not in arg

@@ -312,6 +312,110 @@ BROKEN = [
         "needs a mount action",
         id="unmount-without-mount",
     ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_path_lost:
+              - mount: {}
+        """,
+        4,
+        9,
+        "rules[0].on_path_lost[0].mount",
+        "'mount' is only allowed in on_add: a path change runs hooks only",
+        id="mount-in-on-path-lost",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add: [{mount: {}}]
+            on_path_lost:
+              - exec: {argv: [/bin/true]}
+              - unmount: {}
+        """,
+        6,
+        9,
+        "rules[0].on_path_lost[1].unmount",
+        "'unmount' is only allowed in on_remove: a path change runs hooks only",
+        id="unmount-in-on-path-lost",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_path_added: [{grow: {}}]
+        """,
+        3,
+        22,
+        "rules[0].on_path_added[0].grow",
+        "'grow' is only allowed in on_resize",
+        id="grow-in-on-path-added",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_add:
+              - exec: {argv: [/bin/echo, "{path_ctrl}"]}
+        """,
+        4,
+        34,
+        "rules[0].on_add[0].exec.argv[1]",
+        "{path_ctrl} is not known here: only on_path_added and on_path_lost have a path",
+        id="path-field-outside-path-hooks",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - on_path_lost:
+              - systemd: {stop: "app@{mountpoint}.service"}
+        """,
+        4,
+        25,
+        "rules[0].on_path_lost[0].systemd.stop",
+        "{mountpoint} is not known here: only a rule with a mount action has one",
+        id="mountpoint-without-mount",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - match: {paths_min: -1}
+        """,
+        3,
+        24,
+        "rules[0].match.paths_min",
+        "expected a whole number (0..65535), got int -1",
+        id="paths-min-negative",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - match: {paths_max: "2"}
+        """,
+        3,
+        24,
+        "rules[0].match.paths_max",
+        "expected a whole number (0..65535), got string '2'",
+        id="paths-max-string",
+    ),
+    pytest.param(
+        """\
+        version: 1
+        rules:
+          - match:
+              paths_min: 2
+              paths_max: 1
+        """,
+        5,
+        18,
+        "rules[0].match.paths_max",
+        "paths_max is smaller than paths_min",
+        id="paths-max-below-min",
+    ),
 ]
 
 
@@ -465,3 +569,57 @@ def test_check_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_check_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(tmp_path / "absent.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def _warnings(text: str) -> list[str]:
+    return [str(w) for w in load_policy_text(textwrap.dedent(text), "policy.yaml").warnings]
+
+
+def test_a_device_rule_chosen_by_the_number_of_live_paths_is_warned_about() -> None:
+    found = _warnings(
+        """\
+        version: 1
+        rules:
+          - name: mounts-redundant
+            match: {fs_type: ext4, not: {any: [{paths_max: 1}]}}
+            on_add: [{mount: {}}]
+          - name: path-rule
+            match: {paths_max: 1}
+            on_path_lost: [{exec: {argv: [/bin/alarm]}}]
+          - name: ignores-degraded
+            match: {paths_min: 0, paths_max: 1}
+            ignore: true
+        """
+    )
+    drift = [w for w in found if "the number of live paths changes" in w]
+    assert [w.split(": warning: ")[0] for w in drift] == ["policy.yaml:4:12", "policy.yaml:10:12"]
+    assert drift[0].endswith(
+        "rules[0].match: paths_max in a rule for device changes: the number of live paths "
+        "changes while a namespace stays, so this rule can stop matching a namespace it handled "
+        "and another rule decides its removal (a mount may not be undone); use it in a rule "
+        "with only on_path_added/on_path_lost actions"
+    )
+    assert "paths_min and paths_max in a rule" in drift[1]
+
+
+def test_unreachable_counts_the_changes_a_rule_is_tried_by() -> None:
+    found = _warnings(
+        """\
+        version: 1
+        rules:
+          - name: everything
+            on_add: [{exec: {argv: [/bin/hello]}}]
+          - name: path-rule
+            on_path_lost: [{exec: {argv: [/bin/alarm]}}]
+          - name: second-path-rule
+            match: {paths_max: 1}
+            on_path_lost: [{exec: {argv: [/bin/alarm2]}}]
+          - name: device-rule
+            match: {nsid: 2}
+        """
+    )
+    unreachable = [w for w in found if "unreachable" in w]
+    # path-rule is reachable (device rules pass path changes on); the two after are not
+    assert [w.split(": ")[2] for w in unreachable] == ["rules[2]", "rules[3]"]
+    assert "rules[1] before it matches every device" in unreachable[0]
+    assert "rules[0] before it matches every device" in unreachable[1]

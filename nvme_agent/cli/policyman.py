@@ -188,9 +188,12 @@ def render(date: str | None = None) -> str:
         ".SH DESCRIPTION",
         roff_escape(
             "The policy is a YAML file that says what nvme-agent does when an NVMe namespace "
-            "or partition appears, goes or grows: mount or unmount it, run hooks, start or "
-            "stop systemd units, send signals.  Every change is logged to the journal and "
-            "published on the event stream whatever the policy says."
+            "or partition appears, goes or grows, or a namespace gains or loses a path: mount "
+            "or unmount it, run hooks, start or stop systemd units, send signals.  Every change "
+            "is logged to the journal and published on the event stream whatever the policy "
+            "says.  A filesystem is never mounted twice: a mount of a filesystem UUID that "
+            "another namespace or partition present carries is refused (a device that appears "
+            "next to it loses; at start, the one the kernel created first, by DISKSEQ, keeps it)."
         ),
         *_para(Policy.SUMMARY),
         *_keys(Policy),

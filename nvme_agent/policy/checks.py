@@ -12,13 +12,14 @@ import difflib
 import functools
 import re
 import signal as signal_module
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nvme_agent.policy.errors import PolicyIssue, Severity, keypath
 from nvme_agent.policy.loader import Document, Path
 from nvme_agent.policy.matchers import glob_problem
 from nvme_agent.policy.shapes import (
+    COUNT_MAX,
     ENV_NAME_PATTERN,
     FSTYPE_PATTERN,
     MODE_MAX,
@@ -87,7 +88,13 @@ def _allowed(keys: tuple[str, ...]) -> frozenset[str]:
 
 
 class Checker:
-    """Collects issues against a :class:`Document`'s positions."""
+    """Collects issues against a :class:`Document`'s positions.
+
+    ``not_here``: why a template field that exists is not known where it was used (a
+    field without an entry is reported as unknown).
+    """
+
+    not_here: Mapping[str, str] = {}
 
     def __init__(self, doc: Document) -> None:
         self.doc = doc
@@ -193,8 +200,20 @@ class Checker:
         try:
             return _template(text, allowed)
         except TemplateError as exc:
-            self.report(path, str(exc))
+            self.report(path, self._scoped(text, allowed) or str(exc))
             return None
+
+    def _scoped(self, text: str, allowed: frozenset[str]) -> str | None:
+        """Why ``text``, which uses a field not in ``allowed``, cannot have it here (None when
+        it is wrong anywhere)."""
+        try:
+            fields = _template(text, FIELDS).fields
+        except TemplateError:
+            return None
+        for name in sorted(fields - allowed):
+            if name in self.not_here:
+                return f"{{{name}}} is not known here: {self.not_here[name]}"
+        return None
 
     def abspath(self, value: Any, path: Path, what: str = "an absolute path") -> str | None:
         text = self.string(value, path, what)
@@ -245,6 +264,12 @@ class Checker:
         if not values:
             self.report(path, "expected an nsid or a non-empty list of them")
         return None if bad else frozenset(out)
+
+    def count(self, raw: Any, path: Path) -> int | None:
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= COUNT_MAX:
+            self.report(path, f"expected a whole number (0..{COUNT_MAX}), got {kind_of(raw)}")
+            return None
+        return raw
 
     def filesystems(self, value: Any, path: Path, default: tuple[str, ...]) -> tuple[str, ...]:
         if value is None:

@@ -18,10 +18,19 @@ Semantics (also in the README):
   for an operator eject (``reason == "eject"``).
 * A mount is skipped (with a note) when the target has no mountable filesystem, e.g. a whole
   disk that only carries a partition table.
-* A template that cannot be rendered safely makes the plan for an add or resize *refuse*: no
-  actions, and an explanation line starting with ``refused:``.  On a removal (and in the undo
-  of a rule change) only the offending action is dropped, so that the unmount still happens.
-  ``decide`` does not raise.
+* ``path-added`` / ``path-lost`` (a controller more or fewer reaches a namespace that stays)
+  run ``on_path_added`` / ``on_path_lost`` of the first matching rule that has such actions
+  (an ``ignore: true`` rule that matches stops): hooks only, never a mount, unmount or grow,
+  never an undo.  Device changes pass over path rules (rules with only path hooks); see
+  ``Rule.tried_by``.  The target is the whole disk; the facts are the namespace's after the
+  change, with the path's.
+* A template that cannot be rendered safely makes the plan for an add, resize or path change
+  *refuse*: no actions, and an explanation line starting with ``refused:``.  On a removal
+  (and in the undo of a rule change) only the offending action is dropped, so that the
+  unmount still happens.  ``decide`` does not raise.
+* Never two mounts of one filesystem: an add whose mount would mount a filesystem UUID that
+  another device of the snapshot carries is refused the same way (``duplicates`` says which
+  device keeps it).
 * Rules are tried with verdict-only matchers; the explanation says why the winner matched and
   how many rules before it did not.  ``explain=True`` (``nvme-agent explain``) also says why
   each earlier rule did not match, which costs a sentence per rule.
@@ -32,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from nvme_agent.policy.duplicates import mount_conflict
 from nvme_agent.policy.explain import evaluate
 from nvme_agent.policy.facts import Facts, facts_for
 from nvme_agent.policy.plan import (
@@ -45,6 +55,7 @@ from nvme_agent.policy.plan import (
     UnmountSpec,
 )
 from nvme_agent.policy.spec import (
+    PATH_HOOKS,
     Action,
     ExecAction,
     GrowAction,
@@ -67,7 +78,16 @@ from nvme_agent.topology.model import TopologySnapshot
 
 #: Filesystems ``grow`` knows how to grow.
 GROWABLE = frozenset({"ext4", "xfs"})
-_HOOKED = ADD_KINDS | REMOVE_KINDS | RESIZE_KINDS
+#: The hook of every change kind the policy acts on (controller changes have none).
+HOOK_OF: dict[ChangeType, str] = {
+    **dict.fromkeys(ADD_KINDS | {ChangeType.NAMESPACE_CHANGED}, "on_add"),
+    **dict.fromkeys(REMOVE_KINDS, "on_remove"),
+    **dict.fromkeys(RESIZE_KINDS, "on_resize"),
+    ChangeType.PATH_ADDED: "on_path_added",
+    ChangeType.PATH_LOST: "on_path_lost",
+}
+_PATH_KINDS = frozenset({ChangeType.PATH_ADDED, ChangeType.PATH_LOST})
+_PATH_HOOKS = frozenset(PATH_HOOKS)
 PATH_MAX = 4095
 REFUSED = "refused: "
 
@@ -107,7 +127,7 @@ def mount_target(
 #: from here; a test checks that :func:`hook_env` sets these and no others).
 HOOK_ENV: dict[str, str] = {
     "NVME_AGENT_EVENT": "the change: namespace-added, namespace-removed, namespace-resized, "
-    "namespace-changed, partition-added, partition-removed",
+    "namespace-changed, partition-added, partition-removed, path-added, path-lost",
     "NVME_AGENT_RULE": "the rule's name (rules[INDEX] when it has none)",
     "NVME_AGENT_REASON": "why, when the change says (eject; while the agent was down)",
     "NVME_AGENT_COLDPLUG": "1 for a device found at start rather than by an event",
@@ -128,6 +148,12 @@ HOOK_ENV: dict[str, str] = {
     "ID_FS_TYPE": "the filesystem type",
     "ID_FS_LABEL": "the filesystem label",
     "ID_FS_UUID": "the filesystem UUID",
+    "NVME_PATHS_LIVE": "how many of the namespace's paths are live (for a path change: after it)",
+    "NVME_PATH_CTRL": "for path-added and path-lost: the controller of the path that came or went",
+    "NVME_PATH_DEVICE": "that path's block device (nvme1n1, or a hidden nvme0c1n1), if seen",
+    "NVME_PATH_TRANSPORT": "that path's transport (pcie, tcp, rdma, fc)",
+    "NVME_PATH_ADDRESS": "that path's address (0000:01:00.0, traddr=...,trsvcid=...)",
+    "NVME_PATH_STATE": "that path's controller state when the change was seen",
 }
 
 
@@ -158,7 +184,14 @@ def hook_env(
         "ID_FS_TYPE": facts.fs_type,
         "ID_FS_LABEL": facts.fs_label,
         "ID_FS_UUID": facts.fs_uuid,
+        "NVME_PATHS_LIVE": str(facts.paths_live),
     }
+    if facts.path:
+        raw["NVME_PATH_CTRL"] = facts.path_ctrl
+        raw["NVME_PATH_DEVICE"] = facts.path_device
+        raw["NVME_PATH_TRANSPORT"] = facts.path_transport
+        raw["NVME_PATH_ADDRESS"] = facts.path_address
+        raw["NVME_PATH_STATE"] = facts.path_state
     env = {k: v for k, v in raw.items() if v is not None}
     if "\0" in "".join(env.values()):  # one look at all of them: NUL is rare
         env = {k: v.replace("\0", "") for k, v in env.items()}
@@ -174,10 +207,12 @@ class _Builder:
         facts: Facts,
         rule: Rule,
         policy: Policy,
+        topology: TopologySnapshot,
         *,
         device_gone: bool = False,
     ) -> None:
         self.change = change
+        self.topology = topology
         self.facts = facts
         self.rule = rule
         self.policy = policy
@@ -263,6 +298,9 @@ class _Builder:
             raise TemplateError(self.mountpoint_error or "no mount path")
         if not f.devnode:
             raise TemplateError("the device has no device node")
+        conflict = mount_conflict(self.change, f, self.topology)
+        if conflict is not None:
+            raise TemplateError(conflict)
         self.mounted = True
         ns = self.change.namespace
         return MountSpec(
@@ -314,14 +352,6 @@ class _Builder:
         )
 
 
-def _hook(change: Change, rule: Rule) -> tuple[str, tuple[Action, ...]]:
-    if change.type in REMOVE_KINDS:
-        return "on_remove", rule.on_remove
-    if change.type in RESIZE_KINDS:
-        return "on_resize", rule.on_resize
-    return "on_add", rule.on_add
-
-
 def _first(facts: Facts, rules: tuple[Rule, ...]) -> int:
     """The position of the first rule whose conditions hold, or -1 (verdicts only)."""
     for i, rule in enumerate(rules):
@@ -330,21 +360,29 @@ def _first(facts: Facts, rules: tuple[Rule, ...]) -> int:
     return -1
 
 
-def first_match(facts: Facts, policy: Policy) -> Rule | None:
-    """The first rule whose conditions hold (no explanation is built)."""
-    i = _first(facts, policy.rules)
-    return policy.rules[i] if i >= 0 else None
+def first_match(facts: Facts, policy: Policy, hook: str = "on_add") -> Rule | None:
+    """The first rule a change with ``hook`` tries whose conditions hold (no explanation)."""
+    rules = policy.tried[hook]
+    i = _first(facts, rules)
+    return rules[i] if i >= 0 else None
 
 
-def _select(facts: Facts, policy: Policy, explain: bool) -> tuple[Rule | None, list[str]]:
+def _select(
+    facts: Facts, policy: Policy, hook: str, explain: bool
+) -> tuple[Rule | None, list[str]]:
     """The deciding rule and the explanation lines about the rules tried."""
+    rules = policy.tried[hook]
+    lines: list[str] = []
+    passed = len(policy.rules) - len(rules)
+    if passed and hook in _PATH_HOOKS:
+        s = "" if passed == 1 else "s"
+        lines.append(f"{passed} rule{s} without {hook} actions passed over")
     if explain:
-        verdicts, rule = evaluate(facts, policy)
-        return rule, [v.line() for v in verdicts]
-    i = _first(facts, policy.rules)
-    rule = policy.rules[i] if i >= 0 else None
-    before = len(policy.rules) if i < 0 else i
-    lines = []
+        verdicts, rule = evaluate(facts, rules)
+        return rule, lines + [v.line() for v in verdicts]
+    i = _first(facts, rules)
+    rule = rules[i] if i >= 0 else None
+    before = len(rules) if i < 0 else i
     if before:
         s = "" if before == 1 else "s"
         lines.append(f"{before} rule{s} before did not match (nvme-agent explain says why)")
@@ -371,30 +409,38 @@ def decide(
         return _with(
             base, explanation=("no namespace is known for this change: nothing to decide",)
         )
-    facts = facts_for(ns, change.partition, topology)
+    hook = HOOK_OF.get(change.type)
+    if hook is None:  # pragma: no cover - every namespace change kind has a hook
+        return _with(base, explanation=(f"{change.type} has no policy hook",))
+    facts = facts_for(ns, change.partition, topology, change.path)
     what = "partition" if facts.partition else "whole disk"
     lines = [f"target {facts.devnode or facts.devname} ({what}, {change.type})"]
-    rule, tried = _select(facts, policy, explain)
+    if change.path is not None:
+        lines.append(_path_line(change, facts))
+    rule, tried = _select(facts, policy, hook, explain)
     lines += tried
     if change.type == ChangeType.NAMESPACE_CHANGED:
         return _changed(base, topology, policy, facts, rule, lines)
     if rule is None:
         lines.append("no rule matched: the change is logged and streamed, nothing else happens")
         return _with(base, env=hook_env(change, facts, rule, None), explanation=tuple(lines))
-    if rule.ignore or change.type not in _HOOKED:
-        if not rule.ignore:  # pragma: no cover - every namespace change kind has a hook
-            lines.append(f"{change.type} has no policy hook")
+    if rule.ignore:
         env = hook_env(change, facts, rule, None)
         return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
     removal = change.type in REMOVE_KINDS
-    builder = _Builder(change, facts, rule, policy, device_gone=change.reason != "eject")
-    hook, actions = _hook(change, rule)
+    builder = _Builder(change, facts, rule, policy, topology, device_gone=change.reason != "eject")
+    actions: tuple[Action, ...] = getattr(rule, hook)
+    if hook in _PATH_HOOKS and not _allowed(rule, hook, actions, lines):
+        env = hook_env(change, facts, rule, None)
+        return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
     specs = _build(builder, _todo(rule, hook, actions, removal, policy), removal, lines)
     if specs is None:
         env = hook_env(change, facts, rule, None)
         return _with(base, rule=rule.ident, env=env, explanation=tuple(lines))
     lines.extend(builder.notes)
-    mountpoint = builder.mountpoint if (builder.mounted or removal) else None
+    # A removal's and a path change's hooks are told where the rule mounts (or mounted).
+    keeps = removal or change.type in _PATH_KINDS
+    mountpoint = builder.mountpoint if (builder.mounted or keeps) else None
     if not specs:
         lines.append(f"{rule.label} has no actions to run for {change.type}")
     return _with(
@@ -404,6 +450,17 @@ def decide(
         env=hook_env(change, facts, rule, mountpoint),
         explanation=tuple(lines),
     )
+
+
+def _allowed(rule: Rule, hook: str, actions: tuple[Action, ...], lines: list[str]) -> bool:
+    """Every action may run in ``hook``; else a ``refused:`` line.  The validator makes sure
+    of it; a policy built by other means is refused here: a path change never mounts,
+    unmounts or grows."""
+    for i, action in enumerate(actions):
+        if hook not in type(action).HOOKS:
+            lines.append(f"{REFUSED}{rule.label} {hook}[{i}]: {action.kind} is not allowed there")
+            return False
+    return True
 
 
 def _todo(
@@ -465,12 +522,12 @@ def _changed(
         prev_rule = None
     specs: list[ActionSpec] = []
     if prev_rule is not None and not prev_rule.ignore and prev_facts is not None:
-        specs += _undo(change, prev_facts, prev_rule, policy, env, lines)
+        specs += _undo(change, prev_facts, prev_rule, policy, topology, env, lines)
     mountpoint = None
     if rule is None:
         lines.append("no rule matches now: nothing is added")
     elif not rule.ignore:
-        builder = _Builder(change, facts, rule, policy)
+        builder = _Builder(change, facts, rule, policy, topology)
         todo = _todo(rule, "on_add", rule.on_add, False, policy)
         added = _build(builder, todo, False, lines)
         if added is not None:
@@ -493,12 +550,13 @@ def _undo(
     prev_facts: Facts,
     prev_rule: Rule,
     policy: Policy,
+    topology: TopologySnapshot,
     env: dict[str, str],
     lines: list[str],
 ) -> list[ActionSpec]:
     """``prev_rule``'s on_remove for a device that is still there (graceful unmount), with
     its hooks seeing the namespace and the rule as they were."""
-    builder = _Builder(change, prev_facts, prev_rule, policy, device_gone=False)
+    builder = _Builder(change, prev_facts, prev_rule, policy, topology, device_gone=False)
     todo = _todo(prev_rule, "on_remove", prev_rule.on_remove, True, policy)
     if not prev_facts.mountable:
         todo = [(w, a) for w, a in todo if not isinstance(a, UnmountAction)]
@@ -518,6 +576,21 @@ def _undo(
     return [
         dataclasses.replace(s, env=pairs + s.env) if isinstance(s, ExecSpec) else s for s in specs
     ]
+
+
+def _path_line(change: Change, facts: Facts) -> str:
+    """What a path change is about, for the explanation (the values are kernel data)."""
+    lost = "lost" if change.type == ChangeType.PATH_LOST else "added"
+    shown = [f"{facts.path_transport or '?'}"]
+    if facts.path_address:
+        shown.append(facts.path_address)
+    if facts.path_state:
+        shown.append(f"state {facts.path_state}")
+    left = "s" if facts.paths_live != 1 else ""
+    return (
+        f"path {lost}: {facts.path_ctrl or '?'} ({', '.join(shown)}); "
+        f"{facts.paths_live} live path{left} now"
+    )
 
 
 def _with(

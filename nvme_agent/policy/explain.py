@@ -15,7 +15,7 @@ from nvme_agent.policy.plan import (
     UnmountSpec,
 )
 from nvme_agent.policy.spec import Policy, Rule
-from nvme_agent.topology.changes import Change
+from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import TopologySnapshot
 
 
@@ -49,10 +49,10 @@ class RuleVerdict:
         }
 
 
-def evaluate(facts: Facts, policy: Policy) -> tuple[list[RuleVerdict], Rule | None]:
-    """Test rules in order until one matches: the verdicts so far and the winner (or None)."""
+def evaluate(facts: Facts, rules: tuple[Rule, ...]) -> tuple[list[RuleVerdict], Rule | None]:
+    """Test ``rules`` in order until one matches: the verdicts so far and the winner (or None)."""
     verdicts: list[RuleVerdict] = []
-    for rule in policy.rules:
+    for rule in rules:
         ok, reason = rule.matcher.test(facts)
         verdicts.append(RuleVerdict(rule.index, rule.name, ok, reason, rule.ignore and ok))
         if ok:
@@ -60,14 +60,22 @@ def evaluate(facts: Facts, policy: Policy) -> tuple[list[RuleVerdict], Rule | No
     return verdicts, None
 
 
+#: The hook of a path change; every other namespace change tries the rules of device changes.
+_PATH_HOOK = {ChangeType.PATH_ADDED: "on_path_added", ChangeType.PATH_LOST: "on_path_lost"}
+
+
 def explain(change: Change, topology: TopologySnapshot, policy: Policy) -> list[RuleVerdict]:
-    """Verdicts for the target of ``change``: every rule up to and including the first match.
+    """Verdicts for the target of ``change``: every rule it tries up to and including the
+    first match (a path change passes over the rules without actions for it, a device change
+    over path rules).
 
     Empty for changes that have no namespace (controller changes): no rule applies to them.
     """
-    if change.namespace is None:
+    ns = change.namespace
+    if ns is None:
         return []
-    verdicts, _ = evaluate(facts_for(change.namespace, change.partition, topology), policy)
+    rules = policy.tried[_PATH_HOOK.get(change.type, "on_add")]
+    verdicts, _ = evaluate(facts_for(ns, change.partition, topology, change.path), rules)
     return verdicts
 
 

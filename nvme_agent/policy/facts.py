@@ -1,9 +1,14 @@
 """The facts about one target block device that rules match on and templates render.
 
 A change concerns one block device: the partition for ``partition-*`` changes, the whole
-namespace disk otherwise.  :func:`facts_for` flattens namespace, partition, controller and
-filesystem data into one read-only record so matchers and templates never need to know where
-a value came from.
+namespace disk otherwise.  :func:`facts_for` flattens namespace, partition, controller, path
+and filesystem data into one read-only record so matchers and templates never need to know
+where a value came from.
+
+Paths: ``transports`` are those of every path the namespace is known through (a namespace
+reached over tcp and rdma has both), ``paths_live`` counts its paths whose controller state is
+``live``, and the ``path_*`` facts describe the path a ``path-added``/``path-lost`` change is
+about (``None`` for every other change).
 """
 
 from __future__ import annotations
@@ -11,7 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nvme_agent.topology.model import Namespace, Partition, Properties, TopologySnapshot
+from nvme_agent.topology.model import (
+    Namespace,
+    NamespacePath,
+    Partition,
+    Properties,
+    TopologySnapshot,
+)
+
+#: Facts that hold several values (a tuple): a glob condition on one holds when one value matches.
+MULTI_VALUED = frozenset({"transports"})
+#: The controller state of a path that carries I/O (``/sys/class/nvme/nvmeX/state``).
+LIVE = "live"
 
 
 @dataclass(frozen=True)
@@ -19,7 +35,7 @@ class Facts:
     """Everything a rule can look at.  ``None`` means "not known / not present".
 
     Built once per decision by :func:`facts_for`, which fills the instance's ``__dict__`` in
-    one step: a frozen dataclass's ``__init__`` sets each of its 24 fields through
+    one step: a frozen dataclass's ``__init__`` sets each of its (some thirty) fields through
     ``object.__setattr__``, which was a fifth of the cost of a decision.  (No ``slots``, so
     that there is a ``__dict__``; assignments still raise, the value stays frozen.)
     """
@@ -31,7 +47,14 @@ class Facts:
     serial: str | None
     model: str | None
     subsysnqn: str | None
-    transport: str | None
+    transports: tuple[str, ...]
+    paths_live: int
+    path: bool
+    path_ctrl: str | None
+    path_device: str | None
+    path_transport: str | None
+    path_address: str | None
+    path_state: str | None
     uuid: str | None
     nguid: str | None
     eui64: str | None
@@ -90,7 +113,25 @@ class Facts:
             "partn": "" if self.partn is None else str(self.partn),
             "partlabel": self.partlabel or "",
             "identity": self.identity,
+            "paths_live": str(self.paths_live),
+            **(self._path_values() if self.path else _NO_PATH_VALUES),
         }
+
+    def _path_values(self) -> dict[str, str]:
+        return {
+            "path_ctrl": self.path_ctrl or "",
+            "path_device": self.path_device or "",
+            "path_transport": self.path_transport or "",
+            "path_address": self.path_address or "",
+            "path_state": self.path_state or "",
+        }
+
+
+#: The path facts of a change that is not about a path, and their template values.
+_NO_PATH = dict.fromkeys(
+    ("path_ctrl", "path_device", "path_transport", "path_address", "path_state")
+)
+_NO_PATH_VALUES = dict.fromkeys(_NO_PATH, "")
 
 
 def _basename(devnode: str | None, name: str | None) -> str | None:
@@ -99,16 +140,45 @@ def _basename(devnode: str | None, name: str | None) -> str | None:
     return name
 
 
-def _facts(**values: Any) -> Facts:
+def _facts(path: NamespacePath | None, **values: Any) -> Facts:
     facts = object.__new__(Facts)
-    facts.__dict__.update(values)  # every field, at once (see the class docstring)
+    fields = facts.__dict__
+    fields.update(values)  # every field, at once (see the class docstring)
+    if path is None:
+        fields.update(_NO_PATH)
+        fields["path"] = False
+    else:
+        fields["path"] = True
+        fields["path_ctrl"] = path.controller
+        fields["path_device"] = path.device
+        fields["path_transport"] = path.transport
+        fields["path_address"] = path.address
+        fields["path_state"] = path.state
     return facts
 
 
+def _transports(ns: Namespace, fallback: str | None) -> tuple[str, ...]:
+    """The transports of every path of ``ns`` (each once, in path order); without a path that
+    knows its transport, the namespace's (or its controller's)."""
+    if len(ns.paths) == 1:  # the usual case, without a dict
+        only = ns.paths[0].transport
+        if only:
+            return (only,)
+    elif ns.paths:
+        found = tuple(dict.fromkeys(p.transport for p in ns.paths if p.transport))
+        if found:
+            return found
+    return (fallback,) if fallback else ()
+
+
 def facts_for(
-    ns: Namespace, partition: Partition | None, topology: TopologySnapshot | None
+    ns: Namespace,
+    partition: Partition | None,
+    topology: TopologySnapshot | None,
+    path: NamespacePath | None = None,
 ) -> Facts:
-    """Facts for ``partition`` of ``ns`` (or the whole disk ``ns`` when ``partition`` is None).
+    """Facts for ``partition`` of ``ns`` (or the whole disk ``ns`` when ``partition`` is None);
+    ``path``: the path a path change is about.
 
     Controller attributes missing on the namespace are taken from the topology's controller.
     """
@@ -127,7 +197,9 @@ def facts_for(
         fs = ns.fs
         props = ns.properties
         devnode, name, size = ns.devnode, ns.name, ns.size_bytes
+    paths = ns.paths
     return _facts(
+        path,
         nsid=ns.nsid,
         devnode=devnode,
         devname=_basename(devnode, name),
@@ -135,7 +207,8 @@ def facts_for(
         serial=serial.strip() if serial else None,
         model=model.strip() if model else None,
         subsysnqn=subsysnqn,
-        transport=transport,
+        transports=_transports(ns, transport),
+        paths_live=sum(1 for p in paths if p.state == LIVE) if paths else 0,
         uuid=ns.uuid,
         nguid=ns.nguid,
         eui64=ns.eui64,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import TYPE_CHECKING, Any
 
-from nvme_agent.policy.facts import Facts
+from nvme_agent.policy.facts import MULTI_VALUED, Facts
 from nvme_agent.policy.shapes import Shape
 from nvme_agent.policy.units import format_size
 
@@ -242,32 +242,84 @@ class Flag(Matcher):
 
 
 @dataclass(frozen=True, slots=True)
-class Size(Matcher):
-    """The target's size is within [minimum, maximum] (inclusive)."""
+class AnyGlob(Matcher):
+    """One of the values of the multi-valued fact ``key`` (a tuple of strings, such as the
+    transports of a namespace's paths) matches one of ``patterns``; ``name`` is the key of
+    the policy, as explanations say it."""
 
+    name: str
+    key: str
+    patterns: tuple[str, ...]
+    holds: Test = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        get = operator.attrgetter(self.key)
+        match = compile_globs(self.patterns)
+
+        def holds(facts: Facts) -> bool:
+            for value in get(facts):  # noqa: SIM110  (as in All.matches)
+                if match(value):
+                    return True
+            return False
+
+        _set(self, holds)
+
+    def test(self, facts: Facts) -> Verdict:
+        values: tuple[str, ...] = getattr(facts, self.key)
+        if not values:
+            return False, f"{self.name} is absent (wanted {_pats(self.patterns)})"
+        for value in values:
+            for p in self.patterns:
+                if compile_globs((p,))(value):
+                    return True, f"{self.name} {value!r} matches {p!r}"
+        shown = repr(values[0]) if len(values) == 1 else f"any of {list(values)!r}"
+        return False, f"{self.name} {shown} does not match {_pats(self.patterns)}"
+
+
+def _quantity(fact: str, value: int) -> str:
+    """How an explanation says the value of a ranged fact."""
+    if fact == "size":
+        return f"size {format_size(value)}"
+    return f"{value} live path{'' if value == 1 else 's'}"
+
+
+def _bound(fact: str, value: int) -> str:
+    return format_size(value) if fact == "size" else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Range(Matcher):
+    """The integer fact ``fact`` (``size``, ``paths_live``) is within [minimum, maximum]
+    (inclusive); ``low``/``high`` name the keys that set the bounds."""
+
+    fact: str
+    low: str
+    high: str
     minimum: int | None
     maximum: int | None
     holds: Test = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        get = operator.attrgetter(self.fact)
         lo = -1 if self.minimum is None else self.minimum
         hi = self.maximum
 
         def holds(facts: Facts) -> bool:
-            size = facts.size
-            return size is not None and size >= lo and (hi is None or size <= hi)
+            value = get(facts)
+            return value is not None and value >= lo and (hi is None or value <= hi)
 
         _set(self, holds)
 
     def test(self, facts: Facts) -> Verdict:
-        if facts.size is None:
-            return False, "size is unknown"
-        size = format_size(facts.size)
-        if self.minimum is not None and facts.size < self.minimum:
-            return False, f"size {size} is below size_min {format_size(self.minimum)}"
-        if self.maximum is not None and facts.size > self.maximum:
-            return False, f"size {size} is above size_max {format_size(self.maximum)}"
-        return True, f"size {size} is within bounds"
+        value: int | None = getattr(facts, self.fact)
+        if value is None:
+            return False, f"{self.fact} is unknown"
+        said = _quantity(self.fact, value)
+        if self.minimum is not None and value < self.minimum:
+            return False, f"{said} is below {self.low} {_bound(self.fact, self.minimum)}"
+        if self.maximum is not None and value > self.maximum:
+            return False, f"{said} is above {self.high} {_bound(self.fact, self.maximum)}"
+        return True, f"{said} is within bounds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +430,39 @@ class Not(Matcher):
         return (not ok), f"not: {reason}"
 
 
+#: Shapes of the bounds of a range: ``size_min`` and ``size_max`` make one :class:`Range`.
+_RANGED = frozenset({Shape.SIZE, Shape.COUNT})
+
+
+def _ranges(bounds: list[tuple[KeyInfo, int]]) -> list[Matcher]:
+    """One :class:`Range` per fact that ``bounds`` (keys ending in _min or _max) bound."""
+    by_fact: dict[str, list[Any]] = {}  # fact -> [low key, high key, minimum, maximum]
+    for k, value in bounds:
+        bound = by_fact.setdefault(k.fact, [f"{k.fact}_min", f"{k.fact}_max", None, None])
+        end = 0 if k.name.endswith("_min") else 1
+        bound[end], bound[2 + end] = k.name, value
+    return [Range(fact, low, high, lo, hi) for fact, (low, high, lo, hi) in by_fact.items()]
+
+
+def _condition(k: KeyInfo, value: Any, keys: Sequence[KeyInfo]) -> list[Matcher]:
+    """The matchers of one given condition (ranges aside)."""
+    if k.shape is Shape.GLOBS:
+        if k.fact in MULTI_VALUED:
+            return [AnyGlob(k.name, k.fact, value)]
+        return [Glob(k.fact, value, k.casefold)]
+    if k.shape is Shape.BOOL:
+        return [Flag(k.fact, value)]
+    if k.shape is Shape.NSIDS:
+        return [Nsid(value)]
+    if k.shape is Shape.PROPERTIES:
+        return [Property(name, pats) for name, pats in value]
+    if k.shape is Shape.MATCH_LIST:
+        return [Any_(tuple(compile_match(m, keys) for m in value))]
+    if k.shape is Shape.MATCH:
+        return [Not(compile_match(value, keys))]
+    return []
+
+
 def compile_match(match: Any, keys: Sequence[KeyInfo]) -> Matcher:
     """The matcher of a :class:`~nvme_agent.policy.spec.Match` value whose keys are ``keys``.
 
@@ -385,25 +470,15 @@ def compile_match(match: Any, keys: Sequence[KeyInfo]) -> Matcher:
     as short as the rule.
     """
     items: list[Matcher] = []
-    bounds: dict[str, int] = {}
+    bounds: list[tuple[KeyInfo, int]] = []
     for k in keys:
         value = getattr(match, k.attr)
         if value is None or value == ():
             continue
-        if k.shape is Shape.GLOBS:
-            items.append(Glob(k.name, value, k.casefold))
-        elif k.shape is Shape.BOOL:
-            items.append(Flag(k.name, value))
-        elif k.shape is Shape.NSIDS:
-            items.append(Nsid(value))
-        elif k.shape is Shape.PROPERTIES:
-            items.extend(Property(name, pats) for name, pats in value)
-        elif k.shape is Shape.MATCH_LIST:
-            items.append(Any_(tuple(compile_match(m, keys) for m in value)))
-        elif k.shape is Shape.MATCH:
-            items.append(Not(compile_match(value, keys)))
-        elif k.shape is Shape.SIZE:
-            bounds[k.name] = value
+        if k.shape in _RANGED:
+            bounds.append((k, value))
+        else:
+            items.extend(_condition(k, value, keys))
     if bounds:
-        items.append(Size(bounds.get("size_min"), bounds.get("size_max")))
+        items.extend(_ranges(bounds))
     return items[0] if len(items) == 1 else All(tuple(items))

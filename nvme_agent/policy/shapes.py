@@ -25,6 +25,8 @@ MODE_PATTERN = r"^0?[0-7]{3,4}$"
 SIGNAL_PATTERN = r"^[A-Za-z0-9+-]+$"
 PROCESS_PATTERN = r"^[^/]+$"
 NSID_MAX = 0xFFFFFFFE
+#: More paths than NVMe has controller IDs (0..0xFFEF) cannot exist.
+COUNT_MAX = 0xFFFF
 MODE_MAX = 0o7777
 
 
@@ -64,6 +66,7 @@ class Shape(StrEnum):
     GLOBS = "globs"
     NSIDS = "nsids"
     SIZE = "size"
+    COUNT = "count"
     PROPERTIES = "properties"
     MATCH = "match"
     MATCH_LIST = "match-list"
@@ -172,6 +175,9 @@ SHAPES: dict[Shape, ShapeDoc] = {
                 {"type": "string", "pattern": SIZE_PATTERN},
             ]
         },
+    ),
+    Shape.COUNT: ShapeDoc(
+        f"whole number (0..{COUNT_MAX})", {"type": "integer", "minimum": 0, "maximum": COUNT_MAX}
     ),
     Shape.PROPERTIES: ShapeDoc(
         "mapping of udev property name to glob(s)",

@@ -28,6 +28,13 @@ from nvme_agent.policy.templates import Template
 
 OnBusy = Literal["fail", "signal", "lazy"]
 
+#: Hooks of changes to a device: it appears, goes, grows.
+DEVICE_HOOKS = ("on_add", "on_remove", "on_resize")
+#: Hooks of changes to the paths of a namespace that stays.
+PATH_HOOKS = ("on_path_added", "on_path_lost")
+#: Where hooks (exec, systemd, signal) may run: everywhere.
+_EVERY_HOOK = (*DEVICE_HOOKS, *PATH_HOOKS)
+
 
 @dataclass(frozen=True, slots=True)
 class Key:
@@ -37,7 +44,8 @@ class Key:
     ``name``: the YAML key when the field cannot be called that (``not``); ``default_text``: how
     the default reads when it is not the field's default (it comes from another key);
     ``casefold``: a glob matched regardless of case; ``section``: the dataclass of a nested
-    mapping.
+    mapping; ``fact``: the :class:`~nvme_agent.policy.facts.Facts` attribute a condition reads
+    when it is not called like the key (``size_min`` reads ``size``).
     """
 
     doc: str
@@ -47,6 +55,7 @@ class Key:
     default_text: str | None = None
     casefold: bool = False
     section: type | None = None
+    fact: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,7 @@ class KeyInfo:
     required: bool
     casefold: bool
     section: type | None
+    fact: str
 
     @property
     def has_default(self) -> bool:
@@ -98,6 +108,7 @@ def keys_of(cls: type) -> tuple[KeyInfo, ...]:
                 required=meta.required,
                 casefold=meta.casefold,
                 section=meta.section,
+                fact=meta.fact or meta.name or f.name,
             )
         )
     return tuple(out)
@@ -233,14 +244,17 @@ class Match:
         "Every condition given must hold; no condition (or no match: at all) matches every "
         "device.  A glob is an fnmatch pattern (*, ?, [...]); a list of globs matches when one "
         "of them does.  The facts are those of the target: the partition for a partition "
-        "change, the whole disk otherwise."
+        "change, the whole disk otherwise; namespace facts (identifiers, controller, paths) are "
+        "the namespace's for both.  Conditions are evaluated on the namespace as it is at the "
+        "change (as it was last seen, for a removal)."
     )
 
     nsid: Annotated[
         frozenset[int] | None, Key("The namespace ID is one of these.", Shape.NSIDS)
     ] = None
     ctrl: Annotated[
-        tuple[str, ...] | None, _glob("The controller the namespace is reached through (nvme0).")
+        tuple[str, ...] | None,
+        _glob("The (first) controller the namespace is reached through (nvme0)."),
     ] = None
     serial: Annotated[tuple[str, ...] | None, _glob("The controller's serial number.")] = None
     model: Annotated[tuple[str, ...] | None, _glob("The controller's model (QEMU NVMe Ctrl).")] = (
@@ -248,7 +262,15 @@ class Match:
     )
     subsysnqn: Annotated[tuple[str, ...] | None, _glob("The NVMe subsystem NQN.")] = None
     transport: Annotated[
-        tuple[str, ...] | None, _glob("The controller's transport (pcie, tcp, rdma, fc).")
+        tuple[str, ...] | None,
+        Key(
+            "The transport of a path the namespace is reached through (pcie, tcp, rdma, fc, "
+            "loop), whatever the path's state.  A namespace reached over several transports "
+            "matches each of them: transport: tcp holds for one with a tcp and an rdma path; "
+            "not: {transport: rdma} requires that none of its paths is rdma.",
+            Shape.GLOBS,
+            fact="transports",
+        ),
     ] = None
     uuid: Annotated[tuple[str, ...] | None, _glob("The namespace UUID.", casefold=True)] = None
     nguid: Annotated[tuple[str, ...] | None, _glob("The namespace NGUID.", casefold=True)] = None
@@ -284,10 +306,33 @@ class Match:
             "The target is at least this large.  Units: B, kB, MB, GB, TB, PB (powers of 1000), "
             "KiB, MiB, GiB, TiB, PiB (powers of 1024); a bare K, M or G is refused as ambiguous.",
             Shape.SIZE,
+            fact="size",
         ),
     ] = None
     size_max: Annotated[
-        int | None, Key("The target is at most this large (units as size_min).", Shape.SIZE)
+        int | None,
+        Key("The target is at most this large (units as size_min).", Shape.SIZE, fact="size"),
+    ] = None
+    paths_min: Annotated[
+        int | None,
+        Key(
+            "The namespace has at least this many live paths: paths whose controller's state "
+            "is live (without native multipath, each controller's disk of it is a path).  The "
+            "count changes while the namespace stays, so a device rule that depends on it can "
+            "stop matching a namespace it handled, whose removal another rule then decides "
+            "(check warns); use it in path rules (only on_path_added and on_path_lost actions).",
+            Shape.COUNT,
+            fact="paths_live",
+        ),
+    ] = None
+    paths_max: Annotated[
+        int | None,
+        Key(
+            "The namespace has at most this many live paths (as paths_min): paths_max: 1 in "
+            "a rule with on_path_lost says redundancy is gone.",
+            Shape.COUNT,
+            fact="paths_live",
+        ),
     ] = None
     property: Annotated[
         tuple[tuple[str, tuple[str, ...]], ...],
@@ -407,7 +452,7 @@ class UnmountAction:
 @dataclass(frozen=True, slots=True)
 class ExecAction:
     KIND: ClassVar[str] = "exec"
-    HOOKS: ClassVar[tuple[str, ...]] = ("on_add", "on_remove", "on_resize")
+    HOOKS: ClassVar[tuple[str, ...]] = _EVERY_HOOK
     ONE_OF: ClassVar[tuple[str, ...]] = ()
     SUMMARY: ClassVar[str] = (
         "Run a program, never a shell: cwd /, stdin /dev/null, an environment of PATH, LANG, "
@@ -443,7 +488,7 @@ def _verb(what: str) -> Key:
 @dataclass(frozen=True, slots=True)
 class SystemdAction:
     KIND: ClassVar[str] = "systemd"
-    HOOKS: ClassVar[tuple[str, ...]] = ("on_add", "on_remove", "on_resize")
+    HOOKS: ClassVar[tuple[str, ...]] = _EVERY_HOOK
     ONE_OF: ClassVar[tuple[str, ...]] = ("start", "stop", "restart", "reload")
     SUMMARY: ClassVar[str] = (
         "systemctl start, stop, restart or reload a unit (exactly one of them).  A clear error "
@@ -474,7 +519,7 @@ class SystemdAction:
 @dataclass(frozen=True, slots=True)
 class SignalAction:
     KIND: ClassVar[str] = "signal"
-    HOOKS: ClassVar[tuple[str, ...]] = ("on_add", "on_remove", "on_resize")
+    HOOKS: ClassVar[tuple[str, ...]] = _EVERY_HOOK
     ONE_OF: ClassVar[tuple[str, ...]] = ("pidfile", "process", "unit")
     SUMMARY: ClassVar[str] = (
         "Send a signal to the processes named by exactly one of pidfile, process or unit.  "
@@ -531,9 +576,16 @@ class Rule:
         "a namespace or partition appears; on_remove when it goes (or is ejected); on_resize "
         "when a namespace grows.  A namespace-changed event (a filesystem appeared or changed "
         "on a present namespace) runs on_add of the rule that matches now; when another rule "
-        "matched before, that rule is undone first (its on_remove, with a graceful unmount)."
+        "matched before, that rule is undone first (its on_remove, with a graceful unmount).  "
+        "A path change (path-added, path-lost: a controller more or fewer reaches a namespace "
+        "that stays) runs on_path_added or on_path_lost of the first matching rule that has "
+        "such actions (or stops at a matching ignore: true rule); its target is the whole "
+        "disk, never a partition, and it never mounts, unmounts or undoes anything.  A rule "
+        "whose only actions are path hooks is a path rule: device changes pass over it, so it "
+        "may stand anywhere, for example after the rule that mounts.  The path facts are the "
+        "namespace's after the change."
     )
-    HOOKS: ClassVar[tuple[str, ...]] = ("on_add", "on_remove", "on_resize")
+    HOOKS: ClassVar[tuple[str, ...]] = _EVERY_HOOK
 
     index: int
     name: Annotated[
@@ -563,6 +615,24 @@ class Rule:
     on_resize: Annotated[
         tuple[Action, ...], Key("Actions when the namespace changes size.", Shape.ACTIONS)
     ] = ()
+    on_path_added: Annotated[
+        tuple[Action, ...],
+        Key(
+            "Actions when one more controller reaches the namespace (exec, systemd, signal).  "
+            "Without native multipath a namespace shared by two controllers appears with its "
+            "first disk, and each further disk is a path-added right after.",
+            Shape.ACTIONS,
+        ),
+    ] = ()
+    on_path_lost: Annotated[
+        tuple[Action, ...],
+        Key(
+            "Actions when a controller no longer reaches the namespace but it stays (exec, "
+            "systemd, signal), e.g. to warn an application that redundancy is gone; nothing is "
+            "unmounted.  The namespace's last path going is its removal (on_remove).",
+            Shape.ACTIONS,
+        ),
+    ] = ()
     implied_unmount: Annotated[
         bool,
         Key(
@@ -575,10 +645,23 @@ class Rule:
     #: ``matcher.holds``, one attribute away from the loop in ``decide`` that tries the rules.
     holds: Callable[[Facts], bool] = field(init=False, repr=False, compare=False)
 
+    #: Only path hooks: a path rule, which device changes pass over.
+    path_only: bool = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         matcher = compile_match(self.match, keys_of(Match))
         object.__setattr__(self, "matcher", matcher)
         object.__setattr__(self, "holds", matcher.holds)
+        device = self.ignore or self.on_add or self.on_remove or self.on_resize
+        path_only = not device and bool(self.on_path_added or self.on_path_lost)
+        object.__setattr__(self, "path_only", path_only)
+
+    def tried_by(self, hook: str) -> bool:
+        """A change whose hook is ``hook`` tries this rule: a device change every rule but a
+        path rule, a path change the ignore rules and those with actions for it."""
+        if hook in PATH_HOOKS:
+            return self.ignore or bool(getattr(self, hook))
+        return not self.path_only
 
     @property
     def label(self) -> str:
@@ -623,3 +706,11 @@ class Policy:
     #: SHA-256 of the text it was loaded from: tells a restarted daemon whether the namespaces
     #: it handled before were handled under this very policy.
     digest: str = ""
+    #: The rules a change tries, in order, by hook: device changes (``on_add``, ``on_remove``,
+    #: ``on_resize``) pass over path rules; a path change tries the ignore rules and those
+    #: with actions for it.  Built once here, not per decision.
+    tried: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tried = {hook: tuple(r for r in self.rules if r.tried_by(hook)) for hook in Rule.HOOKS}
+        object.__setattr__(self, "tried", tried)

@@ -44,9 +44,19 @@ TEMPLATE_FIELDS: dict[str, str] = {
     "partn": "the partition number (empty for a whole disk)",
     "partlabel": "the GPT partition name",
     "identity": "the namespace identity (uuid:..., wwid:..., ...)",
+    "paths_live": "how many of the namespace's paths are live (for a path change: after it)",
+    "path_ctrl": "the controller of the path that came or went (only in on_path_added and "
+    "on_path_lost)",
+    "path_device": "the block device of that path (nvme1n1, or a hidden nvme0c1n1 with native "
+    "multipath; empty when none was seen)",
+    "path_transport": "that path's transport (pcie, tcp, rdma, fc)",
+    "path_address": "that path's address (0000:01:00.0, traddr=...,trsvcid=...)",
+    "path_state": "that path's controller state when the change was seen (live, connecting, ...)",
     "mountpoint": "the path the rule's mount action mounts at (only in rules that mount)",
 }
 FIELDS: frozenset[str] = frozenset(TEMPLATE_FIELDS)
+#: Fields of the path a change is about: only path hooks have one.
+PATH_FIELDS: frozenset[str] = frozenset(f for f in TEMPLATE_FIELDS if f.startswith("path_"))
 
 #: Bound on one substituted value, in bytes of UTF-8 (labels can be 255 bytes on btrfs).
 MAX_COMPONENT_BYTES = 64

@@ -21,6 +21,7 @@ from nvme_agent.policy.loader import Document, Path
 from nvme_agent.policy.shapes import ON_BUSY_CHOICES, Shape
 from nvme_agent.policy.spec import (
     ACTION_TYPES,
+    PATH_HOOKS,
     Action,
     Defaults,
     ExecAction,
@@ -40,6 +41,7 @@ from nvme_agent.policy.spec import (
 )
 from nvme_agent.policy.templates import (
     FIELDS,
+    PATH_FIELDS,
     Template,
     TemplateError,
     check_unit_name,
@@ -69,8 +71,41 @@ SIGNAL_TARGETS = SignalAction.ONE_OF
 GROW_KEYS = key_names(GrowAction)
 REQUIRED_EXEC = tuple(k.name for k in keys_of(ExecAction) if k.required)
 _Verb = Literal["start", "stop", "restart", "reload"]
-#: Template fields of device data (``mountpoint`` is only there in rules that mount).
-_DEVICE_FIELDS = FIELDS - {"mountpoint"}
+#: Template fields of device data (``mountpoint`` is only there in rules that mount, the
+#: ``path_*`` fields only in path hooks).
+_DEVICE_FIELDS = FIELDS - {"mountpoint"} - PATH_FIELDS
+#: Template fields of an action by (its rule mounts, it is in a path hook).
+_FIELDS_IN = {
+    (mounts, path): FIELDS
+    - ({"mountpoint"} if not mounts else set())
+    - (PATH_FIELDS if not path else set())
+    for mounts in (False, True)
+    for path in (False, True)
+}
+#: Why a field is not known where it is not (the rest are unknown everywhere).
+_NOT_HERE = {
+    "mountpoint": "only a rule with a mount action has one (outside its mount path)",
+    **dict.fromkeys(PATH_FIELDS, "only on_path_added and on_path_lost have a path"),
+}
+#: Match keys whose value changes while a namespace stays (its number of live paths).
+_PATH_COUNT_KEYS = tuple(k.name for k in keys_of(Match) if k.fact == "paths_live")
+#: (low, high) key pairs of a range: the low bound may not exceed the high one.
+_BOUNDS = tuple(
+    (k.name, k.name[: -len("_min")] + "_max")
+    for k in keys_of(Match)
+    if k.shape in (Shape.SIZE, Shape.COUNT) and k.name.endswith("_min")
+)
+
+
+def _uses(match: Match, attr: str) -> bool:
+    """``match`` (or a mapping under its any: or not:) sets the condition ``attr``."""
+    if getattr(match, attr) is not None:
+        return True
+    if match.not_ is not None and _uses(match.not_, attr):
+        return True
+    return any(_uses(m, attr) for m in match.any)
+
+
 #: Options that undo the protections we warn about.
 SAFETY_OPTIONS = ("nodev", "nosuid")
 #: A mount root may not be one of these trees or lie inside one: a device label would pick a
@@ -181,6 +216,8 @@ def _frozen(value: Any) -> str:
 class Compiler(Checker):
     """Builds the :class:`Policy`, reporting problems as it goes."""
 
+    not_here = _NOT_HERE
+
     def __init__(self, doc: Document) -> None:
         super().__init__(doc)
         self.known_actions: dict[Any, Action] = {}
@@ -274,7 +311,7 @@ class Compiler(Checker):
             return ()
         out: list[Rule] = []
         names: dict[str, int] = {}
-        catch_all: int | None = None
+        catch_all: dict[str, int] = {}  # hook -> the first rule it tries that matches everything
         for i, item in enumerate(value):
             rp = (*path, i)
             rule = self.rule(item, rp, i, defaults)
@@ -287,10 +324,13 @@ class Compiler(Checker):
                         f"duplicate rule name {rule.name!r} (also rules[{names[rule.name]}])",
                     )
                 names.setdefault(rule.name, i)
-            if catch_all is not None:
-                self.warn(rp, f"unreachable: rules[{catch_all}] before it matches every device")
+            hooks = [h for h in HOOKS if rule.tried_by(h)]
+            if all(h in catch_all for h in hooks):
+                first = catch_all[hooks[0]]
+                self.warn(rp, f"unreachable: rules[{first}] before it matches every device")
             elif isinstance(item, dict) and not item.get("match"):
-                catch_all = i
+                for h in hooks:
+                    catch_all.setdefault(h, i)
             out.append(rule)
         return tuple(out)
 
@@ -301,15 +341,18 @@ class Compiler(Checker):
         self.keys(r, path, RULE_KEYS)
         ignore = self.opt_bool(r, path, "ignore", _RULE_DEFAULTS["ignore"])
         has_mount = self._declares_mount(r.get("on_add"))
-        hooks: dict[str, tuple[Action, ...]] = {}
+        hooks: dict[str, tuple[Action, ...]] = dict.fromkeys(HOOKS, ())
         for hook in HOOKS:
-            hooks[hook] = self.actions(r.get(hook), (*path, hook), hook, defaults, has_mount)
-            if ignore and r.get(hook):
+            given = r.get(hook)
+            if given is None:  # most rules leave most hooks out
+                continue
+            hooks[hook] = self.actions(given, (*path, hook), hook, defaults, has_mount)
+            if ignore and given:
                 self.report((*path, hook), "an 'ignore: true' rule cannot have actions")
         if sum(isinstance(a, MountAction) for a in hooks["on_add"]) > 1:
             self.report((*path, "on_add"), "a rule can mount only once")
         line = self.doc.position(path)
-        return Rule(
+        rule = Rule(
             index=index,
             name=self.opt_string(r, path, "name"),
             match=self.matcher(r.get("match"), (*path, "match")) or Match(),
@@ -317,11 +360,31 @@ class Compiler(Checker):
             on_add=hooks["on_add"],
             on_remove=hooks["on_remove"],
             on_resize=hooks["on_resize"],
+            on_path_added=hooks["on_path_added"],
+            on_path_lost=hooks["on_path_lost"],
             implied_unmount=self.opt_bool(
                 r, path, "implied_unmount", _RULE_DEFAULTS["implied_unmount"]
             ),
             line=line[0] if line else None,
         )
+        if "match" in r:
+            self.path_count_drift(rule, (*path, "match"))
+        return rule
+
+    def path_count_drift(self, rule: Rule, path: Path) -> None:
+        """Warn about a device rule chosen by the number of live paths: that number changes
+        while a namespace stays, so its removal may be decided by another rule."""
+        if rule.path_only:
+            return
+        used = [k for k in _PATH_COUNT_KEYS if _uses(rule.match, k)]
+        if used:
+            self.warn(
+                path,
+                f"{' and '.join(used)} in a rule for device changes: the number of live paths "
+                "changes while a namespace stays, so this rule can stop matching a namespace it "
+                "handled and another rule decides its removal (a mount may not be undone); use "
+                "it in a rule with only on_path_added/on_path_lost actions",
+            )
 
     @staticmethod
     def _declares_mount(on_add: Any) -> bool:
@@ -343,9 +406,10 @@ class Compiler(Checker):
                 checked = self.condition(info.shape, raw, (*path, name))
                 if checked is not None:
                     given[info.attr] = checked
-        lo, hi = given.get("size_min"), given.get("size_max")
-        if lo is not None and hi is not None and lo > hi:
-            self.report((*path, "size_max"), "size_max is smaller than size_min")
+        for low, high in _BOUNDS:
+            lo, hi = given.get(low), given.get(high)
+            if lo is not None and hi is not None and lo > hi:
+                self.report((*path, high), f"{high} is smaller than {low}")
         return Match(**given)
 
     def condition(self, shape: Shape, raw: Any, p: Path) -> Any:
@@ -365,6 +429,8 @@ class Compiler(Checker):
             except ValueError as exc:
                 self.report(p, str(exc))
                 return None
+        if shape is Shape.COUNT:
+            return self.count(raw, p)
         if shape is Shape.PROPERTIES:
             return self.properties(raw, p)
         if shape is Shape.MATCH_LIST:
@@ -428,12 +494,13 @@ class Compiler(Checker):
             return None
         hooks = ACTION_HOOKS[kind]
         if hook not in hooks:
-            self.report(p, f"'{kind}' is only allowed in {' and '.join(hooks)}", key=True)
+            why = ": a path change runs hooks only" if hook in PATH_HOOKS else ""
+            self.report(p, f"'{kind}' is only allowed in {' and '.join(hooks)}{why}", key=True)
             return None
         b = self.mapping(body, p)
         if b is None:
             return None
-        fields = FIELDS if has_mount else _DEVICE_FIELDS
+        fields = _FIELDS_IN[has_mount, hook in PATH_HOOKS]
         if kind == "mount":
             return self.mount(b, p, defaults)
         if kind == "unmount":

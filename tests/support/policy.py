@@ -10,6 +10,7 @@ from nvme_agent.topology.model import (
     Filesystem,
     Identity,
     Namespace,
+    NamespacePath,
     Partition,
     Properties,
     TopologySnapshot,
@@ -44,6 +45,8 @@ def namespace(
     diskseq: int | None = None,
     filesystem: Filesystem | None = None,
     read_only: bool = False,
+    paths: tuple[NamespacePath, ...] = (),
+    transport: str | None = "pcie",
 ) -> Namespace:
     name = name or f"nvme0n{nsid}"
     wwid = wwid if wwid is not None else f"nvme.1b36-52494743-51454d55-{nsid:08x}"
@@ -56,19 +59,49 @@ def namespace(
             uuid=uuid, nguid=None, eui64=None, wwid=wwid, subsysnqn=nqn, nsid=nsid
         ),
         subsysnqn=nqn,
-        controllers=("nvme0",),
+        controllers=tuple(p.controller for p in paths if p.controller) or ("nvme0",),
         size_bytes=size,
         uuid=uuid,
         wwid=wwid,
         serial=serial,
         model=model,
-        transport="pcie",
+        transport=transport,
         diskseq=diskseq,
         read_only=read_only,
         fs=filesystem if filesystem is not None else fs(fstype, label, fs_uuid),
         partitions=partitions,
         properties=Properties.of(dict(props or {})),
+        paths=paths,
     )
+
+
+def path(
+    ctrl: str = "nvme1",
+    *,
+    transport: str | None = "tcp",
+    state: str | None = "live",
+    address: str | None = None,
+    device: str | None = None,
+) -> NamespacePath:
+    """A path through ``ctrl``; the address defaults to a TCP port per controller."""
+    port = 4420 + int(ctrl[4:] or 0) if ctrl.startswith("nvme") and ctrl[4:].isdigit() else 4420
+    return NamespacePath(
+        controller=ctrl,
+        device=device,
+        transport=transport,
+        address=address or f"traddr=127.0.0.1,trsvcid={port}",
+        state=state,
+    )
+
+
+def path_change(
+    kind: ChangeType,
+    after: Namespace,
+    lost_or_added: NamespacePath,
+    before: Namespace | None = None,
+) -> Change:
+    """A path-added or path-lost change of ``after`` (the namespace after it)."""
+    return Change(kind, seqnum=3, namespace=after, previous=before or after, path=lost_or_added)
 
 
 def partition(
@@ -80,6 +113,7 @@ def partition(
     partlabel: str | None = None,
     size: int | None = 100 * 2**20,
     props: Mapping[str, str] | None = None,
+    fs_uuid: str | None = None,
 ) -> Partition:
     name = f"{ns_name}p{number}"
     return Partition(
@@ -88,7 +122,7 @@ def partition(
         devnode=f"/dev/{name}",
         number=number,
         size_bytes=size,
-        fs=fs(fstype, label),
+        fs=fs(fstype, label, fs_uuid),
         partlabel=partlabel,
         properties=Properties.of(dict(props or {})),
     )
