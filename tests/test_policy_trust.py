@@ -134,3 +134,15 @@ def test_admin_group_is_read() -> None:
     assert policy.defaults.admin_group == "storage-admins"
     assert load_policy_text("version: 1\n").defaults.admin_group is None
     assert any("admin_group" in e for e in errors("version: 1\ndefaults: {admin_group: [x]}\n"))
+
+
+@pytest.mark.parametrize("mode", ["2775", "04755", "6770", 0o2775])
+def test_a_mountpoint_mode_never_carries_setuid_or_setgid(mode: object) -> None:
+    shown = f'"{mode}"' if isinstance(mode, str) else str(mode)
+    found = errors(f"version: 1\nrules:\n  - on_add: [{{mount: {{mode: {shown}}}}}]\n")
+    assert any("mount.mode" in e and "setgid" in e for e in found), found
+
+
+def test_permission_and_sticky_bits_are_fine() -> None:
+    for mode in ("0750", "1777", "755"):
+        load_policy_text(f'version: 1\nrules:\n  - on_add: [{{mount: {{mode: "{mode}"}}}}]\n')

@@ -327,7 +327,11 @@ class Checker:
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MODE_MAX:
             # YAML 1.1 reads an unquoted 0750 as octal already.
             return value
-        self.report(path, f"expected an octal mode such as '0750', got {kind_of(value)}")
+        self.report(
+            path,
+            f"expected an octal mode such as '0750' (permission and sticky bits; setuid and "
+            f"setgid are refused), got {kind_of(value)}",
+        )
         return None
 
     def owner(self, value: Any, path: Path) -> str | None:

@@ -21,13 +21,15 @@ OPTION_PATTERN = r"^[^\s,]+$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 USER_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$"
 PROPERTY_PATTERN = r"^[A-Za-z0-9_.-]+$"
-MODE_PATTERN = r"^0?[0-7]{3,4}$"
+#: Permission bits and the sticky bit, never setuid/setgid: the unit forbids creating SUID/SGID
+#: files (RestrictSUIDSGID=), and a mount point's own mode is hidden by what is mounted on it.
+MODE_PATTERN = r"^0?[01]?[0-7]{3}$"
 SIGNAL_PATTERN = r"^[A-Za-z0-9+-]+$"
 PROCESS_PATTERN = r"^[^/]+$"
 NSID_MAX = 0xFFFFFFFE
 #: More paths than NVMe has controller IDs (0..0xFFEF) cannot exist.
 COUNT_MAX = 0xFFFF
-MODE_MAX = 0o7777
+MODE_MAX = 0o1777
 
 
 def _any_case(word: str) -> str:
