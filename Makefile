@@ -22,7 +22,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	e2fsprogs xfsprogs util-linux mount psmisc kmod systemd \
 	$(DEB_APT_PACKAGES) groff-base man-db zsh
 
-.PHONY: setup apt venv demo test lint unit bench clean
+.PHONY: setup apt venv demo test lint lint-types unit bench clean
 
 setup: apt venv
 
@@ -41,12 +41,18 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/nvme-agent simulate
 
-lint: setup
+# lint and unit need only the venv (a developer who has the Debian packages already does not
+# wait for apt); `make test` sets everything up first.
+lint: venv
 	$(BIN)/ruff check nvme_agent tests benchmarks
 	$(BIN)/ruff format --check nvme_agent tests benchmarks
+	@$(MAKE) --no-print-directory lint-types
+
+# The types alone (pre-commit runs this on every commit).
+lint-types: venv
 	$(BIN)/mypy --strict nvme_agent benchmarks
 
-unit: setup
+unit: venv
 	$(BIN)/python -m pytest -q -m 'not e2e and not bench'
 
 # The whole suite: lint and types, the fast suite (real mounts, the umockdev bed), then the

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,9 +54,26 @@ def test_fstab_parsing_and_target_guard(tmp_path: Path) -> None:
 def test_guard_matches_fstab_tags_through_the_probe(tmp_path: Path) -> None:
     fstab = tmp_path / "fstab"
     fstab.write_text('PARTLABEL="rig-data" /data ext4 defaults 0 2\n')
-    guard = Guard(fstab=str(fstab), probe=lambda dev: {"PARTLABEL": "rig-data"})
-    # /dev/null is not a block device, so only path rules apply and the probe is skipped.
-    guard.check_device("/dev/null")
+    probed: list[str] = []
+
+    def probe(label: str) -> Callable[[str], dict[str, str]]:
+        def ids(dev: str) -> dict[str, str]:
+            probed.append(dev)
+            return {"PARTLABEL": label}
+
+        return ids
+
+    # /dev/null is not a block device: only path rules apply and the probe is never asked.
+    Guard(fstab=str(fstab), probe=probe("rig-data")).check_device("/dev/null")
+    assert probed == []
+    if os.geteuid() != 0:
+        pytest.skip("a block device node needs root (mknod)")
+    node = tmp_path / "blk"
+    os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(7, 250))  # a loop minor nobody uses
+    with pytest.raises(ActionError, match=r"listed in .*fstab:1 as PARTLABEL"):
+        Guard(fstab=str(fstab), probe=probe("RIG-DATA")).check_device(str(node))
+    Guard(fstab=str(fstab), probe=probe("other")).check_device(str(node))
+    assert probed == [str(node), str(node)]
 
 
 def test_ledger_roundtrip_is_atomic_and_survives_corruption(tmp_path: Path) -> None:
