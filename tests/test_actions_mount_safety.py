@@ -181,6 +181,35 @@ def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return Recorder(bindir)
 
 
+def test_a_directory_made_just_before_a_kill_9_is_still_the_agents_after_restart(
+    loops: Callable[..., Loop], root: Path, ledger: MountLedger, guard: Guard, tmp_path: Path
+) -> None:
+    """The mountpoint is claimed in the ledger before mkdir: a daemon killed between mkdir and
+    mount leaves a directory the restarted agent knows as its own (it used to refuse it)."""
+    loop = loops("ext4")
+    target = root / "b3"
+
+    class Killed(Exception):
+        pass
+
+    def mount_killed_after_mkdir(argv: list[str], *args: object, **kw: object) -> object:
+        assert target.is_dir()  # mkdir happened, the mount is what the kill interrupts
+        raise Killed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("nvme_agent.actions.mount.run_tool", mount_killed_after_mkdir)
+        with pytest.raises(Killed):
+            mount(spec_for(loop, root, target), ledger, guard)
+    assert target.is_dir()
+    restarted = MountLedger(str(tmp_path / "state" / "mounts.json"))  # what a restart reads
+    entry = restarted.get(str(target))
+    assert entry is not None and not entry.mounted and str(target) in entry.created_dirs
+    assert mount(spec_for(loop, root, target), restarted, guard).status is Status.OK
+    assert mounts_of(loop) == [str(target)]
+    assert unmount(spec_for(loop, root, target), restarted, guard).status is Status.OK
+    assert not target.exists()
+
+
 def test_mount_always_names_the_type_and_never_lets_mount_probe(
     loops: Callable[..., Loop], root: Path, ledger: MountLedger, guard: Guard, recorder: Recorder
 ) -> None:

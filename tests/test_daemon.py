@@ -204,9 +204,7 @@ def test_kill_9_then_restart_logs_what_happened_while_down(
     bed.add_namespace(ns(1, "stays"))
     bed.add_namespace(ns(2, "goes"))
     # Plans of different namespaces run in parallel: wait for both, in any order.
-    for nsid in (1, 2):
-        agent.cursor = 0
-        agent.wait_for(is_result("mount", nsid))
+    agent.wait_each([is_result("mount", 1), is_result("mount", 2)])
     agent.kill()
     bed.remove_namespace("nvme0", 2)
     bed.add_namespace(ns(3, "arrives"))

@@ -161,8 +161,8 @@ def test_eject_of_a_busy_mount_names_the_holder_and_keeps_the_mount(rig: Rig) ->
 def test_kill_9_mid_burst_then_restart_ends_with_exactly_the_right_mounts(rig: Rig) -> None:
     agent = rig.agent()
     first = [rig.add(10, "keep"), rig.add(11, "vanish")]
-    for nsid in (10, 11):
-        assert agent.wait_for(is_result("mount", nsid))["status"] == "ok"
+    mounts = agent.wait_each([is_result("mount", 10), is_result("mount", 11)])
+    assert [r["status"] for r in mounts] == ["ok", "ok"]
     burst = [
         rig.backing.back(
             NamespaceConfig("nvme0", nsid=20 + i, fs="ext4", label=f"b{i}"),

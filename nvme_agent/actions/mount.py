@@ -14,6 +14,7 @@ import logging
 import os
 import pwd
 import time
+from collections.abc import Callable
 
 from nvme_agent.actions import messages, mountinfo, safedirs
 from nvme_agent.actions.guard import Guard, probe_fstype, probe_ids
@@ -183,6 +184,26 @@ def _already(spec: MountSpec, target: str, dev: str, ledger: MountLedger) -> Out
     return None
 
 
+def _claimer(
+    spec: MountSpec, target: str, dev: str, known: list[str], ledger: MountLedger
+) -> Callable[[str, bool], None]:
+    """Records each directory in the ledger *before* it is made (and drops a claim on one that
+    existed after all): a kill -9 between ``mkdir`` and the mount must not leave a directory
+    the restarted agent would refuse as not its own."""
+    claimed = list(known)
+
+    def claim(path: str, mine: bool) -> None:
+        if mine:
+            claimed.append(path)
+        elif path in claimed:
+            claimed.remove(path)
+        ledger.record_mount(
+            LedgerEntry(target, spec.source, dev, spec.fstype, tuple(claimed), mounted=False)
+        )
+
+    return claim
+
+
 def _drop_dirs(
     spec: MountSpec, target: str, dev: str, created: list[str], ledger: MountLedger
 ) -> None:
@@ -227,11 +248,15 @@ def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: De
         notes.append(fsck(spec.source, spec.fstype, deadline))
 
     uid, gid = _uid(spec.owner), _gid(spec.group)
-    fd, created = safedirs.make_dirs(spec.mount_root, target, mode=spec.mode, uid=uid, gid=gid)
     leftover = ledger.get(target)
-    if leftover is not None:
-        # Directories an earlier mount created and could not remove yet are still ours.
-        created = [d for d in leftover.created_dirs if d not in created] + created
+    # Directories an earlier mount created and could not remove yet (or created just before a
+    # kill -9) are still ours.
+    known = [] if leftover is None else list(leftover.created_dirs)
+    claim = _claimer(spec, target, dev, known, ledger)
+    fd, created = safedirs.make_dirs(
+        spec.mount_root, target, mode=spec.mode, uid=uid, gid=gid, claim=claim
+    )
+    created = [d for d in known if d not in created] + created
     try:
         failure = _prepare_and_mount(spec, target, dev, created, fd, deadline)
     except ActionError:

@@ -20,6 +20,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 
 from nvme_agent.actions.outcome import ActionError
 from nvme_agent.topology.text import escape
@@ -124,6 +125,14 @@ def open_root(mount_root: str, *, create: bool = True) -> int:
         raise ActionError(f"mount root {os.path.normpath(mount_root)}: {exc}") from exc
 
 
+def _exists(parent_fd: int, name: str) -> bool:
+    try:
+        os.lstat(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def make_dirs(
     mount_root: str,
     target: str,
@@ -131,12 +140,16 @@ def make_dirs(
     mode: int | None = None,
     uid: int = -1,
     gid: int = -1,
+    claim: Callable[[str, bool], None] | None = None,
 ) -> tuple[int, list[str]]:
     """Create ``target`` and its parents below ``mount_root``.
 
     Returns an open descriptor of the target directory (the caller closes it) and the
     directories created, outermost first.  Intermediate directories get 0755 root:root; the
-    target gets ``mode``/``uid``/``gid`` when it is created by this call.
+    target gets ``mode``/``uid``/``gid`` when it is created by this call.  ``claim(path,
+    True)`` is called before each ``mkdir`` and ``claim(path, False)`` when the directory
+    turned out to exist already: the caller records what is about to be its own before it
+    exists, so a kill between ``mkdir`` and the mount leaves no directory nobody knows.
     """
     parts = components(mount_root, target)
     created: list[str] = []
@@ -146,11 +159,16 @@ def make_dirs(
         for i, name in enumerate(parts):
             path = os.path.join(path, name)
             last = i == len(parts) - 1
+            claimed = claim is not None and not _exists(fd, name)
+            if claimed and claim is not None:
+                claim(path, True)
             try:
                 os.mkdir(name, 0o700, dir_fd=fd)
                 made = True
             except FileExistsError:
                 made = False
+            if claimed and not made and claim is not None:
+                claim(path, False)
             child = _open_child(fd, name, path)
             os.close(fd)
             fd = child

@@ -110,6 +110,20 @@ class Agent:
         self.cursor = index + 1
         return record
 
+    def wait_each(
+        self, preds: list[Callable[[Record], bool]], timeout: float = 30.0
+    ) -> list[Record]:
+        """One record for each predicate, in whatever order they arrive (plans of different
+        namespaces run in parallel); the cursor moves past the last of them."""
+        assert self.feed is not None
+        start, last, found = self.cursor, self.cursor - 1, []
+        for pred in preds:
+            index, record = self.feed.wait(pred, timeout, start=start)
+            found.append(record)
+            last = max(last, index)
+        self.cursor = last + 1
+        return found
+
     def collect(self, pred: Callable[[Record], bool], count: int, timeout: float) -> list[Record]:
         return [self.wait_for(pred, timeout) for _ in range(count)]
 
