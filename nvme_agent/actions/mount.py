@@ -193,9 +193,9 @@ def _claimer(
     claimed = list(known)
 
     def claim(path: str, mine: bool) -> None:
-        if mine:
+        if mine and path not in claimed:
             claimed.append(path)
-        elif path in claimed:
+        elif not mine and path in claimed:
             claimed.remove(path)
         ledger.record_mount(
             LedgerEntry(target, spec.source, dev, spec.fstype, tuple(claimed), mounted=False)
