@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvme_agent.outputs.refusals import RefusalLog
+from nvme_agent.outputs.times import timestamp
 
 log = logging.getLogger("nvme_agent.outputs.events")
 
@@ -227,9 +228,14 @@ class EventStream:
     def publish(self, record: dict[str, Any]) -> None:
         """Send one record as a JSON line to every subscriber; never blocks.
 
-        Call from the event loop thread (see :meth:`publish_threadsafe`).
+        A record without a ``"time"`` gets the current one.  Call from the event loop
+        thread (see :meth:`publish_threadsafe`).
         """
         self._accept_pending()
+        if not self._subs:
+            return  # nobody listens: not even worth encoding
+        if "time" not in record:
+            record = {**record, "time": timestamp()}
         line = (json.dumps(record, default=str) + "\n").encode()
         for sub in list(self._subs.values()):
             if len(sub.buf) + len(line) > self.max_buffer:
