@@ -27,6 +27,8 @@ class CannedDaemon:
         self.answer_given: dict[str, Any] = answer or {"ok": True}
         #: Progress lines sent first to a request that asks for them.
         self.progress_given: list[dict[str, Any]] = []
+        #: Answers for particular commands (``cmd`` -> answer), else ``answer_given``.
+        self.by_command: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -42,7 +44,7 @@ class CannedDaemon:
         self.requests.append(request)
         for line in self.progress_given:
             progress(dict(line))
-        return dict(self.answer_given)
+        return dict(self.by_command.get(str(request.get("cmd")), self.answer_given))
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
