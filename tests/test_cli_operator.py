@@ -141,7 +141,11 @@ def test_status_json_starts_with_a_summary_and_every_record_has_type_nsid_time(
     assert [r["type"] for r in records] == ["summary"] + ["controller"] * 3 + ["namespace"] * 3
     summary = records[0]
     assert summary["source"] == "daemon" and summary["counters"]["udev_events"] == 12
-    assert (summary["namespaces"], summary["not_applied"], summary["policy_generation"]) == (3, 1, 2)
+    assert (summary["namespaces"], summary["not_applied"], summary["policy_generation"]) == (
+        3,
+        1,
+        2,
+    )
     assert all({"type", "nsid", "time"} <= set(r) and parse(r["time"]) for r in records)
 
 
@@ -260,9 +264,7 @@ TARGET = {
         ({"ok": False, "reason": "denied", "error": "permission denied"}, Exit.DENIED),
     ],
 )
-def test_reconcile_statuses_and_lines(
-    tmp_path: Path, answer: dict[str, Any], status: Exit
-) -> None:
+def test_reconcile_statuses_and_lines(tmp_path: Path, answer: dict[str, Any], status: Exit) -> None:
     run = str(tmp_path / "run")
     with CannedDaemon(tmp_path / "run", answer) as daemon:
         rc, out, _ = run_cli("reconcile", "--dry-run", "--nsid", "1", "--runtime-dir", run)
