@@ -10,9 +10,9 @@ import pytest
 from nvme_agent.cli import manpage, readme
 from nvme_agent.outputs.metrics import BY_KEY, METRICS, PREFIX, Metrics
 
-LINE = re.compile(
-    r'^(# (HELP|TYPE) nvme_agent_[a-z_]+ .+|nvme_agent_[a-z_]+(\{([a-z_]+="([^"\\\n]|\\[\\"n])*",?)+\})? -?[0-9.e+]+)$'
-)
+LABEL = r'[a-z_]+="([^"\\\n]|\\[\\"n])*"'
+SAMPLE = rf"nvme_agent_[a-z_]+(\{{{LABEL}(,{LABEL})*\}})? -?[0-9.e+]+"
+LINE = re.compile(rf"^(# (HELP|TYPE) nvme_agent_[a-z_]+ .+|{SAMPLE})$")
 
 
 def test_every_metric_has_a_unique_key_and_name_and_a_known_kind() -> None:
