@@ -179,10 +179,10 @@ def _metrics() -> list[str]:
         "\\fBrun \\-\\-metrics\\-file\\fR \\fIFILE\\fR keeps \\fIFILE\\fR current in the "
         "Prometheus text format, for node_exporter's textfile collector (point "
         "\\fB\\-\\-collector.textfile.directory\\fR at its directory): replaced atomically, "
-        "at most once a second and only after a change.  \\fBstatus \\-\\-json\\fR shows the same counts "
-        "in its summary record's \\fIcounters\\fR, under the key given after each metric's "
-        "type; \\fBnvme_agent_info{version}\\fR is 1 and names the version.  No label carries "
-        "a value from a disk.",
+        "at most once a second and only after a change.  \\fBstatus \\-\\-json\\fR shows the "
+        "same counts in its summary record's \\fIcounters\\fR, under the key given after "
+        "each metric's type; \\fBnvme_agent_info{version}\\fR is 1 and names the "
+        "version.  No label carries a value from a disk.",
         ".nh",
     ]
     for m in metrics.METRICS:
