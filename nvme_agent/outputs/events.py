@@ -89,6 +89,13 @@ class EventStream:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
+    def listening(self) -> bool:
+        """Whether anybody subscribes now (accepting any that wait): a caller may skip
+        building a record nobody would get."""
+        self._accept_pending()
+        return bool(self._subs)
+
+    @property
     def subscriber_count(self) -> int:
         """Connected subscribers (accepting any that are waiting first)."""
         self._accept_pending()

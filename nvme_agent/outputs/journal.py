@@ -150,14 +150,14 @@ class TopologyLog:
                 log.warning("systemd-python missing: topology log goes to stderr")
         self.stream = stream if stream is not None else sys.stderr
 
-    def change(self, change: Change) -> None:
-        """Log one topology change (:data:`CHANGE_PRIORITIES`: a lost path is a warning)."""
+    def change(self, change: Change, summary: str | None = None) -> None:
+        """Log one topology change (:data:`CHANGE_PRIORITIES`: a lost path is a warning);
+        ``summary``: ``change.summary()`` when the caller has it already."""
         priority = CHANGE_PRIORITIES.get(change.type, PRIORITY_INFO)
         ns = change.namespace
+        message = summary if summary is not None else change.summary()
         if ns is not None and ns.identity.weak and change.type is ChangeType.NAMESPACE_ADDED:
-            message = f"{change.summary()}; identity is weak: cannot tell a swapped image"
-        else:
-            message = change.summary()
+            message = f"{message}; identity is weak: cannot tell a swapped image"
         self.event(message, CHANGE_MESSAGE_IDS[change.type], priority, change_fields(change))
 
     def event(

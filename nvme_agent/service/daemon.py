@@ -371,7 +371,8 @@ class Daemon:
     # ------------------------------------------------------------------ changes and plans
     def _handle_change(self, change: Change) -> None:
         self.metrics.count("changes", change.type.value)
-        self.tlog.change(change)
+        summary = change.summary()  # escaping every device string is not cheap: once
+        self.tlog.change(change, summary)
         record = change.to_dict()
         record["time"] = timestamp()
         self.history.append(record)  # a failing history is logged there, and we go on
@@ -388,7 +389,7 @@ class Daemon:
         if change.type is ChangeType.PATH_LOST:
             self._path_lost(change, plan)
             return
-        self.submit(plan)
+        self.submit(plan, summary)
         self._detach_left_behind(plan)
 
     def _path_lost(self, change: Change, plan: Plan) -> None:
@@ -435,10 +436,12 @@ class Daemon:
                 fields,
             )
 
-    def submit(self, plan: Plan) -> None:
-        """Note, stream and log a plan; its actions start at the next :meth:`_commit`."""
+    def submit(self, plan: Plan, summary: str | None = None) -> None:
+        """Note, stream and log a plan; its actions start at the next :meth:`commit`.
+        ``summary``: the change's, when the caller has it already."""
         self.metrics.count("plans")
-        self.events.publish(plan.to_dict())
+        if self.events.listening:
+            self.events.publish(plan.to_dict())
         self.books.plan_submitted(plan, self.policy.digest)
         self.applied.noted(plan, self.policy)
         self.ops.noted(plan)
@@ -446,9 +449,8 @@ class Daemon:
         if refused:
             self._log_refused(plan, refused[0])
         elif plan.rule is not None or plan.actions:
-            log.info(
-                "%s: rule %s, %d action(s)", plan.change.summary(), plan.rule, len(plan.actions)
-            )
+            text = summary if summary is not None else plan.change.summary()
+            log.info("%s: rule %s, %d action(s)", text, plan.rule, len(plan.actions))
         if plan.actions:
             self._batch.append(plan)
 
@@ -487,7 +489,8 @@ class Daemon:
         self.metrics.count("actions", result.action, result.status.value)
         if self.books.result(result):
             self._state_changed()
-        self.events.publish(result.to_dict())
+        if self.events.listening:
+            self.events.publish(result.to_dict())
         self.waiters.feed(result)
         self._status_changed()
         self.metrics_changed()

@@ -43,7 +43,6 @@ from nvme_agent.service.reconcile import (
     Target,
     drift,
     drifted_namespaces,
-    fingerprint,
     reconcile_plans,
 )
 from nvme_agent.service.recovery import DiskKey
@@ -240,7 +239,7 @@ class Operations:
             ):
                 continue
             now = decide(change, snap, policy)
-            if fingerprint(now) != item.applied.actions:
+            if now.actions != item.applied.actions:
                 out.append(Drift(change, now, item.applied))
         return out
 

@@ -3,7 +3,7 @@
 A reload changes what the daemon does with the *next* change; present namespaces keep what
 the old policy did to them (unless ``reconcile_on_reload: true``).  So the daemon remembers,
 for every target (a namespace, or a partition of one), the add plan that ran for it: its
-rule, its actions (as a fingerprint) and the policy that decided it.  After a reload:
+rule, its actions and the policy that decided it.  After a reload:
 
 * :func:`drift` compares, for each present target, the add plan the policy in force decides
   now with the one that ran, by their actions (a renamed rule with the same actions is not
@@ -20,12 +20,11 @@ Ejected namespaces are left alone: they stay unmounted until the host detaches t
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from nvme_agent.policy import Policy, decide
-from nvme_agent.policy.plan import Plan, UnmountSpec, spec_to_dict
+from nvme_agent.policy.plan import ActionSpec, Plan, UnmountSpec
 from nvme_agent.service.recovery import DiskKey, present_changes
 from nvme_agent.topology.changes import ADD_KINDS, REMOVE_KINDS, Change, ChangeType
 from nvme_agent.topology.model import Namespace, TopologySnapshot
@@ -56,12 +55,13 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """The add plan that ran for a target: under ``policy``, with ``rule`` and actions whose
-    fingerprint is ``actions`` (None: whatever ``policy`` decides, not computed yet)."""
+    """The add plan that ran for a target: under ``policy``, with ``rule`` and ``actions``
+    (None: whatever ``policy`` decides, not computed yet).  Action specs are frozen values:
+    two plans do the same when their actions are equal."""
 
     policy: Policy
     rule: str | None = None
-    actions: str | None = None
+    actions: tuple[ActionSpec, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +76,6 @@ class Drift:
     @property
     def nsid(self) -> int | None:
         return self.change.nsid
-
-
-def fingerprint(plan: Plan) -> str:
-    """What a plan does, comparable across policies: its actions, rendered."""
-    return json.dumps([spec_to_dict(a) for a in plan.actions], sort_keys=True, default=str)
 
 
 class AppliedPlans:
@@ -100,7 +95,7 @@ class AppliedPlans:
         if change.type in ADD_KINDS or change.type is ChangeType.NAMESPACE_CHANGED:
             if change.type is ChangeType.NAMESPACE_CHANGED and change.partition is None:
                 target = Target(target.disk)
-            self._by_target[target] = Applied(policy, plan.rule, fingerprint(plan))
+            self._by_target[target] = Applied(policy, plan.rule, plan.actions)
         elif change.type in REMOVE_KINDS:
             if change.partition is not None or change.reason == RECONCILE_REASON:
                 self._by_target.pop(target, None)  # a reconcile undoes one target only
@@ -161,8 +156,8 @@ def assess(
             continue
         if before.actions is None:
             old = decide(change, snapshot, before.policy)
-            before = Applied(before.policy, old.rule, fingerprint(old))
-        out.append(Assessment(change, target, now, before, fingerprint(now) != before.actions))
+            before = Applied(before.policy, old.rule, old.actions)
+        out.append(Assessment(change, target, now, before, now.actions != before.actions))
     return out
 
 
@@ -191,7 +186,7 @@ def reconcile_plans(item: Drift, snapshot: TopologySnapshot, policy: Policy) -> 
     target, so they run in this order."""
     change = dataclasses.replace(item.change, reason=RECONCILE_REASON)
     plans: list[Plan] = []
-    if item.applied.actions not in (None, "[]"):
+    if item.applied.actions:
         kind = ChangeType.PARTITION_REMOVED if change.partition else ChangeType.NAMESPACE_REMOVED
         undo = decide(dataclasses.replace(change, type=kind), snapshot, item.applied.policy)
         # decide() detaches a removed device lazily; this one is still there.
