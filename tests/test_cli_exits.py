@@ -72,9 +72,8 @@ def test_every_daemon_reason_maps_to_a_status() -> None:
         assert exit_for_reason(unknown) is Exit.FAILED
 
 
-@pytest.mark.parametrize("name", [c for c in cli.COMMANDS if c != "status"])
+@pytest.mark.parametrize("name", cli.COMMANDS)
 def test_every_command_documents_the_statuses_it_uses(name: str) -> None:
-    # status is rebuilt by the service side; it always exits 0 (it falls back to udev).
     module = importlib.import_module(f"nvme_agent.cli.commands.{name}")
     meanings: dict[Exit, str] = module.EXITS
     assert Exit.OK in meanings
@@ -96,7 +95,7 @@ def test_eject_status_follows_the_answers_reason(tmp_path: Path, reason: str | N
     with CannedDaemon(tmp_path / "run", answer) as daemon:
         rc, out, err = run_cli("eject", "--nsid", "9", "--runtime-dir", str(tmp_path / "run"))
     assert rc == exit_for_reason(reason)
-    assert daemon.requests == [{"cmd": "eject", "timeout": 300.0, "nsid": 9}]
+    assert daemon.requests == [{"cmd": "eject", "timeout": 300.0, "nsid": 9, "progress": True}]
     assert "it went wrong" in out and err == ""
 
 
@@ -268,7 +267,7 @@ def test_watch_escapes_disk_values(tmp_path: Path) -> None:
         }
     )
     assert "\n" not in line and "\x1b" not in line
-    assert line == "namespace-added nsid=1 nvme0n1\\x0ansid 1 is safe to remove\\x1b[2J"
+    assert line == "- namespace-added nsid=1 nvme0n1\\x0ansid 1 is safe to remove\\x1b[2J"
 
 
 # --- against the running daemon ------------------------------------------------------------

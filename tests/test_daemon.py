@@ -175,7 +175,7 @@ def test_events_during_reloads_are_all_handled_exactly_once(
     assert all(a["ok"] for a in reload_answers) and len(reload_answers) == 20
     status = agent.control({"cmd": "status"})
     assert len(status["namespaces"]) == count
-    assert status["counters"]["namespace-added"] == count
+    assert status["counters"]["changes"]["namespace-added"] == count
 
 
 def test_eject_runs_the_remove_plan_and_the_later_removal_does_not_repeat_it(
@@ -220,7 +220,7 @@ def test_kill_9_then_restart_logs_what_happened_while_down(
         ]
         assert sorted(down) == [("namespace-added", 3), ("namespace-removed", 2)]
         # nsid 1 was already handled before the kill: no second plan for it.
-        assert status["counters"].get("namespace-added") == 1
+        assert status["counters"]["changes"].get("namespace-added") == 1
     finally:
         assert again.stop() == 0
 
@@ -382,7 +382,7 @@ def test_an_unwritable_history_is_logged_once_and_every_plan_still_runs(
     try:
         status = agent.control({"cmd": "status"})
         assert [n["nsid"] for n in status["namespaces"]] == [1, 2]
-        assert status["counters"]["namespace-added"] == 2
+        assert status["counters"]["changes"]["namespace-added"] == 2
         bed.add_namespace(ns(3, "hot"))
         assert agent.wait_for(is_type("plan", 3))["rule"] == "rule-a"
         bed.remove_namespace("nvme0", 1)
@@ -411,7 +411,7 @@ def test_a_plan_the_policy_refuses_is_logged_once_as_a_warning(
         assert plan["actions"] == [] and any(
             line.startswith("refused: ") for line in plan["explanation"]
         )
-        assert agent.control({"cmd": "status"})["counters"]["refused"] == 1
+        assert agent.control({"cmd": "status"})["counters"]["plans_refused"] == 1
     finally:
         log_text = agent.process.tail(limit=1 << 20)
         assert agent.stop() == 0

@@ -41,6 +41,7 @@ HARMLESS: dict[str, dict[str, Any]] = {
     "settle": {"cmd": "settle", "timeout": 5},
     "reload": {"cmd": "reload"},
     "eject": {"cmd": "eject", "nsid": 4242},  # no such namespace: not-found, after the check
+    "reconcile": {"cmd": "reconcile", "dry_run": True},
 }
 
 
@@ -56,7 +57,8 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcess]:
 
 def test_the_table_covers_every_command_and_acting_commands_need_admin() -> None:
     assert set(HARMLESS) == set(COMMANDS)
-    assert {n for n, c in COMMANDS.items() if c.right is Right.ADMIN} == {"eject", "reload"}
+    admin = {n for n, c in COMMANDS.items() if c.right is Right.ADMIN}
+    assert admin == {"eject", "reload", "reconcile"}
 
 
 def test_a_read_group_member_may_look_but_not_act(daemon: InProcess) -> None:

@@ -4,7 +4,6 @@ filesystems.  Root only; this is where eject, hot-remove and restart recovery ar
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -21,7 +21,8 @@ from nvme_agent.actions import mountinfo
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
 from nvme_agent.harness.real import RealBacking
-from nvme_agent.outputs.state import History
+from nvme_agent.outputs.state import History, StateFile
+from nvme_agent.service.persist import merge
 
 pytestmark = [
     pytest.mark.umockdev,
@@ -42,6 +43,12 @@ rules:
     on_remove:
       - unmount: {{on_busy: fail, timeout: 5}}
 """
+
+
+def saved_state(workdir: Path) -> Any:
+    """The daemon's state as it is on disk now: its checkpoint plus its log."""
+    files = StateFile(workdir / "run" / "topology.json")
+    return merge(files.load(), files.load_log())
 
 
 #: Holds a file open under the mount until its stdin closes.
@@ -197,7 +204,8 @@ def test_restart_detaches_a_mount_left_behind_without_state(rig: Rig) -> None:
     cfg = rig.add(30, "orphan")
     assert agent.wait_for(is_result("mount", 30))["status"] == "ok"
     agent.kill()
-    (rig.workdir / "run" / "topology.json").unlink()  # e.g. /run was wiped: only the ledger knows
+    for name in ("topology.json", "topology.log"):  # /run was wiped: only the ledger knows
+        (rig.workdir / "run" / name).unlink()
     rig.bed.remove_namespace("nvme0", 30)
     subprocess.run(["losetup", "-d", str(cfg.devname)], check=True)
     again = rig.agent()
@@ -283,7 +291,7 @@ def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path)
         env = bed.env(os.environ)
         first = Agent(policy, workdir, env, dry_run=False, extra_args=("--ready-timeout", "0"))
         first.start()  # READY while the partition's hook still blocks on the gate
-        state = json.loads((workdir / "run" / "topology.json").read_text())
+        state = saved_state(workdir)
         assert [h for h in state["handled"] if h[1] == 7] == []
         _wait_for_processes(["/usr/bin/cat", str(gate)])  # kill only once the hook runs
         first.kill()
@@ -303,7 +311,7 @@ def test_a_partition_plan_cut_by_kill_9_runs_again_after_restart(tmp_path: Path)
                 if r["type"] == "partition-added" and "interrupted" in str(r.get("reason"))
             ]
             assert [r["nsid"] for r in again] == [7]
-            state = json.loads((workdir / "run" / "topology.json").read_text())
+            state = saved_state(workdir)
             assert [h[1] for h in state["handled"]] == [7]
         finally:
             release_any_reader()  # a failed assertion must not leave a hook blocked

@@ -116,10 +116,10 @@ def test_reloads_during_a_parse_coalesce_into_one_more_parse(
 ) -> None:
     with gate() as (entered, release), InProcess(monkeypatch, load=gated(entered, release)) as d:
         assert d.daemon is not None
-        first = d.submit(d.daemon.reload())
+        first = d.submit(d.daemon.ops.reload())
         assert entered.wait(30)
         d.policy.write_text(OTHER)  # written after the first parse began
-        joined = [d.submit(d.daemon.reload()) for _ in range(3)]
+        joined = [d.submit(d.daemon.ops.reload()) for _ in range(3)]
 
         async def probe() -> int:  # runs after the three reloads reached their await
             assert d.daemon is not None
@@ -156,7 +156,7 @@ def test_a_parse_that_never_ends_times_out_and_the_next_reload_works(
 def test_sighup_while_a_reload_runs_is_coalesced_too(monkeypatch: pytest.MonkeyPatch) -> None:
     with gate() as (entered, release), InProcess(monkeypatch, load=gated(entered, release)) as d:
         assert d.daemon is not None and d.loop is not None
-        asked = d.submit(d.daemon.reload())
+        asked = d.submit(d.daemon.ops.reload())
         assert entered.wait(30)
         d.loop.call_soon_threadsafe(d.daemon.reloader.request)  # what SIGHUP runs
         release.set()

@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "watch",
     "reload",
     "eject",
+    "reconcile",
     "check",
     "explain",
     "simulate",

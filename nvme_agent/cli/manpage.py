@@ -2,7 +2,8 @@
 
 Every subcommand, option and help text comes from :func:`nvme_agent.cli.main.build_parser`;
 file locations from :mod:`nvme_agent.cli.main`; exit statuses from :mod:`nvme_agent.cli.exits`;
-journal MESSAGE_IDs from :mod:`nvme_agent.outputs.message_ids`.  Run
+journal MESSAGE_IDs from :mod:`nvme_agent.outputs.message_ids`; metrics from
+:mod:`nvme_agent.outputs.metrics`.  Run
 ``python3 -m nvme_agent.cli.manpage -o nvme-agent.8`` (the package builds do);
 ``man -l nvme-agent.8`` shows it.
 
@@ -23,7 +24,7 @@ from nvme_agent import __version__
 from nvme_agent.cli import catalog, exits
 from nvme_agent.cli import main as cli
 from nvme_agent.cli.clidoc import CommandDoc, OptionDoc, describe, write_output
-from nvme_agent.outputs import message_ids
+from nvme_agent.outputs import message_ids, metrics
 
 SECTION = 8
 #: Where the packages install the example policy and the JSON Schema.
@@ -173,6 +174,25 @@ def _message_ids() -> list[str]:
     return out
 
 
+def _metrics() -> list[str]:
+    out = [
+        "\\fBrun \\-\\-metrics\\-file\\fR \\fIFILE\\fR keeps \\fIFILE\\fR current in the "
+        "Prometheus text format, for node_exporter's textfile collector (point "
+        "\\fB\\-\\-collector.textfile.directory\\fR at its directory): replaced atomically, "
+        "at most once a second and only after a change.  \\fBstatus \\-\\-json\\fR shows the "
+        "same counts in its summary record's \\fIcounters\\fR, under the key given after "
+        "each metric's type; \\fBnvme_agent_info{version}\\fR is 1 and names the "
+        "version.  No label carries a value from a disk.",
+        ".nh",
+    ]
+    for m in metrics.METRICS:
+        labels = "{" + ",".join(m.labels) + "}" if m.labels else ""
+        term = f"\\fB{roff_escape(metrics.PREFIX + m.name + labels)}\\fR ({m.kind}; {m.key})"
+        out += [".TP", term, roff_escape(m.help[0].upper() + m.help[1:] + ".")]
+    out.append(".hy")
+    return out
+
+
 def _date() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     when = (
@@ -209,6 +229,7 @@ def render(parser: argparse.ArgumentParser | None = None, date: str | None = Non
         lines += _command_section(cmd)
     lines += [".SH FILES", *_files()]
     lines += [".SH JOURNAL", *_message_ids()]
+    lines += [".SH METRICS", *_metrics()]
     lines += [".SH EXIT STATUS", *_exit_status()]
     lines += [
         ".SH SEE ALSO",

@@ -14,6 +14,7 @@ import json
 import sys
 from typing import Any, TextIO
 
+from nvme_agent.outputs.times import timestamp
 from nvme_agent.topology.text import one_line
 
 
@@ -30,9 +31,11 @@ def printable_lines(text: str) -> str:
 class Reporter:
     """Writes one record per call: a JSON object per line with ``--json``, else ``text``.
 
-    Every JSON object carries ``type`` and ``nsid`` (``None`` when it has none) so that
-    scripts can rely on both keys.  Values that come from outside belong in ``text`` only
-    through :func:`printable`; whatever slips through loses its control characters here.
+    Every JSON object carries ``type``, ``nsid`` (``None`` when it has none) and ``time``
+    (when it happened; the time of printing for a record that does not say, ``None`` for a
+    history record of a release that kept no times) so that scripts can rely on the three
+    keys.  Values that come from outside belong in ``text`` only through :func:`printable`;
+    whatever slips through loses its control characters here.
     """
 
     def __init__(self, as_json: bool, stream: TextIO | None = None) -> None:
@@ -43,6 +46,8 @@ class Reporter:
         if self.as_json:
             record = dict(record)
             record.setdefault("nsid", None)
+            if "time" not in record:
+                record["time"] = timestamp()
             if "type" not in record:
                 raise ValueError(f"JSON record without a type: {record!r}")
             # ensure_ascii (the default) escapes every control character as \\uXXXX.
@@ -50,3 +55,9 @@ class Reporter:
         elif text is not None:
             self.stream.write(printable_lines(text) + "\n")
         self.stream.flush()
+
+    def write(self, text: str) -> None:
+        """Text that belongs to no record (a table), printed without ``--json`` only."""
+        if not self.as_json and text:
+            self.stream.write(printable_lines(text) + "\n")
+            self.stream.flush()

@@ -1,7 +1,8 @@
-"""The README's generated tables: subcommands, exit statuses and journal MESSAGE_IDs.
+"""The README's generated tables: subcommands, exit statuses, journal MESSAGE_IDs, metrics.
 
 Each lives between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``; the rows come from
-the argparse tree, :mod:`nvme_agent.cli.exits` and :mod:`nvme_agent.outputs.message_ids`.
+the argparse tree, :mod:`nvme_agent.cli.exits`, :mod:`nvme_agent.outputs.message_ids` and
+:mod:`nvme_agent.outputs.metrics`.
 ``python3 -m nvme_agent.cli.readme README.md`` rewrites them in place; ``--check`` only says
 whether they are current (a test runs it).
 """
@@ -18,6 +19,7 @@ from nvme_agent.cli import exits
 from nvme_agent.cli import main as cli
 from nvme_agent.cli.clidoc import describe
 from nvme_agent.outputs.message_ids import MESSAGES
+from nvme_agent.outputs.metrics import METRICS, PREFIX
 
 
 def _cell(text: str) -> str:
@@ -49,10 +51,23 @@ def message_ids_table() -> str:
     return "\n".join(rows)
 
 
+def metrics_table() -> str:
+    """Every metric of the metrics file, with its ``status --json`` key."""
+    rows = [
+        "| metric | type | `status --json` counters key | what it counts |",
+        "| --- | --- | --- | --- |",
+    ]
+    for m in METRICS:
+        labels = "{" + ",".join(m.labels) + "}" if m.labels else ""
+        rows.append(f"| `{PREFIX}{m.name}{labels}` | {m.kind} | `{m.key}` | {_cell(m.help)} |")
+    return "\n".join(rows)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "commands": commands_table,
     "exit-statuses": exits_table,
     "message-ids": message_ids_table,
+    "metrics": metrics_table,
 }
 
 

@@ -232,7 +232,9 @@ class NamespaceConfig:
 
     ``generation`` distinguishes images put at the same NSID (a hot-swap): it feeds the
     derived uuid/nguid (real hardware) and the filesystem UUID.  Explicit ``uuid``/``nguid``
-    win.  ``devname`` overrides ``DEVNAME`` (real mode points it at a loop device).
+    win.  ``devname`` overrides ``DEVNAME`` (real mode points it at a loop device);
+    ``path_devnames`` overrides it for the disk of one controller (without native multipath
+    each controller has a disk of its own: two loop devices of one image stand in for them).
     """
 
     ctrl: str
@@ -248,3 +250,8 @@ class NamespaceConfig:
     read_only: bool = False
     generation: int = 0
     devname: str | None = None
+    path_devnames: tuple[tuple[str, str], ...] = ()
+
+    def devname_through(self, ctrl: str) -> str | None:
+        """The ``DEVNAME`` override of the disk through controller ``ctrl``, if any."""
+        return dict(self.path_devnames).get(ctrl, self.devname)

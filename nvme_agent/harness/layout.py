@@ -486,8 +486,9 @@ class Layout:
         minor = self._minor(BLOCK_MAJOR)
         dev = f"{BLOCK_MAJOR}:{minor}"
         ident = self._disk_identity(parent, head)
+        devname = ns.devname_through(parent.sysname) if parent.subsystem == "nvme" else ns.devname
         props = {
-            "DEVNAME": ns.devname or f"/dev/{disk_name}",
+            "DEVNAME": devname or f"/dev/{disk_name}",
             "DEVTYPE": "disk",
             "DISKSEQ": str(diskseq),
             "MAJOR": str(BLOCK_MAJOR),
@@ -510,7 +511,7 @@ class Layout:
             },
             properties=props,
             dev=dev,
-            devnode=None if ns.devname else f"/dev/{disk_name}",
+            devnode=None if devname else f"/dev/{disk_name}",
             parents=(parent,),
         )
         gminor = self._minor(GENERIC_MAJOR)

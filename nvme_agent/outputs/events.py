@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvme_agent.outputs.refusals import RefusalLog
+from nvme_agent.outputs.times import timestamp
 
 log = logging.getLogger("nvme_agent.outputs.events")
 
@@ -86,6 +87,13 @@ class EventStream:
         self._subs: dict[int, _Subscriber] = {}
         self._inode: tuple[int, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def listening(self) -> bool:
+        """Whether anybody subscribes now (accepting any that wait): a caller may skip
+        building a record nobody would get."""
+        self._accept_pending()
+        return bool(self._subs)
 
     @property
     def subscriber_count(self) -> int:
@@ -227,9 +235,14 @@ class EventStream:
     def publish(self, record: dict[str, Any]) -> None:
         """Send one record as a JSON line to every subscriber; never blocks.
 
-        Call from the event loop thread (see :meth:`publish_threadsafe`).
+        A record without a ``"time"`` gets the current one.  Call from the event loop
+        thread (see :meth:`publish_threadsafe`).
         """
         self._accept_pending()
+        if not self._subs:
+            return  # nobody listens: not even worth encoding
+        if "time" not in record:
+            record = {**record, "time": timestamp()}
         line = (json.dumps(record, default=str) + "\n").encode()
         for sub in list(self._subs.values()):
             if len(sub.buf) + len(line) > self.max_buffer:

@@ -14,6 +14,7 @@ import sys
 from typing import Any, Literal, TextIO
 
 from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.model import Namespace
 from nvme_agent.topology.text import one_line
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ MSG_RECOVERY = "61ba336525004683a3487d4558d2f518"
 MSG_EJECTED = "47463b562756471fabde999bf96c88ef"
 MSG_PLAN = "8648421f5e744455813b7b94084b3fbc"
 MSG_PLAN_REFUSED = "7fb2a5f39f45479d81b82d1bd7e93550"
+MSG_DEAD_MOUNT = "2dce90a6154e4d33a8c3c9040b641ffe"
+MSG_RECONCILE = "0b7e52cfd9a642ba8cbcc653ff5d8b54"
 
 LogTarget = Literal["auto", "journal", "stderr"]
 
@@ -50,6 +53,13 @@ PRIORITY_WARNING = 4
 PRIORITY_NOTICE = 5
 PRIORITY_INFO = 6
 
+#: The priority of each kind of change that is not info: a lost path reduces redundancy.
+CHANGE_PRIORITIES: dict[ChangeType, int] = {
+    ChangeType.NAMESPACE_REMOVED: PRIORITY_NOTICE,
+    ChangeType.CONTROLLER_REMOVED: PRIORITY_NOTICE,
+    ChangeType.PATH_LOST: PRIORITY_WARNING,
+}
+
 
 def journal_available() -> bool:
     """True when a journald socket exists to receive native messages."""
@@ -57,35 +67,23 @@ def journal_available() -> bool:
 
 
 def change_fields(change: Change) -> dict[str, str]:
-    """Journal fields of a change (``NVME_*``, ``DEVNAME``, ``SIZE_BYTES``...)."""
+    """Journal fields of a change (``NVME_*``, ``DEVNAME``, ``SIZE_BYTES``, a path's...)."""
     fields: dict[str, str] = {"NVME_CHANGE": change.type.value}
     ns = change.namespace
     if ns is not None:
-        fields.update(
-            NVME_NSID=str(ns.nsid),
-            NVME_CTRL=",".join(ns.controllers),
-            NVME_IDENTITY=str(ns.identity),
-            NVME_IDENTITY_WEAK="1" if ns.identity.weak else "0",
-            DEVNAME=ns.devnode or "",
-        )
-        optional = {
-            "NVME_NS_UUID": ns.uuid,
-            "NVME_NGUID": ns.nguid,
-            "NVME_EUI64": ns.eui64,
-            "NVME_WWID": ns.wwid,
-            "NVME_SUBSYSNQN": ns.subsysnqn,
-            "SIZE_BYTES": str(ns.size_bytes) if ns.size_bytes is not None else None,
-            "NVME_DISKSEQ": str(ns.diskseq) if ns.diskseq is not None else None,
-        }
+        fields.update(_namespace_fields(ns))
         fs = change.partition.fs if change.partition is not None else ns.fs
         if fs is not None:
-            optional.update(ID_FS_TYPE=fs.type, ID_FS_LABEL=fs.label, ID_FS_UUID=fs.uuid)
-        fields.update({k: v for k, v in optional.items() if v})
+            optional = {"ID_FS_TYPE": fs.type, "ID_FS_LABEL": fs.label, "ID_FS_UUID": fs.uuid}
+            fields.update({k: v for k, v in optional.items() if v})
     if change.partition is not None:
         fields["DEVNAME"] = change.partition.devnode or ""
         fields["NVME_PARTITION"] = change.partition.name
-    if change.previous is not None and change.previous.size_bytes is not None:
-        fields["PREVIOUS_SIZE_BYTES"] = str(change.previous.size_bytes)
+    previous = change.previous
+    if previous is not None and previous.size_bytes is not None:
+        fields["PREVIOUS_SIZE_BYTES"] = str(previous.size_bytes)
+    if change.path is not None:
+        fields.update(_path_fields(change))
     if change.controller is not None:
         c = change.controller
         fields["NVME_CTRL"] = c.name
@@ -95,6 +93,47 @@ def change_fields(change: Change) -> dict[str, str]:
         fields["NVME_REASON"] = change.reason
     if change.coldplug:
         fields["NVME_COLDPLUG"] = "1"
+    return fields
+
+
+def _namespace_fields(ns: Namespace) -> dict[str, str]:
+    fields = {
+        "NVME_NSID": str(ns.nsid),
+        "NVME_CTRL": ",".join(ns.controllers),
+        "NVME_IDENTITY": str(ns.identity),
+        "NVME_IDENTITY_WEAK": "1" if ns.identity.weak else "0",
+        "DEVNAME": ns.devnode or "",
+    }
+    optional = {
+        "NVME_NS_UUID": ns.uuid,
+        "NVME_NGUID": ns.nguid,
+        "NVME_EUI64": ns.eui64,
+        "NVME_WWID": ns.wwid,
+        "NVME_SUBSYSNQN": ns.subsysnqn,
+        "SIZE_BYTES": str(ns.size_bytes) if ns.size_bytes is not None else None,
+        "NVME_DISKSEQ": str(ns.diskseq) if ns.diskseq is not None else None,
+    }
+    fields.update({k: v for k, v in optional.items() if v})
+    return fields
+
+
+def _path_fields(change: Change) -> dict[str, str]:
+    """The path that came or went (a path change), and the live paths after it."""
+    path = change.path
+    assert path is not None
+    optional = {
+        "NVME_PATH_CTRL": path.controller,
+        "NVME_PATH_DEVICE": path.device,
+        "NVME_TRANSPORT": path.transport,
+        "NVME_ADDRESS": path.address,
+        "NVME_PATH_STATE": path.state,
+    }
+    fields = {k: v for k, v in optional.items() if v}
+    ns, previous = change.namespace, change.previous
+    if ns is not None:
+        fields["NVME_PATHS_LIVE"] = str(sum(1 for p in ns.paths if p.state in (None, "live")))
+    if previous is not None and ns is not None and previous.devnode != ns.devnode:
+        fields["PREVIOUS_DEVNAME"] = previous.devnode or ""
     return fields
 
 
@@ -111,16 +150,14 @@ class TopologyLog:
                 log.warning("systemd-python missing: topology log goes to stderr")
         self.stream = stream if stream is not None else sys.stderr
 
-    def change(self, change: Change) -> None:
-        """Log one topology change."""
-        priority = PRIORITY_INFO
-        if change.type in (ChangeType.NAMESPACE_REMOVED, ChangeType.CONTROLLER_REMOVED):
-            priority = PRIORITY_NOTICE
+    def change(self, change: Change, summary: str | None = None) -> None:
+        """Log one topology change (:data:`CHANGE_PRIORITIES`: a lost path is a warning);
+        ``summary``: ``change.summary()`` when the caller has it already."""
+        priority = CHANGE_PRIORITIES.get(change.type, PRIORITY_INFO)
         ns = change.namespace
+        message = summary if summary is not None else change.summary()
         if ns is not None and ns.identity.weak and change.type is ChangeType.NAMESPACE_ADDED:
-            message = f"{change.summary()}; identity is weak: cannot tell a swapped image"
-        else:
-            message = change.summary()
+            message = f"{message}; identity is weak: cannot tell a swapped image"
         self.event(message, CHANGE_MESSAGE_IDS[change.type], priority, change_fields(change))
 
     def event(

@@ -42,6 +42,13 @@ _NS_FIELDS = (
     "and ID_FS_TYPE, ID_FS_LABEL, ID_FS_UUID."
 )
 
+_PATH_FIELDS = (
+    "The path that came or went is in NVME_PATH_CTRL (its controller), NVME_PATH_DEVICE (its "
+    "block device, when seen), NVME_TRANSPORT, NVME_ADDRESS and NVME_PATH_STATE (its "
+    "controller's transport, address and state), and NVME_PATHS_LIVE counts the live paths "
+    "after the change."
+)
+
 MESSAGES: tuple[MessageDoc, ...] = (
     _change(
         ChangeType.NAMESPACE_ADDED,
@@ -100,16 +107,24 @@ MESSAGES: tuple[MessageDoc, ...] = (
         "NVMe namespace @NVME_NSID@ gained a path",
         "One more controller reaches a namespace that was already present (a second port of "
         "an NVMe-oF target, a second controller of a shared subsystem, a path that came "
-        "back).  Nothing is mounted again: the namespace is the same.  " + _NS_FIELDS,
+        "back).  Nothing is mounted again: the namespace is the same.  Logged at info level.  "
+        + _NS_FIELDS
+        + "  "
+        + _PATH_FIELDS,
     ),
     _change(
         ChangeType.PATH_LOST,
         "NVMe namespace @NVME_NSID@ lost a path",
         "A controller no longer reaches a namespace that other controllers still reach (a "
         "port went down, `nvme detach-ns` on one controller, a controller was removed).  The "
-        "namespace stays and its mounts stay; redundancy is reduced.  Without native "
-        "multipath the namespace's block device may change to the disk of another path; the "
-        "entry names the namespace before and after.  " + _NS_FIELDS,
+        "namespace stays; redundancy is reduced, so the entry is a warning.  Without native "
+        "multipath the namespace's block device may change to the disk of another path "
+        "(DEVNAME is the device now, PREVIOUS_DEVNAME the one before): a mount the agent made "
+        "through the lost device is dead, is lazily detached (a dead-mount entry) and the "
+        "namespace's add plan runs again on the surviving device.  "
+        + _NS_FIELDS
+        + "  "
+        + _PATH_FIELDS,
     ),
     MessageDoc(
         "daemon-ready",
@@ -180,6 +195,30 @@ MESSAGES: tuple[MessageDoc, ...] = (
         "for example a filesystem type outside defaults.allowed_filesystems, or a mount path "
         "that a device's label cannot render safely.  Nothing was done for this change beyond "
         "logging it; fix the policy or the device and reconcile or re-attach.",
+    ),
+    MessageDoc(
+        "dead-mount",
+        journal.MSG_DEAD_MOUNT,
+        "daemon",
+        "Mount of a device that went away: lazily detached",
+        "A filesystem the agent mounted lost its device while no plan would unmount it: the "
+        "mounted device of a namespace went with one of its paths (without native multipath; "
+        "the namespace stays on the next path's device and is mounted again from it, as the "
+        "policy says), or a namespace was removed while the rule that matched it at removal "
+        "was not the one that mounted it.  DEVNAME is the lost device, MOUNTPOINT the mount; "
+        "writes that had not reached the device are lost.",
+    ),
+    MessageDoc(
+        "reconcile",
+        journal.MSG_RECONCILE,
+        "daemon",
+        "The policy in force differs from what ran for present namespaces",
+        "After a reload, the new policy would treat some namespaces already present "
+        "differently from the policy that handled them (mount them, mount them elsewhere, "
+        "no longer mount them); the message lists their NSIDs.  `nvme-agent status` marks "
+        'them "not applied (policy changed)" and `nvme-agent reconcile` applies the new policy '
+        "to them (undo the old plan, run the new one); with defaults.reconcile_on_reload the "
+        "agent does so at once and says so here.",
     ),
     MessageDoc(
         "action-ok",

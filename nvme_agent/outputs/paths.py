@@ -35,8 +35,14 @@ class RuntimePaths:
 
     @property
     def state_file(self) -> Path:
-        """The topology and pending plans, written before a batch's actions run."""
+        """The state checkpoint: topology, handled and ejected disks, policy generation."""
         return self.runtime_dir / "topology.json"
+
+    @property
+    def state_log(self) -> Path:
+        """What changed since the checkpoint, one line per batch, each written before the
+        batch's actions run."""
+        return self.runtime_dir / "topology.log"
 
     @property
     def history_file(self) -> Path:

@@ -14,11 +14,13 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: What reading a JSON file of ours may raise besides OSError (deep nesting included).
 _DECODE_ERRORS = (ValueError, RecursionError)
@@ -26,24 +28,60 @@ _DECODE_ERRORS = (ValueError, RecursionError)
 
 def write_json_atomic(path: str | Path, data: Any, mode: int = 0o640) -> None:
     """Write ``data`` as JSON so that readers see the old file or the new one, never half."""
+    # One line through the C encoder: json.dump with an indent takes the pure-Python encoder.
+    write_text_atomic(path, json.dumps(data, sort_keys=True, default=str) + "\n", mode)
+
+
+def write_text_atomic(path: str | Path, text: str, mode: int = 0o640, fsync: bool = True) -> None:
+    """Replace ``path`` with ``text``: readers see the old file or the new one, never half;
+    with ``fsync`` (flushed to the device first) a crash after this returns keeps the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            # One line through the C encoder: json.dump with an indent takes the pure-Python
-            # encoder, 3-4x slower, and the daemon writes its whole topology before each batch
-            # of plans (70 ms -> 19 ms at 1,000 namespaces).
-            fh.write(json.dumps(data, sort_keys=True, default=str))
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class JsonFragments(Generic[T]):
+    """The JSON text of frozen value objects, rendered once per object.
+
+    The daemon persists what changed before the actions of every batch run, and now and
+    then its whole topology; with a thousand namespaces, rendering each one again
+    (``to_dict`` and the encoder) was most of the loop's time.  The topology replaces a
+    namespace object when it changes, so an object seen before renders to the text kept for
+    it.  The cache holds the objects themselves, so no ``id`` is reused while its text is
+    kept; :meth:`texts` keeps only the objects it was given.
+    """
+
+    def __init__(self, render: Callable[[T], str]) -> None:
+        self._render = render
+        self._kept: dict[int, tuple[T, str]] = {}
+        self.rendered = 0  # how many objects were rendered (not found): for tests
+
+    def text(self, item: T) -> str:
+        """The JSON text of ``item`` (kept until the next :meth:`texts`)."""
+        hit = self._kept.get(id(item))
+        if hit is None or hit[0] is not item:
+            hit = self._kept[id(item)] = (item, self._render(item))
+            self.rendered += 1
+        return hit[1]
+
+    def texts(self, items: Iterable[T]) -> list[str]:
+        """The JSON text of each of ``items``, in order; forgets every other object."""
+        items = list(items)
+        out = [self.text(item) for item in items]
+        self._kept = {id(item): self._kept[id(item)] for item in items}
+        return out
 
 
 def read_json(path: str | Path) -> Any | None:
@@ -88,15 +126,27 @@ class FailureLog:
 
 
 class StateFile:
-    """The daemon's state file: read at start, replaced atomically after each change."""
+    """The daemon's state: a checkpoint (``topology.json``, replaced atomically) and a log
+    beside it (``topology.log``) of JSON lines, each flushed to the device when appended.
 
-    def __init__(self, path: str | Path) -> None:
+    What the lines mean is the caller's business (:mod:`nvme_agent.service.persist`); this
+    class keeps them safe: :meth:`append` returns only once the line is on the device, and
+    :meth:`load_log` drops a last line without its newline (the writer died while writing
+    it).  A failing write is logged once, not once per call.
+    """
+
+    def __init__(self, path: str | Path, log_path: str | Path | None = None) -> None:
         self.path = Path(path)
+        self.log_path = Path(log_path) if log_path is not None else self.path.with_suffix(".log")
         self._writes = FailureLog(f"writing state file {self.path}")
+        self._log_fd: int | None = None
+        #: Bytes in the checkpoint written last and in the log since (for compaction).
+        self.checkpoint_bytes = 0
+        self.log_bytes = 0
 
     def load(self) -> Any | None:
-        """The file's JSON, or None when it is missing; an unreadable or unparsable file is
-        moved aside (logged), so that the next start does not trip over it again."""
+        """The checkpoint's JSON, or None when it is missing; an unreadable or unparsable
+        file is moved aside (logged), so that the next start does not trip over it again."""
         try:
             with open(self.path, "rb") as fh:
                 raw = fh.read()
@@ -111,9 +161,34 @@ class StateFile:
             self.move_aside(f"not JSON: {_cause(exc)}")
             return None
 
+    def load_log(self) -> list[bytes]:
+        """The log's complete lines, in order (none when it is missing or unreadable)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            log.error(
+                "cannot read state log %s: %s; using the checkpoint alone", self.log_path, exc
+            )
+            return []
+        lines = raw.split(b"\n")
+        if lines[-1]:
+            log.warning(
+                "state log %s: ignoring an incomplete last record (%d bytes): the agent "
+                "stopped while writing it, before any action of that batch ran",
+                self.log_path,
+                len(lines[-1]),
+            )
+        return [line for line in lines[:-1] if line.strip()]
+
     def move_aside(self, why: str) -> str | None:
-        """Rename the file to ``<name>.corrupt.<time>`` (as the mount ledger does); logged."""
-        aside = f"{self.path}.corrupt.{int(time.time())}"
+        """Rename the files to ``<name>.corrupt.<time>`` (as the mount ledger does); logged."""
+        stamp = int(time.time())
+        with contextlib.suppress(OSError):
+            os.replace(self.log_path, f"{self.log_path}.corrupt.{stamp}")
+        aside = f"{self.path}.corrupt.{stamp}"
         try:
             os.replace(self.path, aside)
         except OSError as exc:
@@ -125,20 +200,60 @@ class StateFile:
         return aside
 
     def save(self, data: Any) -> bool:
-        """Replace the file with ``data``; a failure is logged once, not once per call."""
+        """Replace the checkpoint with ``data`` and empty the log; logged once on failure."""
+        return self.checkpoint(json.dumps(data, sort_keys=True, default=str) + "\n")
+
+    def checkpoint(self, text: str) -> bool:
+        """Replace the checkpoint with ``text`` (JSON composed by the caller), then empty
+        the log.  Readers must ignore log lines of an older checkpoint: a crash between the
+        two steps leaves them."""
         try:
-            write_json_atomic(self.path, data)
+            write_text_atomic(self.path, text)
+            self._close_log()
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+            os.close(fd)
         except OSError as exc:
             self._writes.failed(exc)
             return False
+        self.checkpoint_bytes, self.log_bytes = len(text), 0
         self._writes.succeeded()
         return True
+
+    def append(self, line: str) -> bool:
+        """Append one line to the log and flush it to the device; logged once on failure."""
+        data = line.encode("utf-8") + b"\n"
+        try:
+            if self._log_fd is None:
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                self._log_fd = os.open(self.log_path, flags, 0o640)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._log_fd, view) :]
+            os.fsync(self._log_fd)
+        except OSError as exc:
+            self._close_log()
+            self._writes.failed(exc)
+            return False
+        self.log_bytes += len(data)
+        self._writes.succeeded()
+        return True
+
+    def close(self) -> None:
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._log_fd)
+            self._log_fd = None
 
 
 class History:
     """Append-only history of changes as JSON lines, rotated when it grows past ``max_bytes``.
 
-    ``history.jsonl`` is the newest file; ``history.jsonl.1`` ... ``.N`` are older.
+    ``history.jsonl`` is the newest file; ``history.jsonl.1`` ... ``.N`` are older.  The file
+    stays open between appends (a burst appends hundreds of records); one ``stat`` per
+    append notices when someone moved or removed it, and the next append reopens it.
     """
 
     def __init__(self, path: str | Path, max_bytes: int = 4 * 1024 * 1024, backups: int = 3):
@@ -146,28 +261,53 @@ class History:
         self.max_bytes = max_bytes
         self.backups = backups
         self._writes = FailureLog(f"appending to history {self.path}")
+        self._fd: int | None = None
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
 
     def append(self, record: dict[str, Any]) -> bool:
         """Add ``record``; False when it could not be written (logged once per outage)."""
         line = json.dumps(record, sort_keys=True, default=str) + "\n"
         try:
-            self._append(line)
+            self._append(line.encode("utf-8"))
         except OSError as exc:
+            self.close()
             self._writes.failed(exc)
             return False
         self._writes.succeeded()
         return True
 
-    def _append(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size and size + len(line) > self.max_bytes:
+    def _append(self, data: bytes) -> None:
+        fd, size = self._open()
+        if size and size + len(data) > self.max_bytes:
+            self.close()
             self._rotate()
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
+            fd, size = self._open()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def _open(self) -> tuple[int, int]:
+        """The open file and its size; (re)opened when the path names another file now."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if self._fd is not None and st is not None and (st.st_dev, st.st_ino) == self._ident:
+            return self._fd, st.st_size
+        self.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o640)
+        st = os.fstat(fd)
+        self._fd, self._ident = fd, (st.st_dev, st.st_ino)
+        return fd, st.st_size
+
+    def close(self) -> None:
+        """Close the file (the next append opens it again)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = self._ident = None
 
     def _rotate(self) -> None:
         for i in range(self.backups, 0, -1):

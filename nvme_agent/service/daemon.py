@@ -5,14 +5,21 @@ Data flows one way: udev record -> :class:`Topology` change -> ``decide`` (pure)
 flow live in modules of their own, which the daemon only wires together:
 
 * :mod:`~nvme_agent.service.recovery`: handled/ejected/outstanding bookkeeping, the restart
-  diff and the state-file layout (pure);
+  diff (pure); :mod:`~nvme_agent.service.persist`: the state on disk, a checkpoint plus a
+  log of what changed (pure);
 * :mod:`~nvme_agent.service.reload`: policy parsing in a worker thread, swapped in on the
   loop, so udev events, control answers and watchdog pings go on meanwhile;
-* :mod:`~nvme_agent.service.requests`: the control commands, their rights and handlers;
-* :mod:`~nvme_agent.service.eject` and :mod:`~nvme_agent.service.status`.
+* :mod:`~nvme_agent.service.reconcile`: which present namespaces a new policy would treat
+  differently, and the plans that apply it (pure);
+* :mod:`~nvme_agent.service.deadmounts`: mounts whose device went away without a plan that
+  unmounts them (pure);
+* :mod:`~nvme_agent.service.operations`: what the control commands ask of the daemon, with
+  :mod:`~nvme_agent.service.requests` (the command table with rights),
+  :mod:`~nvme_agent.service.eject` and :mod:`~nvme_agent.service.status`.
 
 Plans are fully rendered when decided, so actions already running finish under the policy
-they started with.
+they started with.  The plans of one batch are decided first, then what changed is
+persisted, then the actions start: the state is on disk before any action of a batch runs.
 """
 
 from __future__ import annotations
@@ -21,66 +28,70 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections import Counter
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.runner import ActionRunner
 from nvme_agent.outputs.events import EventStream
 from nvme_agent.outputs.journal import (
     MSG_DAEMON_READY,
-    MSG_EJECTED,
+    MSG_DEAD_MOUNT,
     MSG_EVENTS_OVERRUN,
     MSG_PLAN_REFUSED,
-    MSG_POLICY_RELOAD_FAILED,
-    MSG_POLICY_RELOADED,
     MSG_RECOVERY,
-    PRIORITY_ERR,
     PRIORITY_NOTICE,
     PRIORITY_WARNING,
     LogTarget,
     TopologyLog,
     change_fields,
 )
+from nvme_agent.outputs.metrics import Metrics
 from nvme_agent.outputs.notify import Notifier
-from nvme_agent.outputs.state import History, StateFile
+from nvme_agent.outputs.state import FailureLog, History, StateFile, write_text_atomic
+from nvme_agent.outputs.times import timestamp
 from nvme_agent.policy import REFUSED, Policy, PolicyError, decide, load_policy, load_policy_text
-from nvme_agent.policy.plan import ActionResult, Plan, Status
+from nvme_agent.policy.plan import ActionResult, Plan
 from nvme_agent.service.access import GROUP
-from nvme_agent.service.answers import Answer, Reason, failure
 from nvme_agent.service.control import ControlServer
-from nvme_agent.service.eject import (
-    EjectTarget,
-    ResultWaiters,
-    eject_answer,
-    eject_plans,
-    find_namespace,
+from nvme_agent.service.deadmounts import (
+    detach_plan,
+    device_changed,
+    left_behind,
+    lost_with_path,
+    remount_changes,
 )
+from nvme_agent.service.eject import ResultWaiters
+from nvme_agent.service.operations import Operations
+from nvme_agent.service.persist import StateWriter, merge
+from nvme_agent.service.reconcile import AppliedPlans
 from nvme_agent.service.recovery import (
     Bookkeeping,
     SavedState,
     StateError,
     from_state,
     orphan_mounts,
-    present_changes,
     unmount_plan,
 )
-from nvme_agent.service.reload import Loader, LoadOutcome, Reloader, read_policy
+from nvme_agent.service.reload import Loader, Reloader, read_policy
 from nvme_agent.service.requests import Dispatcher
-from nvme_agent.service.status import mounts_by_source, topology_status
-from nvme_agent.topology.changes import REMOVE_KINDS, Change
+from nvme_agent.topology.changes import REMOVE_KINDS, Change, ChangeType
 from nvme_agent.topology.intake import Overrun, UdevIntake
-from nvme_agent.topology.model import TopologySnapshot
 from nvme_agent.topology.records import DeviceRecord
+from nvme_agent.topology.text import escape
 from nvme_agent.topology.tracker import Topology
 
 log = logging.getLogger(__name__)
 
 #: Built-in policy when the configured file does not exist: log and stream, act on nothing.
 FALLBACK_POLICY = "version: 1\nrules: []\n"
+#: The state log is compacted into a checkpoint once it is larger than the last checkpoint
+#: and than this (bytes): a small topology need not be rewritten every few batches.
+MIN_STATE_LOG = 256 * 1024
+#: The metrics file is rewritten at most this often (seconds), and only after a change.
+METRICS_INTERVAL = 1.0
 
 
 @dataclass
@@ -99,6 +110,8 @@ class DaemonConfig:
     reload_timeout: float = 10.0
     #: The group of the sockets, whose members have the read right.
     group: str | None = GROUP
+    #: A Prometheus textfile (node_exporter's textfile collector) to keep current, or None.
+    metrics_file: Path | None = None
 
     @property
     def events_socket(self) -> str:
@@ -111,6 +124,10 @@ class DaemonConfig:
     @property
     def state_file(self) -> Path:
         return self.runtime_dir / "topology.json"
+
+    @property
+    def state_log(self) -> Path:
+        return self.runtime_dir / "topology.log"
 
     @property
     def history_file(self) -> Path:
@@ -139,36 +156,48 @@ class Daemon:
         self.tlog = TopologyLog(config.log_target)
         self.notifier = Notifier()
         self.history = History(config.history_file)
-        self.state_file = StateFile(config.state_file)
+        self.state_file = StateFile(config.state_file, config.state_log)
+        self.state = StateWriter()
+        #: Plans decided in this batch, submitted to the runner once the state is on disk.
+        self._batch: list[Plan] = []
         self.books = Bookkeeping()
+        self.applied = AppliedPlans()
+        self.metrics = Metrics(time.time())
         self.policy: Policy = self._initial_policy(load)
         self.generation = 1
         self._intake = intake
         self.ledger = MountLedger.in_state_dir(str(config.state_dir))
         self.runner: ActionRunner | None = None
         self.events = EventStream(config.events_socket, group=config.group)
-        self.dispatcher = Dispatcher(self, config.group, refuse=self._refused)
+        self.ops = Operations(self)
+        self.dispatcher = Dispatcher(self.ops, config.group, refuse=self._refused)
         self.control = ControlServer(config.control_socket, self.dispatcher, config.group)
         self.reloader = Reloader(
             config.policy_path,
             load,
             config.reload_timeout,
             reloading=self._notify_reloading,
-            apply=self._apply_reload,
+            apply=self.ops.apply_reload,
             ready=self._notify_reloaded,
         )
         self.waiters = ResultWaiters()
-        self.counters: Counter[str] = Counter()
         self._stop = asyncio.Event()
         self._ready = False
         self._status_sent = ""
-        self._state_changed = OncePerIteration(self._save_state)
+        self._state_changed = OncePerIteration(self.persist)
         self._status_changed = OncePerIteration(self._flush_status)  # only when it differs
+        self._metrics_due: asyncio.TimerHandle | None = None
+        self._metrics_failures = FailureLog(f"writing metrics file {config.metrics_file}")
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def events_socket(self) -> str:
         return self.config.events_socket
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "the daemon is not running"
+        return self._loop
 
     # ------------------------------------------------------------------ life
     async def run(self, handle_signals: bool = True) -> int:
@@ -212,6 +241,7 @@ class Daemon:
         self.events.publish({"type": "ready", "nsid": None, "status": self.status_line()})
         self._ready = True
         self.notifier.ready(self.status_line())
+        self._write_metrics()
         await self._stop.wait()
         return await self._shutdown()
 
@@ -222,6 +252,7 @@ class Daemon:
     async def _shutdown(self) -> int:
         self.notifier.stopping()
         self.reloader.cancel()
+        self.ops.cancel()
         assert self._loop is not None and self._intake is not None
         self._loop.remove_reader(self._intake.fileno())
         if self.policy.defaults.unmount_on_stop:
@@ -232,7 +263,12 @@ class Daemon:
                     "stopping with actions still running after %.0fs", self.config.drain_timeout
                 )
             self.runner.close()
-        self._save_state()
+        self._checkpoint()
+        self.state_file.close()
+        self.history.close()
+        if self._metrics_due is not None:
+            self._metrics_due.cancel()
+        self._write_metrics()
         await self.control.close()
         await self.events.close()
         return 0
@@ -256,49 +292,10 @@ class Daemon:
         if self._ready:
             self.notifier.ready(self.status_line())
 
-    def _apply_reload(self, outcome: LoadOutcome) -> Answer:
-        """Swap a parsed policy in (on the loop), or report why not; the old one stays."""
-        path = self.config.policy_path
-        if outcome.policy is None:
-            errors = list(outcome.errors)
-            self.counters["reload_failures"] += 1
-            self.tlog.event(
-                f"policy reload failed, keeping generation {self.generation}: " + "; ".join(errors),
-                MSG_POLICY_RELOAD_FAILED,
-                PRIORITY_ERR,
-                {"NVME_POLICY": str(path)},
-            )
-            self.events.publish({"type": "reload-failed", "nsid": None, "errors": errors})
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            error = f"policy {path} not reloaded: {errors[0] if errors else '?'}{more}"
-            return failure(outcome.reason, error, errors=errors, generation=self.generation)
-        old, self.policy = self.policy, outcome.policy
-        self.generation += 1
-        self.tlog.event(
-            f"policy {path} loaded (generation {self.generation})",
-            MSG_POLICY_RELOADED,
-            fields={"NVME_POLICY": str(path)},
-        )
-        for warning in self.policy.warnings:
-            log.warning("policy: %s", warning)
-        if self.policy.defaults.reconcile_on_reload:
-            self._reconcile_policy(old)
-        self.events.publish({"type": "reloaded", "nsid": None, "generation": self.generation})
-        return {"ok": True, "generation": self.generation}
-
-    def _reconcile_policy(self, old: Policy) -> None:
-        """Re-run the add plan of present namespaces whose matching rule changed."""
-        snap = self.topology.snapshot()
-        for change in present_changes(snap):
-            before = decide(change, snap, old)
-            after = decide(change, snap, self.policy)
-            if before.rule != after.rule and after.actions:
-                log.info("reconcile: nsid %s now matches %s", change.nsid, after.rule)
-                self._submit(after)
-
     # ------------------------------------------------------------------ intake
     def _coldplug(self, records: list[DeviceRecord]) -> None:
-        """Build the initial view and reconcile it with the previous run's state file."""
+        """Build the initial view and reconcile it with the previous run's state."""
+        self.metrics.count("udev_events", n=len(records))
         self.topology.apply_all(records)
         current = self.topology.snapshot()
         restored = self.books.restore(self._previous_state(), current, self.policy.digest)
@@ -310,17 +307,19 @@ class Daemon:
             )
         for change in restored.changes:
             self._handle_change(change)
+        # What the last run handled under this very policy is not planned again: it stands.
+        self.applied.assume(current, self.policy)
         gone = {c.devnode for c in restored.changes if c.type in REMOVE_KINDS and c.devnode}
         for entry in orphan_mounts(self.ledger.entries(), current, gone):
             self._detach_orphan(entry)
-        self._save_state()
+        self.commit(checkpoint=True)
 
     def _previous_state(self) -> SavedState | None:
         data = self.state_file.load()
         if data is None:
             return None
         try:
-            return from_state(data)
+            return from_state(merge(data, self.state_file.load_log()))
         except StateError as exc:
             self.state_file.move_aside(str(exc))
             return None
@@ -328,47 +327,54 @@ class Daemon:
     def _detach_orphan(self, entry: LedgerEntry) -> None:
         """Lazily detach a mount we made for a device that no longer exists."""
         self.tlog.event(
-            f"{entry.source} vanished while the agent was down; lazily detaching "
-            f"{entry.target} (unflushed data may have been lost)",
+            f"{escape(entry.source)} vanished while the agent was down; lazily detaching "
+            f"{escape(entry.target)} (unflushed data may have been lost)",
             MSG_RECOVERY,
             PRIORITY_WARNING,
             {"DEVNAME": entry.source, "MOUNTPOINT": entry.target},
         )
-        self._submit(unmount_plan(entry, "vanished while down", "orphan", device_gone=True))
+        self.submit(unmount_plan(entry, "vanished while down", "orphan", device_gone=True))
 
     def _on_readable(self) -> None:
-        """Take every pending record, persist the new topology, then act on the changes.
+        """Take every pending record, decide on the changes, persist what changed, then
+        hand the plans to the runner.
 
-        Persisting before any plan is submitted means that whatever an action did, the state
-        file already knows the namespace it did it for: a kill -9 at any point loses no
+        Persisting before any action runs means that whatever an action did, the state
+        already knows the namespace it did it for: a kill -9 at any point loses no
         topology, only (at worst) the mark that an add plan finished, and that plan is
-        idempotent and simply runs again after the restart.
+        idempotent and simply runs again after the restart.  Plans are decided (and
+        streamed) first: deciding acts on nothing.
         """
         assert self._intake is not None
         changes: list[Change] = []
+        received = 0
         try:
             for record in self._intake.drain():
+                received += 1
                 changes.extend(self.topology.apply(record))
         except Overrun:
-            self.counters["overruns"] += 1
+            self.metrics.count("netlink_overruns")
             self.tlog.event(
                 "udev events were lost (netlink overrun): re-enumerating and diffing",
                 MSG_EVENTS_OVERRUN,
                 PRIORITY_WARNING,
             )
             changes.extend(self.topology.reconcile(self._intake.enumerate()))
-        if not changes:
-            return
-        self._save_state()
-        for change in changes:
-            self._handle_change(change)
-        self._status_changed()
+        self.metrics.count("udev_events", n=received)
+        if changes:
+            for change in changes:
+                self._handle_change(change)
+            self.commit()
+            self._status_changed()
+        self.metrics_changed()
 
     # ------------------------------------------------------------------ changes and plans
     def _handle_change(self, change: Change) -> None:
-        self.counters[change.type.value] += 1
-        self.tlog.change(change)
+        self.metrics.count("changes", change.type.value)
+        summary = change.summary()  # escaping every device string is not cheap: once
+        self.tlog.change(change, summary)
         record = change.to_dict()
+        record["time"] = timestamp()
         self.history.append(record)  # a failing history is logged there, and we go on
         self.events.publish(record)
         if self.books.removal_already_ran(change):
@@ -377,29 +383,94 @@ class Daemon:
         try:
             plan = decide(change, self.topology.snapshot(), self.policy)
         except PolicyError as exc:
-            self.counters["failures"] += 1
+            self.metrics.count("decide_errors")
             log.error("policy cannot decide on %s: %s", change.summary(), exc)
             return
-        self._submit(plan)
+        if change.type is ChangeType.PATH_LOST:
+            self._path_lost(change, plan)
+            return
+        self.submit(plan, summary)
+        self._detach_left_behind(plan)
 
-    def _submit(self, plan: Plan) -> None:
-        self.events.publish(plan.to_dict())
+    def _path_lost(self, change: Change, plan: Plan) -> None:
+        """A path went: its hooks; and when it took the device a mount of ours was made
+        through, that mount is dead: detach it lazily, then decide the namespace's add plans
+        as it is now (see :mod:`~nvme_agent.service.deadmounts`)."""
+        dead = lost_with_path(change, self.ledger.entries())
+        ns = change.namespace
+        if dead:
+            device = change.path.devnode if change.path is not None else "?"
+            self._log_dead_mounts(
+                change, dead, f"{device} went with the path through {change.ctrl or '?'}"
+            )
+            why = f"mounted device {device} lost with its path"
+            self.submit(detach_plan(change, plan.key, dead, why))
+        self.submit(plan)
+        if not device_changed(change) or ns is None:
+            return
+        if change.previous is not None and self.books.is_ejected(change.previous):
+            self.books.ejected(ns)  # still ejected: the host is detaching it path by path
+            return
+        snap = self.topology.snapshot()
+        for again in remount_changes(change):
+            self.submit(decide(again, snap, self.policy))
+
+    def _detach_left_behind(self, plan: Plan) -> None:
+        """After a removal: lazily detach our mounts of the removed device that its plan
+        (decided by a rule that did not mount them) does not unmount."""
+        dead = left_behind(plan, self.ledger.entries())
+        if not dead:
+            return
+        self._log_dead_mounts(plan.change, dead, f"{plan.change.devnode} was removed")
+        why = "mount of the removed device left behind by the rule's plan"
+        self.submit(detach_plan(plan.change, plan.key, dead, why))
+
+    def _log_dead_mounts(self, change: Change, dead: list[LedgerEntry], what: str) -> None:
+        for entry in dead:
+            fields = change_fields(change) | {"DEVNAME": entry.source, "MOUNTPOINT": entry.target}
+            self.tlog.event(
+                f"nsid {change.nsid}: {escape(what)} while mounted at {escape(entry.target)}; "
+                "lazily detaching it (unflushed data may have been lost)",
+                MSG_DEAD_MOUNT,
+                PRIORITY_WARNING,
+                fields,
+            )
+
+    def submit(self, plan: Plan, summary: str | None = None) -> None:
+        """Note, stream and log a plan; its actions start at the next :meth:`commit`.
+        ``summary``: the change's, when the caller has it already."""
+        self.metrics.count("plans")
+        if self.events.listening:
+            self.events.publish(plan.to_dict())
         self.books.plan_submitted(plan, self.policy.digest)
+        self.applied.noted(plan, self.policy)
+        self.ops.noted(plan)
         refused = [line for line in plan.explanation if line.startswith(REFUSED)]
         if refused:
             self._log_refused(plan, refused[0])
         elif plan.rule is not None or plan.actions:
-            log.info(
-                "%s: rule %s, %d action(s)", plan.change.summary(), plan.rule, len(plan.actions)
-            )
-        if plan.actions and self.runner is not None:
-            self.runner.submit(plan)
+            text = summary if summary is not None else plan.change.summary()
+            log.info("%s: rule %s, %d action(s)", text, plan.rule, len(plan.actions))
+        if plan.actions:
+            self._batch.append(plan)
+
+    def commit(self, *, checkpoint: bool = False) -> None:
+        """Persist what changed (the whole state with ``checkpoint``), then start the
+        batch's actions: the state is on disk before any of them runs."""
+        if checkpoint:
+            self._checkpoint()
+        else:
+            self.persist()
+        plans, self._batch = self._batch, []
+        if self.runner is not None:
+            for plan in plans:
+                self.runner.submit(plan)
 
     def _log_refused(self, plan: Plan, line: str) -> None:
         """A plan the policy refused (e.g. a filesystem type it does not allow): once, as a
         warning naming the device and the cause."""
         change = plan.change
-        self.counters["refused"] += 1
+        self.metrics.count("plans_refused")
         fields = change_fields(change) | {"NVME_RULE": plan.rule or "", "NVME_PLAN_KEY": plan.key}
         self.tlog.event(
             _printable(f"{change.summary()} on {change.devnode or '?'}: nothing done, {line}"),
@@ -415,107 +486,89 @@ class Daemon:
         loop.call_soon_threadsafe(self._on_result, result)
 
     def _on_result(self, result: ActionResult) -> None:
-        if result.status is Status.FAILED:
-            self.counters["failures"] += 1
+        self.metrics.count("actions", result.action, result.status.value)
         if self.books.result(result):
             self._state_changed()
-        self.events.publish(result.to_dict())
+        if self.events.listening:
+            self.events.publish(result.to_dict())
         self.waiters.feed(result)
         self._status_changed()
+        self.metrics_changed()
 
     def _unmount_all(self, reason: str) -> None:
         for entry in self.ledger.entries():
             if entry.mounted:
-                self._submit(unmount_plan(entry, reason, "stop", device_gone=False))
-
-    # ------------------------------------------------------------------ control requests
-    # (what nvme_agent.service.requests.Agent asks of us; the dispatcher checks the rights)
-    def admin_group(self) -> str | None:
-        return self.policy.defaults.admin_group
+                self.submit(unmount_plan(entry, reason, "stop", device_gone=False))
+        self.commit()
 
     def _refused(self, kind: str, message: str) -> None:
         self.control.refuse(kind, message)
 
-    async def reload(self) -> Answer:
-        """Re-read the policy (coalesced with reloads already under way)."""
-        return await self.reloader.request()
-
-    async def history_records(self, limit: int) -> list[dict[str, Any]]:
-        """The last ``limit`` history records (all with 0), read off the loop."""
-        records = await asyncio.to_thread(lambda: list(self.history.read()))
-        return records[-limit:] if limit > 0 else records
-
-    async def settle(self, timeout: float) -> bool:
-        """Like ``udevadm settle``: True once every submitted plan has finished."""
-        return self.runner is None or await self.runner.drain(timeout)
-
-    async def eject(self, target: EjectTarget, timeout: float) -> Answer:
-        """Run a present namespace's remove plan gracefully; report whether it is safe."""
-        snap = self.topology.snapshot()
-        ns = find_namespace(snap, target)
-        plans = eject_plans(ns, snap, self.policy)
-        waiter = self.waiters.expect(plans)
-        try:
-            for plan in plans:
-                self._submit(plan)
-            if not await waiter.wait(timeout):
-                error = f"eject plan did not finish within {timeout:.0f}s"
-                return failure(Reason.TIMEOUT, error, nsid=ns.nsid)
-        finally:
-            self.waiters.discard(waiter)
-        answer = eject_answer(ns, waiter.results)
-        if answer["ok"]:
-            self.books.ejected(ns)
-            self.tlog.event(
-                f"nsid {ns.nsid} ({ns.devnode}) ejected: safe to remove",
-                MSG_EJECTED,
-                fields={"NVME_NSID": str(ns.nsid), "DEVNAME": ns.devnode or ""},
-            )
-            self.events.publish({"type": "ejected", "nsid": ns.nsid, "device": ns.devnode})
-            self._save_state()
-        return answer
-
     # ------------------------------------------------------------------ status and state
-    def status(self) -> dict[str, Any]:
-        """The topology with mountpoints, matched rules and counters."""
-        snap = self.topology.snapshot()
-        mounts = mounts_by_source((e.source, e.target) for e in self.ledger.entries() if e.mounted)
-        view = topology_status(
-            snap,
-            mounts,
-            rule_of=lambda change: self._rule_of(change, snap),
-            is_ejected=self.books.is_ejected,
+    def failures(self) -> int:
+        """Actions that failed and changes the policy could not decide on, so far."""
+        failed = sum(
+            n
+            for (_action, status), n in self.metrics.split("actions").items()
+            if status == "failed"
         )
-        return view | {
-            "policy": str(self.config.policy_path),
-            "policy_generation": self.generation,
-            "dry_run": self.config.dry_run,
-            "counters": dict(self.counters),
-            "status": self.status_line(),
-        }
-
-    def _rule_of(self, change: Change, snap: TopologySnapshot) -> str | None:
-        try:
-            return decide(change, snap, self.policy).rule
-        except PolicyError:
-            return None
+        return failed + int(self.metrics.value("decide_errors"))
 
     def status_line(self) -> str:
         snap = self.topology.snapshot()
         mounted = sum(1 for e in self.ledger.entries() if e.mounted)
-        return (
-            f"{len(snap.namespaces)} namespaces, {mounted} mounted, "
-            f"{self.counters['failures']} failures"
-        )
+        return f"{len(snap.namespaces)} namespaces, {mounted} mounted, {self.failures()} failures"
 
-    def _save_state(self) -> None:
-        self.state_file.save(self.books.to_state(self.topology.snapshot(), self.generation))
+    def persist(self) -> None:
+        """Append what changed since the last write to the state log (nothing when nothing
+        did); a checkpoint once the log is as large as the last one."""
+        line = self.state.line(self.books, self.topology.snapshot(), self.generation)
+        if line is None:
+            return
+        self.state_file.append(line)
+        if self.state_file.log_bytes > max(self.state_file.checkpoint_bytes, MIN_STATE_LOG):
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        text = self.state.checkpoint(self.books, self.topology.snapshot(), self.generation)
+        self.state_file.checkpoint(text)
 
     def _flush_status(self) -> None:
         line = self.status_line()
         if line != self._status_sent:
             self._status_sent = line
             self.notifier.status(line)
+
+    def update_gauges(self) -> None:
+        snap = self.topology.snapshot()
+        self.metrics.set("namespaces", len(snap.namespaces))
+        self.metrics.set("controllers", len(snap.controllers))
+        self.metrics.set("mounts", sum(1 for e in self.ledger.entries() if e.mounted))
+        self.metrics.set("policy_generation", self.generation)
+        self.metrics.set("reconcile_pending", self.ops.pending_count())
+
+    def metrics_changed(self) -> None:
+        """Rewrite the metrics file soon: at most once per :data:`METRICS_INTERVAL`, and
+        only after something changed (an idle daemon never wakes up for it)."""
+        if self.config.metrics_file is None or self._metrics_due is not None:
+            return
+        if self._loop is None or not self._ready:
+            return
+        self._metrics_due = self._loop.call_later(METRICS_INTERVAL, self._write_metrics)
+
+    def _write_metrics(self) -> None:
+        self._metrics_due = None
+        path = self.config.metrics_file
+        if path is None:
+            return
+        self.update_gauges()
+        try:
+            # 0644: node_exporter runs as a user of its own; nothing in it is secret.
+            write_text_atomic(path, self.metrics.prometheus(), mode=0o644, fsync=False)
+        except OSError as exc:
+            self._metrics_failures.failed(exc)
+        else:
+            self._metrics_failures.succeeded()
 
     def _start_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()

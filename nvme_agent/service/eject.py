@@ -2,17 +2,29 @@
 
 The pure parts (which namespace, which plans, what the answer says) are functions here; the
 daemon submits the plans and :class:`ResultWaiters` collects their results for the request.
+
+An eject can take minutes while the holders of a mount are signalled and waited for, so a
+request that asks for progress (``nvme-agent eject`` does) is told, as it happens: the plan
+(:func:`plan_progress`), who holds each mount before the unmount starts
+(:func:`holders_progress`), each holder the unmount signals (:class:`SignalTap`, from the
+action log) and each action's result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from nvme_agent.actions.holders import find_holders
+from nvme_agent.actions.ledger import LedgerEntry
+from nvme_agent.actions.runner import describe
 from nvme_agent.policy import Policy, decide
-from nvme_agent.policy.plan import ActionResult, Plan, Status
+from nvme_agent.policy.plan import ActionResult, Plan, Status, UnmountSpec
 from nvme_agent.service.answers import Answer, Reason, RequestFailed, failure
 from nvme_agent.service.recovery import EJECT_REASON
 from nvme_agent.topology.changes import Change, ChangeType
@@ -80,6 +92,8 @@ class Waiter:
     expected: int
     results: list[ActionResult] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Called with each result as it arrives (progress for the requester).
+    listener: Callable[[ActionResult], None] | None = None
 
     async def wait(self, timeout: float) -> bool:
         """True once every expected result arrived, False after ``timeout`` seconds."""
@@ -113,5 +127,77 @@ class ResultWaiters:
         for waiter in self._waiters:
             if result.plan_key in waiter.keys:
                 waiter.results.append(result)
+                if waiter.listener is not None:
+                    waiter.listener(result)
                 if len(waiter.results) >= waiter.expected:
                     waiter.done.set()
+
+
+# ---------------------------------------------------------------------- progress
+def plan_progress(ns: Namespace, plans: Iterable[Plan]) -> dict[str, Any]:
+    """The first progress line: what the eject will do, action by action."""
+    actions = [describe(a) for plan in plans for a in plan.actions]
+    return {"stage": "plan", "nsid": ns.nsid, "device": ns.devnode, "actions": actions}
+
+
+def unmounts_of(plans: Iterable[Plan], entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
+    """Our mounts the unmounts of ``plans`` are about."""
+    specs = [a for p in plans for a in p.actions if isinstance(a, UnmountSpec)]
+    return [
+        e
+        for e in entries
+        if e.mounted and any(s.source == e.source and s.target in (None, e.target) for s in specs)
+    ]
+
+
+def holders_progress(entries: Iterable[LedgerEntry]) -> list[dict[str, Any]]:
+    """Who holds each of ``entries`` now (blocking: reads /proc), one line per busy mount."""
+    lines: list[dict[str, Any]] = []
+    for entry in entries:
+        try:
+            major, minor = (int(x) for x in entry.dev.split(":"))
+        except ValueError:
+            continue
+        holders = find_holders(major, minor)
+        if holders:
+            lines.append(
+                {
+                    "stage": "held",
+                    "mountpoint": entry.target,
+                    "holders": [h.to_dict() for h in holders],
+                }
+            )
+    return lines
+
+
+class SignalTap(logging.Handler):
+    """Hands the action log's records of holders being signalled (``NVME_HOLDER_PID``) for
+    the given mountpoints to ``send``, on the event loop.  Attach it to the
+    ``nvme_agent.actions`` logger while an eject waits."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        targets: Iterable[str],
+        send: Callable[[dict[str, Any]], None],
+    ) -> None:
+        super().__init__(logging.INFO)
+        self.loop = loop
+        self.targets = frozenset(targets)
+        self.send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pid = getattr(record, "NVME_HOLDER_PID", None)
+        target = getattr(record, "MOUNTPOINT", None)
+        if pid is None or target not in self.targets:
+            return
+        line = {
+            "stage": "signalled",
+            "mountpoint": target,
+            "pid": pid,
+            "uid": getattr(record, "NVME_HOLDER_UID", None),
+            "command": getattr(record, "NVME_HOLDER_COMMAND", None),
+            "signal": getattr(record, "NVME_SIGNAL", None),
+        }
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self.send, line)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import os
 import types
 import typing
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nvme_agent.actions.ledger import LedgerEntry
+from nvme_agent.outputs.state import JsonFragments
 from nvme_agent.policy.plan import ActionResult, Plan, UnmountSpec
 from nvme_agent.topology.changes import ADD_KINDS, REMOVE_KINDS, Change, ChangeType
 from nvme_agent.topology.model import Namespace, TopologySnapshot
@@ -192,6 +194,10 @@ class Bookkeeping:
         key = DiskKey.of(ns)
         self._ejected[key.slot] = key
 
+    def ejected_keys(self) -> frozenset[DiskKey]:
+        """Every ejected disk (a copy, for a worker thread)."""
+        return frozenset(self._ejected.values())
+
     def is_ejected(self, ns: Namespace) -> bool:
         key = DiskKey.of(ns)
         return self._ejected.get(key.slot) == key
@@ -211,14 +217,45 @@ class Bookkeeping:
     # ------------------------------------------------------------------ state file
     def to_state(self, snapshot: TopologySnapshot, generation: int) -> dict[str, Any]:
         """The state file's content (see the module docstring)."""
-        handled = sorted(self.handled.items(), key=lambda item: item[0].sort_key())
-        ejected = sorted(self._ejected.values(), key=DiskKey.sort_key)
         return {
             "topology": snapshot.to_dict(),
-            "handled": [[k.subsysnqn, k.nsid, k.diskseq, digest] for k, digest in handled],
-            "ejected": [[k.subsysnqn, k.nsid, k.diskseq] for k in ejected],
+            "handled": self._handled_rows(),
+            "ejected": self.ejected_rows(),
             "policy_generation": generation,
         }
+
+    def state_text(
+        self, snapshot: TopologySnapshot, generation: int, fragments: JsonFragments[Namespace]
+    ) -> str:
+        """:meth:`to_state` as JSON text, each namespace's text taken from ``fragments``
+        (rendered once per namespace object): the same document, at a fraction of the cost
+        of encoding every namespace before every batch."""
+        controllers = json.dumps([c.to_dict() for c in snapshot.controllers], sort_keys=True)
+        namespaces = ", ".join(fragments.texts(snapshot.namespaces))
+        rest = json.dumps(
+            {
+                "handled": self._handled_rows(),
+                "ejected": self.ejected_rows(),
+                "policy_generation": generation,
+            },
+            sort_keys=True,
+        )
+        topology = f'{{"controllers": {controllers}, "namespaces": [{namespaces}]}}'
+        return f'{rest[:-1]}, "topology": {topology}}}\n'
+
+    def _handled_rows(self) -> list[list[Any]]:
+        handled = sorted(self.handled.items(), key=lambda item: item[0].sort_key())
+        return [[k.subsysnqn, k.nsid, k.diskseq, digest] for k, digest in handled]
+
+    def ejected_rows(self) -> list[list[Any]]:
+        """The ejected disks as the state file lists them."""
+        ejected = sorted(self._ejected.values(), key=DiskKey.sort_key)
+        return [[k.subsysnqn, k.nsid, k.diskseq] for k in ejected]
+
+
+def namespace_json(ns: Namespace) -> str:
+    """One namespace as the state file holds it (the renderer of the daemon's fragments)."""
+    return json.dumps(ns.to_dict(), sort_keys=True, default=str)
 
 
 def unmount_plan(entry: LedgerEntry, reason: str, key: str, *, device_gone: bool) -> Plan:

@@ -1,21 +1,25 @@
 """The control commands: one table of command -> right -> handler, and its dispatcher.
 
-==========  =======  =============================================================
-command     right    what it does
-==========  =======  =============================================================
-``status``  read     topology, mountpoints, matching rules, counters
-``history`` read     the recorded topology changes (``limit``: the last N, 0 = all)
-``watch``   read     where the event stream socket is (reading it needs the group)
-``settle``  read     wait until no action is queued or running; it only waits
-``reload``  admin    re-read the policy file; the old policy stays on any error
-``eject``   admin    run a namespace's remove plan (unmount, hooks, units, signals)
-==========  =======  =============================================================
+=============  =======  ==========================================================
+command        right    what it does
+=============  =======  ==========================================================
+``status``     read     topology, mountpoints, matching rules, counters
+``history``    read     the recorded topology changes (``limit``: the last N, 0 = all)
+``watch``      read     where the event stream socket is (reading it needs the group)
+``settle``     read     wait until no action is queued or running; it only waits
+``reload``     admin    re-read the policy file; the old policy stays on any error
+                        (``assess``: also list the namespaces it would change)
+``eject``      admin    run a namespace's remove plan (unmount, hooks, units, signals)
+``reconcile``  admin    apply the policy in force to present namespaces an older one
+                        handled (``dry_run``: only say what would change)
+=============  =======  ==========================================================
 
 ``read`` and ``admin`` are defined in :mod:`nvme_agent.service.access`.  ``eject`` acts for
 root: its unmount may signal every process holding the mount, whatever its uid, and its
-hooks run as root; ``reload`` changes what the daemon does.  An unknown command is refused
-before anything is dispatched, a command the peer has no right to with ``denied`` naming
-the missing right.
+hooks run as root; ``reload`` changes what the daemon does; ``reconcile`` undoes and
+re-runs plans like a reload followed by an eject (its ``dry_run`` too needs the right: it
+decides on every present namespace).  An unknown command is refused before anything is
+dispatched, a command the peer has no right to with ``denied`` naming the missing right.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 
 from nvme_agent.service.access import GROUP, Peer, Right, rights_of, who_has
 from nvme_agent.service.answers import Answer, Reason, RequestFailed, failure
+from nvme_agent.service.control import Progress
 from nvme_agent.service.eject import EjectTarget
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 #: Upper bounds of the waits a request may ask for (seconds).
 MAX_SETTLE = 3600.0
 MAX_EJECT = 3600.0
+MAX_RECONCILE = 3600.0
 MAX_DEVICE = 4096
 
 
@@ -45,7 +51,7 @@ class Agent(Protocol):
     @property
     def events_socket(self) -> str: ...
 
-    def status(self) -> Answer: ...
+    async def status(self) -> Answer: ...
 
     def status_line(self) -> str: ...
 
@@ -55,12 +61,16 @@ class Agent(Protocol):
 
     async def settle(self, timeout: float) -> bool: ...
 
-    async def reload(self) -> Answer: ...
+    async def reload(self, assess: bool = False) -> Answer: ...
 
-    async def eject(self, target: EjectTarget, timeout: float) -> Answer: ...
+    async def eject(self, target: EjectTarget, timeout: float, progress: Progress) -> Answer: ...
+
+    async def reconcile(
+        self, target: EjectTarget | None, dry_run: bool, timeout: float, progress: Progress
+    ) -> Answer: ...
 
 
-Handler = Callable[[Agent, dict[str, Any]], Awaitable[Answer]]
+Handler = Callable[[Agent, dict[str, Any], Progress], Awaitable[Answer]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +108,20 @@ def _text(req: dict[str, Any], key: str) -> str | None:
     return value
 
 
-async def _status(agent: Agent, req: dict[str, Any]) -> Answer:
-    return {"ok": True, **agent.status()}
+async def _status(agent: Agent, req: dict[str, Any], progress: Progress) -> Answer:
+    return {"ok": True, **(await agent.status())}
 
 
-async def _history(agent: Agent, req: dict[str, Any]) -> Answer:
+async def _history(agent: Agent, req: dict[str, Any], progress: Progress) -> Answer:
     limit = _integer(req, "limit", 100) or 0
     return {"ok": True, "records": await agent.history_records(limit)}
 
 
-async def _watch(agent: Agent, req: dict[str, Any]) -> Answer:
+async def _watch(agent: Agent, req: dict[str, Any], progress: Progress) -> Answer:
     return {"ok": True, "events": agent.events_socket}
 
 
-async def _settle(agent: Agent, req: dict[str, Any]) -> Answer:
+async def _settle(agent: Agent, req: dict[str, Any], progress: Progress) -> Answer:
     timeout = _number(req, "timeout", 60.0, MAX_SETTLE)
     if await agent.settle(timeout):
         return {"ok": True, "status": agent.status_line()}
@@ -120,17 +130,35 @@ async def _settle(agent: Agent, req: dict[str, Any]) -> Answer:
     )
 
 
-async def _reload(agent: Agent, req: dict[str, Any]) -> Answer:
-    return await agent.reload()
+async def _reload(agent: Agent, req: dict[str, Any], progress: Progress) -> Answer:
+    assess = req.get("assess", False)
+    if not isinstance(assess, bool):
+        raise RequestFailed(Reason.BAD_REQUEST, '"assess" must be true or false')
+    return await agent.reload(assess)
 
 
-async def _eject(agent: Agent, req: dict[str, Any]) -> Answer:
-    timeout = _number(req, "timeout", 300.0, MAX_EJECT)
+def _target(req: dict[str, Any]) -> EjectTarget | None:
     device = _text(req, "device")
     nsid = None if device else _integer(req, "nsid")
     if device is None and nsid is None:
+        return None
+    return EjectTarget(device, nsid, _text(req, "ctrl"))
+
+
+async def _eject(agent: Agent, req: dict[str, Any], progress: Progress) -> Answer:
+    timeout = _number(req, "timeout", 300.0, MAX_EJECT)
+    target = _target(req)
+    if target is None:
         raise RequestFailed(Reason.BAD_REQUEST, "eject needs a device or an integer nsid")
-    return await agent.eject(EjectTarget(device, nsid, _text(req, "ctrl")), timeout)
+    return await agent.eject(target, timeout, progress)
+
+
+async def _reconcile(agent: Agent, req: dict[str, Any], progress: Progress) -> Answer:
+    timeout = _number(req, "timeout", 300.0, MAX_RECONCILE)
+    dry_run = req.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise RequestFailed(Reason.BAD_REQUEST, '"dry_run" must be true or false')
+    return await agent.reconcile(_target(req), dry_run, timeout, progress)
 
 
 #: The one table.  README's control-socket section and the docstring above list it.
@@ -144,6 +172,12 @@ COMMANDS: MappingProxyType[str, Command] = MappingProxyType(
             Command("settle", Right.READ, _settle, "wait until no action is queued or running"),
             Command("reload", Right.ADMIN, _reload, "re-read the policy file"),
             Command("eject", Right.ADMIN, _eject, "run a namespace's remove plan"),
+            Command(
+                "reconcile",
+                Right.ADMIN,
+                _reconcile,
+                "apply the policy in force to what an older one handled",
+            ),
         )
     }
 )
@@ -171,7 +205,7 @@ class Dispatcher:
             return None
         return self._denied(peer, Right.READ, "any request")
 
-    async def answer(self, peer: Peer, request: dict[str, Any]) -> Answer:
+    async def answer(self, peer: Peer, request: dict[str, Any], progress: Progress) -> Answer:
         name = request.get("cmd")
         command = COMMANDS.get(name) if isinstance(name, str) else None
         if command is None:
@@ -180,7 +214,7 @@ class Dispatcher:
         if command.right not in self.rights(peer):
             return self._denied(peer, command.right, command.name)
         try:
-            return await command.handler(self.agent, request)
+            return await command.handler(self.agent, request, progress)
         except RequestFailed as exc:
             return exc.answer()
         except Exception as exc:  # a bad request must never take the daemon down

@@ -16,7 +16,7 @@ from typing import Any
 
 from nvme_agent.outputs.paths import RuntimePaths
 from nvme_agent.service.access import Peer
-from nvme_agent.service.control import ControlServer
+from nvme_agent.service.control import ControlServer, Progress
 
 
 class CannedDaemon:
@@ -25,6 +25,10 @@ class CannedDaemon:
     def __init__(self, runtime_dir: Path, answer: dict[str, Any] | None = None) -> None:
         self.paths = RuntimePaths(runtime_dir=runtime_dir)
         self.answer_given: dict[str, Any] = answer or {"ok": True}
+        #: Progress lines sent first to a request that asks for them.
+        self.progress_given: list[dict[str, Any]] = []
+        #: Answers for particular commands (``cmd`` -> answer), else ``answer_given``.
+        self.by_command: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -34,9 +38,13 @@ class CannedDaemon:
     def admit(self, peer: Peer) -> dict[str, Any] | None:
         return None  # every peer may ask; the canned answer says what the daemon would
 
-    async def answer(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+    async def answer(
+        self, peer: Peer, request: dict[str, Any], progress: Progress
+    ) -> dict[str, Any]:
         self.requests.append(request)
-        return dict(self.answer_given)
+        for line in self.progress_given:
+            progress(dict(line))
+        return dict(self.by_command.get(str(request.get("cmd")), self.answer_given))
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)

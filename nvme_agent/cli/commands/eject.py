@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
         description=with_exits(
             "Run a namespace's remove plan while its device is still present (graceful "
             "unmount, hooks, units), then say whether it is safe for the host to remove it "
-            "(device_del / nvme detach-ns).",
+            "(device_del / nvme detach-ns).  While it runs, progress goes to stderr: the plan, "
+            "who holds each mount, each holder signalled, each action's result, and every "
+            "10 s without news that it is still working.",
             EXITS,
         ),
     )
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         payload["nsid"] = args.nsid
         if args.ctrl:
             payload["ctrl"] = args.ctrl
-    answer = ask(args.runtime_dir, payload, timeout=args.timeout + 10)
+    answer = ask(args.runtime_dir, payload, timeout=args.timeout + 10, progress="nvme-agent eject")
     out = Reporter(args.json)
     for result in answer.get("results", []):
         line = f"  {result.get('action')}: {result.get('status')} {result.get('message', '')}"

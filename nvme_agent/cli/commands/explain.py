@@ -7,21 +7,20 @@ import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import pyudev
-
 from nvme_agent.cli import scenarios
 from nvme_agent.cli.clidoc import Completion, hint
 from nvme_agent.cli.commands.common import with_exits
 from nvme_agent.cli.exits import CliError, Exit, NotFoundError, UsageError, error_for_os
 from nvme_agent.cli.main import DEFAULT_POLICY
 from nvme_agent.cli.output import Reporter
-from nvme_agent.harness.scenario import ScenarioError, load_scenario
 from nvme_agent.policy import Policy, PolicyError, decide, explain, load_policy
 from nvme_agent.policy.explain import describe_action
 from nvme_agent.topology.changes import Change, ChangeType
-from nvme_agent.topology.intake import enumerate_records
 from nvme_agent.topology.model import Namespace, Partition, TopologySnapshot
 from nvme_agent.topology.tracker import Topology
+
+# The harness (scenarios) and pyudev are imported where they are used: every command,
+# ``nvme-agent run`` included, builds the whole parser and so imports this module.
 
 #: ``--change`` choices: what synthetic change to decide on for a DEVICE.
 CHANGE_KINDS = ("add", "remove", "eject", "resize")
@@ -103,6 +102,10 @@ def device_change(finder: DeviceFinder, device: str, kind: str) -> tuple[Change,
 
 
 def _machine_topology() -> DeviceFinder:
+    import pyudev
+
+    from nvme_agent.topology.intake import enumerate_records
+
     topology = Topology()
     for record in enumerate_records(pyudev.Context()):
         topology.apply(record)
@@ -110,6 +113,8 @@ def _machine_topology() -> DeviceFinder:
 
 
 def _scenario(arg: str) -> tuple[Policy | None, list[tuple[Change, TopologySnapshot]]]:
+    from nvme_agent.harness.scenario import ScenarioError, load_scenario
+
     path = scenarios.resolve(arg)
     try:
         scenario = load_scenario(path)

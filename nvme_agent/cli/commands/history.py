@@ -11,6 +11,7 @@ from nvme_agent.cli.exits import Exit, error_for_os
 from nvme_agent.cli.output import Reporter, printable
 from nvme_agent.outputs.paths import RuntimePaths
 from nvme_agent.outputs.state import History
+from nvme_agent.outputs.times import local
 
 EXITS = {
     Exit.OK: "printed (nothing when no change was recorded yet)",
@@ -23,7 +24,10 @@ def register(sub: Any) -> None:
         "history",
         help="print the history of topology changes",
         description=with_exits(
-            "Print the append-only history of topology changes, oldest first.", EXITS
+            "Print the append-only history of topology changes, oldest first, each with the "
+            "time it was seen (local time; in --json the record's 'time', RFC 3339 in UTC, "
+            "null for records of a release that kept no times).",
+            EXITS,
         ),
     )
     add_state_dir(p)
@@ -40,7 +44,7 @@ def describe(rec: dict[str, Any]) -> str:
     ns = rec.get("namespace") or {}
     part = rec.get("partition") or {}
     ctrl = rec.get("controller") or {}
-    bits = [str(rec.get("type"))]
+    bits = [local(rec.get("time")), str(rec.get("type"))]
     if ns:
         bits.append(f"nsid={ns.get('nsid')} {ns.get('name')} id={ns.get('identity')}")
     if part:
@@ -64,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
         records = records[-args.limit :]
     out = Reporter(args.json)
     for rec in records:
-        out.emit(rec, describe(rec))
+        out.emit({"time": None, **rec}, describe(rec))
     return Exit.OK

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
+from nvme_agent.cli.clidoc import Completion, hint
 from nvme_agent.cli.commands.common import (
     add_policy,
     add_runtime_dir,
@@ -52,6 +54,18 @@ def register(sub: Any) -> None:
             "stderr is connected to the journal as under systemd)"
         ),
     )
+    metrics = p.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "keep FILE current with the daemon's counters in the Prometheus text format (for "
+            "node_exporter's textfile collector, e.g. "
+            "/var/lib/prometheus/node-exporter/nvme-agent.prom): replaced atomically at most "
+            "once a second after a change; the metrics are listed in nvme-agent(8)"
+        ),
+    )
+    hint(metrics, Completion.FILE)
     p.add_argument(
         "--max-workers",
         type=int,
@@ -87,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         max_workers=args.max_workers,
         drain_timeout=args.drain_timeout,
         ready_timeout=args.ready_timeout,
+        metrics_file=args.metrics_file,
     )
     try:
         return asyncio.run(run_daemon(config))

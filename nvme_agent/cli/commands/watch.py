@@ -13,6 +13,7 @@ from nvme_agent.cli.commands.common import add_runtime_dir, with_exits
 from nvme_agent.cli.exits import CliError, DeniedError, Exit, NoDaemonError, UsageError
 from nvme_agent.cli.output import Reporter, printable
 from nvme_agent.outputs.paths import RuntimePaths
+from nvme_agent.outputs.times import local
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ def register(sub: Any) -> None:
         help="print the agent's events (topology changes, plans, action results) as they happen",
         description=with_exits(
             "Connect to the running agent's event stream (RUNTIME_DIR/events.sock) and print "
-            "one line per topology change, plan and action result until the agent closes "
-            "the stream or you press Ctrl-C.  A subscriber that stops reading is "
+            "one line per topology change, plan and action result, each with its time, until "
+            "the agent closes the stream or you press Ctrl-C.  A subscriber that stops reading is "
             "disconnected by the agent after a bounded backlog; just run watch again.",
             EXITS,
         ),
@@ -59,8 +60,9 @@ def register(sub: Any) -> None:
 
 
 def summarize(record: dict[str, Any]) -> str:
-    """One human line for an event record (disk- and user-supplied values escaped)."""
-    return printable(_summary(record))
+    """One human line for an event record, after its time (disk- and user-supplied values
+    escaped)."""
+    return printable(f"{local(record.get('time'))} {_summary(record)}")
 
 
 def _summary(record: dict[str, Any]) -> str:
@@ -97,7 +99,7 @@ def _summary(record: dict[str, Any]) -> str:
         if record.get("coldplug"):
             parts.append("[coldplug]")
         return " ".join(parts)
-    extra = {k: v for k, v in record.items() if k not in ("type", "nsid")}
+    extra = {k: v for k, v in record.items() if k not in ("type", "nsid", "time")}
     return kind + ns + (f" {json.dumps(extra, default=str)}" if extra else "")
 
 

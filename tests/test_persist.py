@@ -1,0 +1,198 @@
+"""The state on disk as a checkpoint plus a log of what changed (issue 13): in process, with
+real files.  Whatever sequence of batches was written, the checkpoint and the log read back
+to exactly the state the daemon held; torn and stale lines are handled; bad lines refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.policy import NQN, added, controller, namespace, partition, removed
+
+from nvme_agent.outputs.state import JsonFragments, StateFile
+from nvme_agent.policy import plan_key
+from nvme_agent.policy.plan import ExecSpec, Plan
+from nvme_agent.service.persist import StateWriter, merge
+from nvme_agent.service.recovery import Bookkeeping, StateError, from_state, namespace_json
+from nvme_agent.topology.model import Namespace, TopologySnapshot
+
+HOOK = ExecSpec(argv=("/bin/true",))
+DIGEST = "d" * 64
+
+
+def snap(*namespaces: Namespace, controllers: int = 1) -> TopologySnapshot:
+    ctrls = tuple(controller(f"nvme{i}") for i in range(controllers))
+    return TopologySnapshot(controllers=ctrls, namespaces=tuple(namespaces))
+
+
+def handle(books: Bookkeeping, ns: Namespace) -> None:
+    """``ns``'s add plan had nothing to run: the disk is handled at once."""
+    change = added(ns)
+    books.plan_submitted(Plan(change=change, key=plan_key(change)), DIGEST)
+
+
+def read_back(files: StateFile) -> Any:
+    return merge(files.load(), files.load_log())
+
+
+def expected(books: Bookkeeping, topology: TopologySnapshot, generation: int) -> Any:
+    return json.loads(json.dumps(books.to_state(topology, generation), sort_keys=True))
+
+
+def test_checkpoint_then_lines_read_back_to_the_state_held(tmp_path: Path) -> None:
+    files, writer, books = StateFile(tmp_path / "topology.json"), StateWriter(), Bookkeeping()
+    a, b = namespace(1, diskseq=1), namespace(2, diskseq=2, label="b")
+    files.checkpoint(writer.checkpoint(books, snap(a), 1))
+    handle(books, a)
+    line = writer.line(books, snap(a, b), 1)
+    assert line is not None and files.append(line)
+    grown = dataclasses.replace(b, size_bytes=2 << 30, partitions=(partition("nvme0n2", 1),))
+    books.ejected(a)
+    line = writer.line(books, snap(grown, controllers=2), 2)
+    assert line is not None and files.append(line)
+    assert writer.line(books, snap(grown, controllers=2), 2) is None  # nothing changed
+    assert read_back(files) == expected(books, snap(grown, controllers=2), 2)
+    back = from_state(read_back(files))
+    assert back.policy_generation == 2 and [n.nsid for n in back.topology.namespaces] == [2]
+
+
+def test_a_line_holds_only_what_changed(tmp_path: Path) -> None:
+    writer, books = StateWriter(), Bookkeeping()
+    many = [namespace(i, diskseq=i) for i in range(1, 201)]
+    writer.checkpoint(books, snap(*many), 1)
+    changed = dataclasses.replace(many[10], size_bytes=1 << 40)
+    line = writer.line(books, snap(*many[:10], changed, *many[11:199]), 1)
+    assert line is not None
+    data = json.loads(line)
+    assert [n["nsid"] for n in data["namespaces"]] == [11]
+    assert data["gone"] == [[NQN, 200]]
+    assert set(data) == {"log", "namespaces", "gone"}
+    assert len(line) < 3 * len(namespace_json(changed))
+
+
+def test_namespaces_are_rendered_once_per_object() -> None:
+    writer, books = StateWriter(), Bookkeeping()
+    many = [namespace(i, diskseq=i) for i in range(1, 51)]
+    writer.checkpoint(books, snap(*many), 1)
+    assert writer.fragments.rendered == 50
+    added_one = namespace(51, diskseq=51)
+    writer.line(books, snap(*many, added_one), 1)
+    writer.checkpoint(books, snap(*many, added_one), 1)
+    assert writer.fragments.rendered == 51  # the checkpoint reused every text
+
+
+def test_a_torn_last_line_is_ignored_and_lines_of_an_older_checkpoint_are_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files, writer, books = StateFile(tmp_path / "topology.json"), StateWriter(), Bookkeeping()
+    a, b, c = (namespace(i, diskseq=i) for i in (1, 2, 3))
+    files.checkpoint(writer.checkpoint(books, snap(a), 1))
+    stale = writer.line(books, snap(a, b), 1)
+    assert stale is not None
+    # A crash between the new checkpoint and emptying the log: its lines stay behind.
+    files.checkpoint(writer.checkpoint(books, snap(a, b), 1))
+    with open(files.log_path, "a", encoding="utf-8") as fh:
+        fh.write(stale.replace('"nsid": 2', '"nsid": 9') + "\n")
+    line = writer.line(books, snap(a, b, c), 1)
+    assert line is not None and files.append(line)
+    with open(files.log_path, "a", encoding="utf-8") as fh:
+        fh.write(line[: len(line) // 2])  # the daemon died writing this one
+    got = from_state(read_back(files))
+    assert [n.nsid for n in got.topology.namespaces] == [1, 2, 3]
+    assert any("incomplete last record" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"log": "ID", "namespaces": "abc"}',
+        b'{"log": "ID", "namespaces": [{"nsid": "1"}]}',
+        b'{"log": "ID", "gone": [[1, 2]]}',
+        b'{"log": "ID", "gone": {"a": 1}}',
+        b'{"log": "ID", "handled": [["n", 1, null]]}',
+        b'{"log": "ID", "handled": [["n", 1, [2], "d"]]}',
+        b'{"log": "ID", "unhandled": [["n", true, null]]}',
+        b'{"log": "ID", "unhandled": "x"}',
+        b"\xff\xfe",
+        b"[" * 100_000,
+    ],
+    ids=repr,
+)
+def test_bad_lines_are_state_errors(line: bytes) -> None:
+    checkpoint = {"log_id": "ID", "topology": {"controllers": [], "namespaces": []}}
+    with pytest.raises(StateError):
+        merge(checkpoint, [line])
+
+
+def test_a_line_of_the_wrong_types_is_refused_by_from_state() -> None:
+    checkpoint = {"log_id": "ID", "topology": {"controllers": [], "namespaces": []}}
+    good = json.loads(namespace_json(namespace(1)))
+    bad = json.dumps({"log": "ID", "namespaces": [{**good, "controllers": "nvme0"}]}).encode()
+    with pytest.raises(StateError):
+        from_state(merge(checkpoint, [bad]))
+    assert merge(["not", "an", "object"], [bad]) == ["not", "an", "object"]
+
+
+def test_the_fragment_cache_keeps_only_what_it_was_last_given() -> None:
+    fragments: JsonFragments[Namespace] = JsonFragments(namespace_json)
+    a, b = namespace(1), namespace(2)
+    assert fragments.texts(iter([a, b])) == [namespace_json(a), namespace_json(b)]
+    fragments.texts([b])
+    fragments.text(a)
+    assert fragments.rendered == 3  # a was forgotten, so rendered again
+
+
+# --- whatever happened, the files say what the daemon held -------------------------------
+STEP = st.tuples(
+    st.sampled_from(["add", "remove", "resize", "handle", "unhandle", "eject", "reload", "ctrl"]),
+    st.integers(1, 6),
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(st.lists(STEP, max_size=5), max_size=12), st.integers(0, 12))
+def test_any_sequence_of_batches_reads_back_exactly(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[tuple[str, int]]], every: int
+) -> None:
+    """``every``: a checkpoint after that many lines (0: never), as the daemon compacts."""
+    files = StateFile(tmp_path_factory.mktemp("state") / "topology.json")
+    writer, books = StateWriter(), Bookkeeping()
+    present: dict[int, Namespace] = {}
+    controllers, generation, lines = 1, 1, 0
+    files.checkpoint(writer.checkpoint(books, snap(), generation))
+    for batch in batches:
+        for kind, nsid in batch:
+            ns = present.get(nsid)
+            if kind == "add" and ns is None:
+                present[nsid] = namespace(nsid, diskseq=nsid)
+            elif kind == "remove" and ns is not None:
+                books.plan_submitted(Plan(change=removed(ns), key=plan_key(removed(ns))), DIGEST)
+                del present[nsid]
+            elif kind == "resize" and ns is not None:
+                present[nsid] = dataclasses.replace(ns, size_bytes=(ns.size_bytes or 0) + 512)
+            elif kind == "handle" and ns is not None:
+                handle(books, ns)
+            elif kind == "unhandle" and ns is not None:
+                books.plan_submitted(Plan(added(ns), plan_key(added(ns)), actions=(HOOK,)), "x")
+            elif kind == "eject" and ns is not None:
+                books.ejected(ns)
+            elif kind == "reload":
+                generation += 1
+            elif kind == "ctrl":
+                controllers = 1 + nsid % 3
+        now = snap(*(present[k] for k in sorted(present)), controllers=controllers)
+        line = writer.line(books, now, generation)
+        if line is not None:
+            assert files.append(line)
+            lines += 1
+        if every and lines >= every:
+            files.checkpoint(writer.checkpoint(books, now, generation))
+            lines = 0
+        assert read_back(files) == expected(books, now, generation)
