@@ -9,6 +9,8 @@ holds right now; the kernel gets the directory that was opened and checked, by d
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import grp
 import logging
 import os
@@ -161,6 +163,11 @@ def _already(spec: MountSpec, target: str, dev: str, ledger: MountLedger) -> Out
     mounts = mountinfo.mounts_of(table, dev)
     if any(e.mountpoint == target for e in mounts):
         ours = ledger.get(target)
+        if ours is not None and not ours.mounted and ours.dev == dev:
+            # Our own mount on our own directory, done by a run killed before it could
+            # record it (see _note_dirs): record it now, or it would never be unmounted.
+            ours = dataclasses.replace(ours, mounted=True, mounted_at=time.time())
+            ledger.record_mount(ours)
         who = "by the agent" if ours and ours.mounted and ours.dev == dev else "not by the agent"
         return Outcome.ok(
             f"{spec.source} is already mounted at {target} ({who})",
@@ -194,6 +201,23 @@ def _drop_dirs(
         )
     elif ledger.get(target) is not None:
         ledger.forget(target)
+
+
+def _note_dirs(
+    spec: MountSpec, target: str, dev: str, created: list[str], ledger: MountLedger
+) -> None:
+    """Record the directories we created before mounting on them.
+
+    A daemon killed between ``mkdir`` and the ledger's write would otherwise leave a
+    directory that the next run takes for someone else's, refusing to mount there for good.
+    """
+    entry = LedgerEntry(target, spec.source, dev, spec.fstype, tuple(created), mounted=False)
+    try:
+        ledger.record_mount(entry)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            ledger.forget(target)
+        raise ActionError(f"cannot record {target} in the ledger {ledger.path}: {exc}") from exc
 
 
 def _prepare_and_mount(
@@ -233,6 +257,8 @@ def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: De
         # Directories an earlier mount created and could not remove yet are still ours.
         created = [d for d in leftover.created_dirs if d not in created] + created
     try:
+        if created:
+            _note_dirs(spec, target, dev, created, ledger)
         failure = _prepare_and_mount(spec, target, dev, created, fd, deadline)
     except ActionError:
         _drop_dirs(spec, target, dev, created, ledger)

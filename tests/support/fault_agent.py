@@ -1,0 +1,51 @@
+"""``nvme-agent`` in a mount namespace of its own, with parts of the machine broken (a script).
+
+Usage: ``unshare -m --propagation private -- python fault_agent.py run ARGS...`` with
+``NVME_AGENT_TEST_MOUNTS`` in the environment: a JSON list of ``["tmpfs", DIR]``,
+``["mkdir", DIR]``, ``["touch", FILE]`` and ``["bind", SOURCE, TARGET]`` done in order (by mount(2)) before the
+daemon starts.  This is how a test takes away what the
+machine gives (the journal socket, ``systemctl``, a booted systemd) or plants a fake
+journald socket, without touching the host: the namespace and its mounts die with the
+daemon.  The daemon is the product's own CLI, unchanged.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+
+from nvme_agent.cli.main import main
+
+MOUNTS_ENV = "NVME_AGENT_TEST_MOUNTS"
+
+
+MS_BIND = 4096
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    """mount(2) itself: mount(8) may be among what a step hides."""
+    args = [x.encode() if x is not None else None for x in (source, target, fstype)]
+    if _libc.mount(*args, flags, data.encode() if data else None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def prepare(steps: list[list[str]]) -> None:
+    for step in steps:
+        if step[0] == "mkdir":
+            os.makedirs(step[1], exist_ok=True)
+        elif step[0] == "touch":
+            with open(step[1], "a"):
+                pass
+        elif step[0] == "tmpfs":
+            _mount("tmpfs", step[1], "tmpfs", 0, "mode=0755")
+        else:
+            _mount(step[1], step[2], None, MS_BIND, None)
+
+
+if __name__ == "__main__":
+    prepare(json.loads(os.environ.get(MOUNTS_ENV, "[]")))
+    sys.exit(main(sys.argv[1:]))
