@@ -10,6 +10,7 @@ and the agent keeps serving: a canary namespace added afterwards gets its hook r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from support.daemon import Agent, is_result, real_mount_root
 from support.faults import Entry, JournalCatcher, fault_agent, journal_mounts, slow_disk
 
 from nvme_agent.actions import messages
+from nvme_agent.harness.agent import AgentError
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
 from nvme_agent.outputs.journal import MSG_POLICY_RELOAD_FAILED
@@ -67,17 +69,26 @@ class Rig:
         self, *more: list[str], journal: bool = True, preload: str = "", extra: tuple[str, ...] = ()
     ) -> Agent:
         mounts = journal_mounts(self.journal if journal else None, *more)
-        return fault_agent(
+        agent = fault_agent(
             self.policy,
             self.workdir,
             self.bed.env(os.environ),
             mounts,
             preload=preload,
             extra=("--log-target", "journal", *extra),
-        ).start()
+        )
+        try:
+            return agent.start()
+        except AgentError as exc:  # its log went to our journal: show it
+            said = "\n".join(e.get("MESSAGE", "") for e in self.journal.entries[-20:])
+            raise AgentError(f"{exc}\n--- journal ---\n{said}") from None
 
-    def add(self, nsid: int, *, devname: str | None = None, label: str = "x", fs: str = "ext4") -> None:
-        self.bed.add_namespace(NamespaceConfig("nvme0", nsid=nsid, fs=fs, label=label, devname=devname))
+    def add(
+        self, nsid: int, *, devname: str | None = None, label: str = "x", fs: str = "ext4"
+    ) -> None:
+        self.bed.add_namespace(
+            NamespaceConfig("nvme0", nsid=nsid, fs=fs, label=label, devname=devname)
+        )
 
     def still_serving(self, agent: Agent) -> None:
         """A namespace added now gets its plan run: the agent kept serving."""
@@ -89,8 +100,9 @@ class Rig:
 
     def entries(self, message_id: str, **fields: str) -> list[Entry]:
         return self.journal.matching(
-            lambda e: e.get("MESSAGE_ID") == message_id
-            and all(e.get(k) == v for k, v in fields.items())
+            lambda e: (
+                e.get("MESSAGE_ID") == message_id and all(e.get(k) == v for k, v in fields.items())
+            )
         )
 
     def failed(self, action: str, nsid: int) -> list[Entry]:
@@ -320,7 +332,9 @@ def test_systemctl_missing_or_failing(rig: Rig, how: str) -> None:
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0750", "tmpfs", str(path)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0750", "tmpfs", str(path)], check=True
+    )
     try:
         yield path
     finally:
@@ -344,8 +358,8 @@ def test_state_directory_read_only_or_full(rig: Rig, loops: Any, how: str) -> No
                 os.close(fd)
             rig.add(10, devname=loop.dev, label="nostate")
             result = agent.wait_for(is_result("mount", 10), 60)
-            # A mount the ledger cannot record would never be unmounted: undone, reported.
-            assert result["status"] == "failed" and "ledger" in result["message"]
+            # A mount the ledger cannot record would never be unmounted: not even tried.
+            assert result["status"] == "failed" and "ledger" in result["error"]
             rig.still_serving(agent)
             [entry] = rig.failed("mount", 10)
             assert ("Read-only" if how == "read-only" else "No space") in entry["NVME_ERROR"]
@@ -391,3 +405,51 @@ def test_policy_gone_or_unreadable_at_reload_keeps_the_old_one(rig: Rig, how: st
         assert entry["PRIORITY"] == "3"
     finally:
         assert agent.stop() == 0
+
+
+GATED_RULE = """\
+  - name: gated
+    match: {fs_label: "gated*"}
+    on_add:
+      - exec: {argv: @ARGV@, timeout: 20}
+"""
+
+
+def test_the_wall_clock_jumping(rig: Rig) -> None:
+    """The daemon measures every timeout on CLOCK_MONOTONIC (asyncio, hook and tool
+    deadlines, the reload timeout, the watchdog); the wall clock only names files and stamps
+    records.  ``fault_agent.py`` moves the wall clock (``time.time``) alone, as an NTP step
+    or a wrong RTC at boot does: stopped, a year ahead while a hook runs, then years back."""
+    from support.actions import Gate
+
+    gate = Gate(rig.tmp, "clock")
+    clock = rig.tmp / "clock"
+    clock.write_text("=1930132800\n")  # stopped: every write in the same second
+    state = rig.workdir / "run" / "topology.json"
+    state.parent.mkdir(parents=True)
+    rig.write_policy(GATED_RULE.replace("@ARGV@", json.dumps(["/bin/sh", *gate.argv[1:]])))
+    os.environ["NVME_AGENT_TEST_CLOCK"] = str(clock)
+    try:
+        for attempt in (1, 2):  # two bad state files in the same (stopped) second
+            state.write_text(f"not JSON {attempt}")
+            agent = rig.agent()
+            if attempt == 1:
+                assert agent.stop() == 0
+        asides = sorted(state.parent.glob("topology.json.corrupt.*"))
+        try:
+            assert sorted(p.read_text() for p in asides) == ["not JSON 1", "not JSON 2"]
+            rig.add(11, label="gated")
+            assert gate.wait_started(60)
+            clock.write_text("+31536000\n")  # a year ahead while the hook runs
+            assert agent.control({"cmd": "reload"})["ok"] is True  # its 10 s timeout holds
+            clock.write_text("-94608000\n")  # three years back
+            gate.release()
+            result = agent.wait_for(is_result("exec", 11), 60)
+            assert result["status"] == "ok", result  # not killed by a jump of the wall clock
+            rig.still_serving(agent)
+            assert rig.failed("exec", 11) == []
+        finally:
+            assert agent.stop() == 0
+    finally:
+        gate.close()
+        os.environ.pop("NVME_AGENT_TEST_CLOCK", None)

@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from nvme_agent.actions.ledger import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,8 @@ class StateFile:
 
     def move_aside(self, why: str) -> str | None:
         """Rename the file to ``<name>.corrupt.<time>`` (as the mount ledger does); logged."""
-        aside = f"{self.path}.corrupt.{int(time.time())}"
         try:
-            os.replace(self.path, aside)
+            aside = set_aside(str(self.path))
         except OSError as exc:
             log.error(
                 "state file %s is bad (%s) and cannot be moved aside: %s", self.path, why, exc

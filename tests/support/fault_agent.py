@@ -15,10 +15,12 @@ import ctypes
 import json
 import os
 import sys
+import time
 
 from nvme_agent.cli.main import main
 
 MOUNTS_ENV = "NVME_AGENT_TEST_MOUNTS"
+CLOCK_ENV = "NVME_AGENT_TEST_CLOCK"
 
 
 MS_BIND = 4096
@@ -46,6 +48,23 @@ def prepare(steps: list[list[str]]) -> None:
             _mount(step[1], step[2], None, MS_BIND, None)
 
 
+def fake_wall_clock(path: str) -> None:
+    """``time.time`` as the file at ``path`` says: ``+S``/``-S`` seconds off the real wall
+    clock, or ``=T`` stopped at T.  Only CLOCK_REALTIME is faked, at the one boundary the
+    daemon reads it through (libfaketime would do it in libc, but deadlocks with umockdev's
+    preload); ``time.monotonic``, which every timeout uses, is untouched."""
+    real = time.time
+
+    def wall() -> float:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read().strip()
+        return float(text[1:]) if text.startswith("=") else real() + float(text or 0)
+
+    time.time = wall
+
+
 if __name__ == "__main__":
+    if os.environ.get(CLOCK_ENV):
+        fake_wall_clock(os.environ[CLOCK_ENV])
     prepare(json.loads(os.environ.get(MOUNTS_ENV, "[]")))
     sys.exit(main(sys.argv[1:]))

@@ -65,7 +65,7 @@ HOSTILE_REAL = "r/../x"  # + a tag: the directory of its mount must be r_.._x<ta
 
 #: One line per hook run: which plan ran for which disk instance, and why.
 HOOK = (
-    '[/bin/sh, -c, \'echo "$NVME_AGENT_EVENT|$NVME_SUBSYSNQN|$NVME_NSID|$NVME_PARTN|'
+    "[/bin/sh, -c, 'echo \"$NVME_AGENT_EVENT|$NVME_SUBSYSNQN|$NVME_NSID|$NVME_PARTN|"
     '$ID_FS_UUID|$NVME_AGENT_REASON" >> "$0"\', "@LOG@"]'
 )
 POLICY = """\
@@ -228,7 +228,9 @@ class _Model:
         return Step("change", ctrl, nsid, config=new, old=old)
 
     def batch(self, size: int) -> tuple[Step, ...]:
-        slots = self.rng.sample([(c.name, n) for c in CONTROLLERS for n in range(1, NSIDS + 1)], size)
+        slots = self.rng.sample(
+            [(c.name, n) for c in CONTROLLERS for n in range(1, NSIDS + 1)], size
+        )
         return tuple(self.step(c, n) for c, n in slots)
 
 
@@ -491,7 +493,9 @@ class Storm:
 
     def _overrun(self, op: Op) -> None:
         layout_events = self._events(op.steps)
-        lost = sum(1 for e in layout_events if not e.device.silent and e.device.subsystem in SUBSYSTEMS)
+        lost = sum(
+            1 for e in layout_events if not e.device.silent and e.device.subsystem in SUBSYSTEMS
+        )
         self.trigger.write_text(str(lost))
         self.bed.apply(layout_events)
         self.backing.release_detached(self.bed.layout)
@@ -564,7 +568,9 @@ class Storm:
         if doubled:
             raise self.fail(f"mounted more than once: {doubled}")
         if dict(below) != expected:
-            raise self.fail(f"mounts {sorted(below)} are not the expected {sorted(expected.items())}")
+            raise self.fail(
+                f"mounts {sorted(below)} are not the expected {sorted(expected.items())}"
+            )
         left = sorted(set(os.listdir(self.root)) - {Path(t).name for t in expected})
         if left:
             raise self.fail(f"directories left behind in the mount root: {left}")
