@@ -278,18 +278,22 @@ def test_a_hook_that_forks_a_daemon_child(rig: Rig) -> None:
     argv = '[/bin/sh, -c, "sleep 1003 & echo started"]'
     rig.write_policy(HOOK_RULE.replace("@ARGV@", argv))
     agent = rig.agent()
-    pid = agent.proc.pid if agent.proc is not None else 0
+    assert agent.proc is not None
+    daemon = psutil.Process(agent.proc.pid)
+    threads = []
     try:
-        for nsid in (6, 7, 8):
+        for nsid in (6, 7, 8, 9):
             rig.add(nsid, label=f"hook-forks{nsid}")
             result = agent.wait_for(is_result("exec", nsid), 60)
             assert result["status"] == "ok" and result["details"].get("lingering") == "true"
             assert agent.wait_for(is_result("exec", nsid))["status"] == "ok"
-        threads = psutil.Process(pid).num_threads()
+            assert agent.control({"cmd": "settle"})["ok"] is True
+            threads.append(daemon.num_threads())
         rig.still_serving(agent)
         lingering = rig.journal.matching(lambda e: "left processes" in e.get("MESSAGE", ""))
-        assert len(lingering) == 3  # once per hook run, naming it
-        assert psutil.Process(pid).num_threads() <= threads  # no reader left per child
+        assert len(lingering) == 4  # once per hook run, naming it
+        assert len(_processes("1003")) == 4  # the children live on: not ours to kill
+        assert threads[-1] <= threads[0], threads  # but nothing of ours waits on them
     finally:
         assert agent.stop() == 0
         for proc in _processes("1003"):
