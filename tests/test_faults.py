@@ -13,13 +13,13 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from support.actions import Loop, loops  # noqa: F401  (fixture)
+from support.actions import Loop, loops
 from support.daemon import Agent, is_result, real_mount_root
 from support.faults import Entry, JournalCatcher, fault_agent, journal_mounts, slow_disk
 
@@ -29,6 +29,7 @@ from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
 from nvme_agent.outputs.journal import MSG_POLICY_RELOAD_FAILED
 
+__all__ = ["loops"]  # the fixture, re-exported for pytest
 pytestmark = [
     pytest.mark.umockdev,
     pytest.mark.root,
@@ -144,7 +145,9 @@ def _mkfs4k(loop: Loop) -> None:
     subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "4096", loop.dev], check=True)
 
 
-def test_a_corrupt_filesystem_fails_to_mount_once_and_leaves_nothing(rig: Rig, loops: Any) -> None:
+def test_a_corrupt_filesystem_fails_to_mount_once_and_leaves_nothing(
+    rig: Rig, loops: Callable[..., Loop]
+) -> None:
     loop = loops("ext4")
     _mkfs4k(loop)
     _corrupt(loop, 4096, 4096)  # the group descriptors; blkid still finds ext4
@@ -164,7 +167,7 @@ def test_a_corrupt_filesystem_fails_to_mount_once_and_leaves_nothing(rig: Rig, l
         assert agent.stop() == 0
 
 
-def test_fsck_failing_stops_the_mount(rig: Rig, loops: Any) -> None:
+def test_fsck_failing_stops_the_mount(rig: Rig, loops: Callable[..., Loop]) -> None:
     loop = loops("ext4")
     _mkfs4k(loop)
     for request in ("clri <2>", "ssv state 0"):  # no root directory, and marked not clean
@@ -346,7 +349,7 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("how", ["read-only", "full"])
-def test_state_directory_read_only_or_full(rig: Rig, loops: Any, how: str) -> None:
+def test_state_directory_read_only_or_full(rig: Rig, loops: Callable[..., Loop], how: str) -> None:
     loop = loops("ext4", label="state")
     rig.write_policy(MOUNT_RULE.replace("@FSCK@", ""))
     with small_tmpfs(rig.tmp / "state", "256k") as state:

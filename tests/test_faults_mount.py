@@ -9,6 +9,7 @@ disk by a fresh :class:`MountLedger`, as the restarted daemon does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def _killed_mount(
 
 
 def test_a_run_killed_before_mounting_leaves_a_directory_the_next_run_uses(
-    tmp_path: Path, loops: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, loops: Callable[..., Loop], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loop, guard, ledger_path = loops("ext4"), _guard(tmp_path), tmp_path / "mounts.json"
     spec = _spec(loop, tmp_path / "mnt")
@@ -86,7 +87,7 @@ def test_a_run_killed_before_mounting_leaves_a_directory_the_next_run_uses(
 
 
 def test_a_mount_done_by_a_killed_run_is_recorded_and_unmounted_later(
-    tmp_path: Path, loops: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, loops: Callable[..., Loop], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loop, guard, ledger_path = loops("ext4"), _guard(tmp_path), tmp_path / "mounts.json"
     spec = _spec(loop, tmp_path / "mnt")

@@ -2,11 +2,12 @@
 
 Usage: ``unshare -m --propagation private -- python fault_agent.py run ARGS...`` with
 ``NVME_AGENT_TEST_MOUNTS`` in the environment: a JSON list of ``["tmpfs", DIR]``,
-``["mkdir", DIR]``, ``["touch", FILE]`` and ``["bind", SOURCE, TARGET]`` done in order (by mount(2)) before the
-daemon starts.  This is how a test takes away what the
-machine gives (the journal socket, ``systemctl``, a booted systemd) or plants a fake
-journald socket, without touching the host: the namespace and its mounts die with the
-daemon.  The daemon is the product's own CLI, unchanged.
+``["mkdir", DIR]``, ``["touch", FILE]`` and ``["bind", SOURCE, TARGET]`` done in order (by
+mount(2)) before the daemon starts.  This is how a test takes away what the machine gives
+(the journal socket, ``systemctl``, a booted systemd) or plants a fake journald socket,
+without touching the host: the namespace and its mounts die with the daemon.
+``NVME_AGENT_TEST_CLOCK`` fakes the wall clock (see :func:`fake_wall_clock`).  The daemon
+is the product's own CLI, unchanged.
 """
 
 from __future__ import annotations

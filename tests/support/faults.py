@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import select
 import shutil
 import socket
@@ -20,9 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from support.daemon import Agent
-
 from nvme_agent.harness.agent import AgentProcess
+from support.daemon import Agent
 
 Entry = dict[str, str]
 HERE = Path(__file__).resolve().parent

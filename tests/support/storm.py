@@ -36,8 +36,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from support.daemon import Agent
-
 from nvme_agent.actions import mountinfo
 from nvme_agent.harness.agent import AgentProcess
 from nvme_agent.harness.bed import Bed
@@ -45,6 +43,7 @@ from nvme_agent.harness.layout import ControllerConfig, Event, NamespaceConfig, 
 from nvme_agent.harness.real import RealBacking
 from nvme_agent.outputs.state import History
 from nvme_agent.topology.records import SUBSYSTEMS
+from support.daemon import Agent
 
 Record = dict[str, Any]
 Key = tuple[str, str, int, int]  # (change type, subsystem NQN, nsid, partition number or 0)
@@ -592,9 +591,9 @@ class Storm:
         self.figures.history_records += sum(got.values())
         self.figures.reruns += len(reruns)
         if got != want:
+            missing, extra = sorted((want - got).items()), sorted((got - want).items())
             raise self.fail(
-                f"history differs from the injected changes: missing {sorted((want - got).items())}, "
-                f"extra {sorted((got - want).items())}"
+                f"history is not the injected changes: missing {missing}, extra {extra}"
             )
         for record in reruns:
             key = change_key(record)
