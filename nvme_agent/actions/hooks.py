@@ -12,10 +12,12 @@ timeout expires the group gets SIGTERM, then SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
 import pwd
+import select
 import shutil
 import signal
 import subprocess
@@ -132,31 +134,60 @@ class _Pump(threading.Thread):
         self.logged = 0
         self.truncated = False
         self.tail: list[str] = []
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+
+    def stop(self) -> None:
+        """Stop reading: the hook is done, and what still holds its pipe open (a child it
+        left running) must not keep a thread of ours waiting for as long as it lives."""
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
 
     def run(self) -> None:
-        level = logging.INFO if self.label == "stdout" else logging.WARNING
+        fd = self.stream.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        pending = b""
         try:
-            for raw in iter(self.stream.readline, b""):
-                if self.logged >= MAX_STREAM_BYTES:
-                    self.truncated = True
-                    continue  # keep draining so the hook never blocks on a full pipe
-                line = raw[:MAX_LINE].decode("utf-8", "replace").rstrip("\r\n")
-                self.logged += len(raw)
-                self.tail = [*self.tail[-4:], line]
-                # The hook prints what it likes (device strings among it): escaped.
-                hook_log.log(
-                    level,
-                    "%s[%d] %s: %s",
-                    escape(self.argv0),
-                    self.pid,
-                    self.label,
-                    escape(line),
-                    extra=self.fields,
-                )
+            while True:
+                ready = dict(poller.poll())
+                if fd not in ready:
+                    break  # stopped
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                *lines, pending = (pending + chunk).split(b"\n")
+                if len(pending) > MAX_LINE:  # no newline for too long: a line all the same
+                    lines, pending = [*lines, pending], b""
+                for raw in lines:
+                    self._line(raw + b"\n")
+            if pending:
+                self._line(pending)
         except (OSError, ValueError):
             pass
         finally:
             self.stream.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _line(self, raw: bytes) -> None:
+        if self.logged >= MAX_STREAM_BYTES:
+            self.truncated = True
+            return  # keep draining so the hook never blocks on a full pipe
+        line = raw[:MAX_LINE].decode("utf-8", "replace").rstrip("\r\n")
+        self.logged += len(raw)
+        self.tail = [*self.tail[-4:], line]
+        # The hook prints what it likes (device strings among it): escaped.
+        level = logging.INFO if self.label == "stdout" else logging.WARNING
+        hook_log.log(
+            level,
+            "%s[%d] %s: %s",
+            escape(self.argv0),
+            self.pid,
+            self.label,
+            escape(line),
+            extra=self.fields,
+        )
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> bool:
@@ -227,14 +258,23 @@ def _wait(
 
 
 def _outcome(
-    argv0: str, rc: int, killed: str | None, deadline: Deadline, pumps: list[_Pump], pid: int
+    argv0: str,
+    rc: int,
+    killed: str | None,
+    deadline: Deadline,
+    pumps: list[_Pump],
+    pid: int,
+    lingering: bool,
 ) -> Outcome:
-    lingering = any(p.is_alive() for p in pumps)
     details: dict[str, str] = {"pid": str(pid), "exit_status": str(rc)}
     if killed:
         details["killed"] = killed
     if lingering:
-        log.warning("hook %s[%d] left processes holding its output open", escape(argv0), pid)
+        log.warning(
+            "hook %s[%d] left processes holding its output open; their output is not read",
+            escape(argv0),
+            pid,
+        )
         details["lingering"] = "true"
     if any(p.truncated for p in pumps):
         details["output_truncated"] = "true"
@@ -300,4 +340,9 @@ def run_exec(
     # Leftover group members keep the pipes open; do not wait on them for long.
     for p in pumps:
         p.join(timeout=1.0 if killed is None else 0.2)
-    return _outcome(argv0, rc, killed, deadline, pumps, proc.pid)
+    lingering = any(p.is_alive() for p in pumps)
+    for p in pumps:
+        p.stop()
+    for p in pumps:
+        p.join(timeout=1.0)
+    return _outcome(argv0, rc, killed, deadline, pumps, proc.pid, lingering)

@@ -57,6 +57,24 @@ class LedgerEntry:
         )
 
 
+def set_aside(path: str) -> str:
+    """Rename a bad file of ours to ``<path>.corrupt.<time>``, never replacing an earlier one.
+
+    Two bad files within one second, or the wall clock set back, would otherwise give the
+    same name, and the evidence of the first would be lost: ``.1``, ``.2``... are added.
+    """
+    stamp = f"{path}.corrupt.{int(time.time())}"
+    for n in range(1000):
+        aside = stamp if n == 0 else f"{stamp}.{n}"
+        try:
+            os.link(path, aside)  # unlike rename, fails when the name is taken
+        except FileExistsError:
+            continue
+        os.unlink(path)
+        return aside
+    raise FileExistsError(f"{stamp}.*: 1000 files set aside in one second")
+
+
 class MountLedger:
     """The agent's record of its own mounts, keyed by mount point."""
 
@@ -83,10 +101,12 @@ class MountLedger:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             # Forgetting is the safe direction: the agent then touches none of those mounts.
-            aside = f"{path}.corrupt.{int(time.time())}"
-            log.error("mount ledger %s unreadable (%s); moved aside to %s", path, exc, aside)
-            with contextlib.suppress(OSError):
-                os.replace(path, aside)
+            try:
+                aside = set_aside(path)
+            except OSError as why:
+                log.error("mount ledger %s unreadable (%s); not moved aside: %s", path, exc, why)
+            else:
+                log.error("mount ledger %s unreadable (%s); moved aside to %s", path, exc, aside)
             return
         self._entries = {e.target: e for e in entries}
 

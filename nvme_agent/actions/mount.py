@@ -9,6 +9,7 @@ holds right now; the kernel gets the directory that was opened and checked, by d
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import logging
 import os
@@ -162,6 +163,11 @@ def _already(spec: MountSpec, target: str, dev: str, ledger: MountLedger) -> Out
     mounts = mountinfo.mounts_of(table, dev)
     if any(e.mountpoint == target for e in mounts):
         ours = ledger.get(target)
+        if ours is not None and not ours.mounted and ours.dev == dev:
+            # Our own mount on our own directory, done by a run killed before it could
+            # record it (see _claimer): record it now, or it would never be unmounted.
+            ours = dataclasses.replace(ours, mounted=True, mounted_at=time.time())
+            ledger.record_mount(ours)
         who = "by the agent" if ours and ours.mounted and ours.dev == dev else "not by the agent"
         return Outcome.ok(
             f"{spec.source} is already mounted at {target} ({who})",

@@ -66,6 +66,39 @@ def journal_available() -> bool:
     return os.path.exists(JOURNAL_SOCKET)
 
 
+class JournalWatch:
+    """Whether journald's socket is there, checked per entry.
+
+    libsystemd's ``sd_journal_send`` returns success when the socket is missing (ENOENT is
+    ignored on purpose), so without this check everything logged while journald is gone (a
+    container, a broken ``/run``) would vanish without a trace.  While it is missing, entries
+    go to the fallback stream; that is said once per outage, with the cause.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.missing = False
+
+    def available(self) -> bool:
+        if journal_available():
+            if self.missing:
+                self.missing = False
+                self._say("info", f"journal socket {JOURNAL_SOCKET} is back: logging to it again")
+            return True
+        if not self.missing:
+            self.missing = True
+            self._say(
+                "warning",
+                f"journal socket {JOURNAL_SOCKET} is missing: logging to stderr until it is back",
+            )
+        return False
+
+    def _say(self, level: str, text: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stderr
+        stream.write(f"nvme-agent[{level}]: {text}\n")
+        stream.flush()
+
+
 def change_fields(change: Change) -> dict[str, str]:
     """Journal fields of a change (``NVME_*``, ``DEVNAME``, ``SIZE_BYTES``, a path's...)."""
     fields: dict[str, str] = {"NVME_CHANGE": change.type.value}
@@ -149,6 +182,7 @@ class TopologyLog:
             except ImportError:  # pragma: no cover - systemd-python is a dependency
                 log.warning("systemd-python missing: topology log goes to stderr")
         self.stream = stream if stream is not None else sys.stderr
+        self.watch = JournalWatch(self.stream)
 
     def change(self, change: Change, summary: str | None = None) -> None:
         """Log one topology change (:data:`CHANGE_PRIORITIES`: a lost path is a warning);
@@ -174,7 +208,7 @@ class TopologyLog:
         """
         message = one_line(message)
         fields = dict(fields or {})
-        if self._send is not None:
+        if self._send is not None and self.watch.available():
             self._send(
                 message,
                 MESSAGE_ID=message_id,

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from systemd.journal import JournalHandler, send
 
-from nvme_agent.outputs.journal import LogTarget
+from nvme_agent.outputs.journal import JournalWatch, LogTarget
 from nvme_agent.topology.text import one_line
 
 SYSLOG_IDENTIFIER = "nvme-agent"
@@ -69,8 +69,14 @@ class FieldJournalHandler(JournalHandler):  # type: ignore[misc]  # systemd-pyth
         fields.setdefault("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER)
         super().__init__(level, sender_function=sender_function, **fields)
         self._fields = dict(fields)
+        self.watch = JournalWatch()
+        self.fallback = logging.StreamHandler(sys.stderr)
+        self.fallback.setFormatter(OneLineFormatter(STDERR_FORMAT))
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.send is send and not self.watch.available():
+            self.fallback.emit(record)  # journald is gone: never lose the record
+            return
         try:
             fields: dict[str, Any] = dict(self._fields)
             fields.update(

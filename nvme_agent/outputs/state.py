@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from nvme_agent.actions.ledger import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +185,12 @@ class StateFile:
         return [line for line in lines[:-1] if line.strip()]
 
     def move_aside(self, why: str) -> str | None:
-        """Rename the files to ``<name>.corrupt.<time>`` (as the mount ledger does); logged."""
-        stamp = int(time.time())
+        """Rename the checkpoint and its log to ``<name>.corrupt.<time>`` (as the mount ledger
+        does, never replacing an earlier one); logged."""
         with contextlib.suppress(OSError):
-            os.replace(self.log_path, f"{self.log_path}.corrupt.{stamp}")
-        aside = f"{self.path}.corrupt.{stamp}"
+            set_aside(str(self.log_path))
         try:
-            os.replace(self.path, aside)
+            aside = set_aside(str(self.path))
         except OSError as exc:
             log.error(
                 "state file %s is bad (%s) and cannot be moved aside: %s", self.path, why, exc

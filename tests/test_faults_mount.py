@@ -1,0 +1,103 @@
+"""A daemon killed in the middle of a mount (issue 16; found by the storm, seed 6 of
+tests/support/storm.py): the next run must take over, never refuse its own directory and
+never leave a mount it cannot unmount.
+
+The kill is a ``BaseException`` raised where mount(8) runs (the tool boundary): nothing after
+that point of the killed run happens, as with ``kill -9``.  The ledger is then read back from
+disk by a fresh :class:`MountLedger`, as the restarted daemon does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.actions import Loop, loops, needs_loop
+
+from nvme_agent.actions import mount as mount_module
+from nvme_agent.actions import mountinfo
+from nvme_agent.actions.guard import Guard
+from nvme_agent.actions.ledger import MountLedger
+from nvme_agent.actions.mount import do_mount
+from nvme_agent.actions.outcome import Deadline
+from nvme_agent.actions.unmount import do_unmount
+from nvme_agent.policy.plan import MountSpec, Status, UnmountSpec
+
+pytestmark = [pytest.mark.root, needs_loop]
+__all__ = ["loops"]
+
+
+class Killed(BaseException):
+    """The daemon died here (nothing catches it, as nothing runs after a kill -9)."""
+
+
+def _spec(loop: Loop, root: Path) -> MountSpec:
+    return MountSpec(
+        source=loop.dev, target=str(root / "data"), mount_root=str(root), fstype="ext4"
+    )
+
+
+def _guard(tmp_path: Path) -> Guard:
+    (tmp_path / "fstab").write_text("")
+    return Guard(fstab=str(tmp_path / "fstab"))
+
+
+def _killed_mount(
+    spec: MountSpec,
+    ledger_path: Path,
+    guard: Guard,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    after: bool,
+) -> None:
+    """One run killed while mount(8) runs: before it mounted (``after=False``), or once
+    the mount is in place but before the run could note it (``after=True``)."""
+    real = mount_module.run_tool
+
+    def dies(argv: Any, deadline: Deadline, **kw: Any) -> Any:
+        if argv[0] == "mount":
+            if after:
+                real(argv, deadline, **kw)
+            raise Killed
+        return real(argv, deadline, **kw)
+
+    monkeypatch.setattr(mount_module, "run_tool", dies)
+    with pytest.raises(Killed):
+        do_mount(spec, ledger=MountLedger(str(ledger_path)), guard=guard, deadline=Deadline(60))
+    monkeypatch.setattr(mount_module, "run_tool", real)
+
+
+def test_a_run_killed_before_mounting_leaves_a_directory_the_next_run_uses(
+    tmp_path: Path, loops: Callable[..., Loop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop, guard, ledger_path = loops("ext4"), _guard(tmp_path), tmp_path / "mounts.json"
+    spec = _spec(loop, tmp_path / "mnt")
+    _killed_mount(spec, ledger_path, guard, monkeypatch, after=False)
+    assert (tmp_path / "mnt" / "data").is_dir()  # made by the killed run
+    again = MountLedger(str(ledger_path))  # the restarted daemon's
+    outcome = do_mount(spec, ledger=again, guard=guard, deadline=Deadline(60))
+    assert outcome.status is Status.OK, outcome.message
+    entry = again.get(spec.target)
+    assert entry is not None and entry.mounted
+    gone = UnmountSpec(source=loop.dev, target=spec.target, mount_root=spec.mount_root)
+    assert do_unmount(gone, ledger=again, guard=guard, deadline=Deadline(30)).status is Status.OK
+    assert not (tmp_path / "mnt" / "data").exists()
+
+
+def test_a_mount_done_by_a_killed_run_is_recorded_and_unmounted_later(
+    tmp_path: Path, loops: Callable[..., Loop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop, guard, ledger_path = loops("ext4"), _guard(tmp_path), tmp_path / "mounts.json"
+    spec = _spec(loop, tmp_path / "mnt")
+    _killed_mount(spec, ledger_path, guard, monkeypatch, after=True)
+    assert mountinfo.top_mount_at(mountinfo.read(), spec.target) is not None
+    again = MountLedger(str(ledger_path))
+    outcome = do_mount(spec, ledger=again, guard=guard, deadline=Deadline(60))
+    assert outcome.status is Status.OK and "by the agent" in outcome.message, outcome.message
+    gone = UnmountSpec(source=loop.dev, target=spec.target, mount_root=spec.mount_root)
+    result = do_unmount(gone, ledger=again, guard=guard, deadline=Deadline(30))
+    assert result.status is Status.OK, result.message
+    assert mountinfo.top_mount_at(mountinfo.read(), spec.target) is None
+    assert not (tmp_path / "mnt" / "data").exists()
