@@ -21,6 +21,7 @@ Each subcommand prints one JSON object on stdout:
   the agent reads udev events in order).
 * ``snapshot [--steps JSON]``: the barrier, then ``nvme-agent status --settle --json`` and
   the mounts.
+* ``journal --after CURSOR --match FIELD=VALUE...``: the matching entries after CURSOR.
 * ``tcp-gate``, ``gated-connect``: an ``nvme connect`` held in the ``connecting`` state (see
   test_e2e_tcp.py); ``ctrl-attributes NAME``: a controller's sysfs attributes.
 """
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +220,28 @@ def wait_journal(after: str, matches: list[str], timeout: float) -> dict[str, An
         reader.wait(remaining)
 
 
+def _text(value: Any) -> str:
+    # python3-systemd converts MESSAGE_ID and friends to uuid.UUID: keep journalctl's form.
+    return value.hex if isinstance(value, uuid.UUID) else str(value)
+
+
+def journal_entries(after: str, matches: list[str]) -> dict[str, Any]:
+    """Every journal entry after cursor ``after`` matching all ``matches``, as text fields."""
+    from systemd import journal
+
+    reader = journal.Reader()
+    reader.this_boot()
+    for match in matches:
+        reader.add_match(match)
+    reader.seek_cursor(after)
+    entries = [
+        {key: _text(value) for key, value in entry.items()}
+        for entry in reader
+        if entry.get("__CURSOR") != after  # seek_cursor lands on the cursor's own entry
+    ]
+    return {"entries": entries}
+
+
 def journal_tail() -> str:
     """The cursor of the journal's last entry: entries logged from now on come after it."""
     from systemd import journal
@@ -279,6 +303,7 @@ def capture(
     kernel: bool = False,
     until: list[str] | None = None,
     ready_fifo: str | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Record ``udevadm monitor [--kernel] --udev --property`` output while ``cmd`` runs.
 
@@ -286,7 +311,9 @@ def capture(
     its reconnect timeout, a namespace scanned after ``nvme connect`` returned), then for
     udev's queue to drain, then for a marker event: netlink keeps order, so every event the
     step caused is in the file.  With ``ready_fifo`` the monitor's readiness is written to
-    that FIFO before the command runs, for a host that acts from outside (QMP).
+    that FIFO before the command runs, for a host that acts from outside (QMP); ``label``
+    then names the host's action in the header, and "command started" is when the guest
+    said it was listening.
     """
     argv = ["udevadm", "monitor", "--udev", "--property"] + (["--kernel"] if kernel else [])
     mon = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -321,12 +348,12 @@ def capture(
     thread.start()
     # The legend is printed once the monitor's sockets are bound: events from now on are seen.
     header_done.wait(timeout)
-    if ready_fifo:
-        with open(ready_fifo, "w") as fifo:
-            fifo.write("ready\n")
     waiter.armed = True
     cursor = journal_tail()
     started = time.monotonic()
+    if ready_fifo:  # from here on, the host may act
+        with open(ready_fifo, "w") as fifo:
+            fifo.write("ready\n")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     returned = time.monotonic()
     until_ok = waiter.done.wait(timeout)
@@ -338,7 +365,7 @@ def capture(
     thread.join(timeout)
     text = _drop_marker_blocks("".join(lines)) if ok else "".join(lines)
     header = (
-        f"# {' '.join(cmd)}\n"
+        f"# {label or ' '.join(cmd)}\n"
         f"# command started at monotonic {started:.6f}, returned at {returned:.6f}\n"
     )
     Path(out).write_text(header + text)
@@ -501,13 +528,16 @@ HANDLERS: dict[str, Any] = {
     "run-wait-mount": lambda a: run_wait_mount(a.action, a.nsid, a.target, _command(a), a.timeout),
     "wait-journal": lambda a: wait_journal(a.after, a.match, a.timeout),
     "wait-mount": lambda a: wait_mount(a.target, a.state, a.timeout),
-    "capture": lambda a: capture(a.out, _command(a), a.timeout, a.kernel, a.until, a.ready_fifo),
+    "capture": lambda a: capture(
+        a.out, _command(a), a.timeout, a.kernel, a.until, a.ready_fifo, a.label
+    ),
     "wait-fifo": lambda a: wait_fifo(a.path),
     "agent-sync": lambda a: agent_sync(_pairs(a.steps), a.timeout),
     "tcp-gate": lambda a: tcp_gate(a.listen, a.target, a.release),
     "gated-connect": lambda a: gated_connect(a.release, _pairs(a.marker), _command(a), a.timeout),
     "ctrl-attributes": lambda a: {"attributes": ctrl_attributes(a.name)},
     "snapshot": lambda a: snapshot(_pairs(a.steps), a.settle),
+    "journal": lambda a: journal_entries(a.after, a.match),
 }
 
 
@@ -540,6 +570,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", action="store_true", help="KERNEL events too")
     p.add_argument("--until", action="append", default=[], help="action,subsystem[,devtype]")
     p.add_argument("--ready-fifo", help="write 'ready' here once the monitor is bound")
+    p.add_argument("--label", help="the header's first line instead of the command")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p = sub.add_parser("wait-fifo")
     p.add_argument("path")
@@ -558,6 +589,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshot")
     p.add_argument("--steps", default="[]", help="agent-sync steps first (JSON)")
     p.add_argument("--settle", type=float, default=60.0)
+    p = sub.add_parser("journal")
+    p.add_argument("--after", required=True, help="journal cursor")
+    p.add_argument("--match", action="append", default=[], help="FIELD=VALUE")
     p = sub.add_parser("ctrl-attributes")
     p.add_argument("name")
     return parser

@@ -169,16 +169,20 @@ class Recorder:
         *,
         until: Iterable[str] = (),
         host_action: Callable[[], dict[str, Any] | None] | None = None,
+        label: str | None = None,
         timeout: float = 60.0,
     ) -> StepResult:
         """Run one step: ``command`` in the guest, or ``host_action`` (then ``command`` is
-        what the guest runs meanwhile, usually ``true``) while ``udevadm monitor`` records."""
+        what the guest runs meanwhile, usually ``true``, and ``label`` names the host's
+        action in the capture's header) while ``udevadm monitor`` records."""
         step = self.set.step(slug)
         started = time.monotonic()
         guest_file = f"/run/e2e-capture-{step.filename}"
         args = ["capture", "--kernel", "--out", guest_file, "--timeout", f"{timeout:g}"]
         for spec in until:
             args += ["--until", spec]
+        if label:
+            args += ["--label", label]
         extra: dict[str, Any] = {}
         if host_action is None:
             probe = self.g.probe(*args, "--", *command, timeout=timeout * 3 + 60)
@@ -190,11 +194,10 @@ class Recorder:
         capture = self.g.qga.read_file(guest_file).decode()
         (self.outdir / step.filename).write_text(capture)
         after = snapshot(self.g, self.marker)
-        entries = [
-            e
-            for e in self.g.journal(probe["cursor"])
-            if e.get("_SYSTEMD_UNIT") == AGENT_UNIT and not self.marker.owns(e)
-        ]
+        found = self.g.probe(
+            "journal", "--after", probe["cursor"], "--match", f"_SYSTEMD_UNIT={AGENT_UNIT}"
+        )
+        entries = [e for e in found["entries"] if not self.marker.owns(e)]
         self._keep_journal(step, entries)
         result = StepResult(
             step, command, probe, capture, entries, self.last, after,

@@ -293,23 +293,34 @@ def _hot_ctrl(g: Guest) -> str:
     return names[0]
 
 
+#: What the host does over QMP, for the captures' headers.
+QMP_ADD = (
+    f"host: QMP blockdev-add {{driver: raw, node-name: {HOT_DRIVE}, file: IMAGE}}; "
+    f"device_add {{driver: nvme, id: {HOT_ID}, bus: rp1, serial: {HOT_SERIAL}, "
+    f"drive: {HOT_DRIVE}}}"
+)
+QMP_DEL = f"host: QMP device_del {{id: {HOT_ID}}}, DEVICE_DELETED awaited; blockdev-del"
+
+
 def _pcie_steps(run: PcieRun, image: Path) -> None:
     rec, g = run.rec, run.g
     added = ["add,nvme", "add,block,disk"]
-    rec.run("hot-add-controller", ["true"], host_action=lambda: _hot_add(g, image), until=added)
+    rec.run("hot-add-controller", ["true"], host_action=lambda: _hot_add(g, image), until=added,
+            label=QMP_ADD)  # fmt: skip
     run.names.append(_hot_ctrl(g))
     g.sh(f"echo {KMSG_MARK} > /dev/kmsg")
     rec.run("eject", ["nvme-agent", "eject", f"/dev/{run.names[0]}n1"])
     gone = ["remove,nvme", "remove,block,disk"]
-    rec.run("hot-remove-after-eject", ["true"], host_action=lambda: _hot_remove(g), until=gone)
+    rec.run("hot-remove-after-eject", ["true"], host_action=lambda: _hot_remove(g), until=gone,
+            label=QMP_DEL)  # fmt: skip
     run.kmsg_after_eject = g.sh("dmesg").stdout.rsplit(KMSG_MARK, 1)[-1]
     rec.run("hot-add-controller-again", ["true"], host_action=lambda: _hot_add(g, image),
-            until=added)  # fmt: skip
+            until=added, label=QMP_ADD)  # fmt: skip
     run.names.append(_hot_ctrl(g))
     # Written, not synced: the page cache holds data the device will never see.
     g.sh(f"echo unsynced > {NSHOT}/file")
     rec.run("surprise-remove-under-mount", ["true"], host_action=lambda: _hot_remove(g),
-            until=gone)  # fmt: skip
+            until=gone, label=QMP_DEL)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -337,11 +348,17 @@ def pcie(
 
 def test_pcie_hot_added_controller_is_announced_and_mounted(pcie: PcieRun) -> None:
     s = pcie.step("hot-add-controller")
-    ctrl = s.changes(ChangeType.CONTROLLER_ADDED)
-    assert [(e["NVME_CTRL"], e.get("NVME_SERIAL")) for e in ctrl] == [
-        (pcie.names[0], HOT_SERIAL)
-    ], _log(s)
-    assert ctrl[0].get("NVME_SUBSYSNQN") == HOT_NQN
+    # Net effect: the controller is known with its real serial and NQN.  Whether it is also
+    # first announced with (efault) placeholders and removed again (issue 12.2) is a race
+    # here (the PCI controller's add uevent comes before its identify, as with fabrics):
+    # test_e2e_tcp forces it with a gate and asserts it strictly.
+    added = s.changes(ChangeType.CONTROLLER_ADDED, NVME_CTRL=pcie.names[0])
+    removed = s.changes(ChangeType.CONTROLLER_REMOVED, NVME_CTRL=pcie.names[0])
+    assert len(added) - len(removed) == 1, _log(s)
+    assert (added[-1].get("NVME_SERIAL"), added[-1].get("NVME_SUBSYSNQN")) == (
+        HOT_SERIAL,
+        HOT_NQN,
+    ), _log(s)
     added = s.changes(ChangeType.NAMESPACE_ADDED, NVME_SUBSYSNQN=HOT_NQN)
     assert [e["NVME_NSID"] for e in added] == ["1"], _log(s)
     assert added[0]["DEVNAME"] == f"/dev/{pcie.names[0]}n1"
