@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from . import hostside
-from .guest import MODES, Guest, Payload, build_payload
+from . import agentctl, hostside
+from .guest import Guest, Payload, Slot, build_payload
 from .guestimage import GuestImage, ImageBuildError, ensure_image
+from .shapes import DUAL, MODES, SINGLE, Shape
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,35 @@ def payload(workroot: Path) -> Payload:
     return build_payload(workroot / "payload")
 
 
+@pytest.fixture(scope="session")
+def slot() -> Slot:
+    """One guest at a time: booting one stops the other."""
+    return Slot()
+
+
+def _guest(
+    shape: Shape,
+    mode: str,
+    guest_image: GuestImage,
+    payload: Payload,
+    workroot: Path,
+    timings: dict[str, object],
+    slot: Slot,
+) -> Iterator[Guest]:
+    g = Guest.boot(
+        mode, guest_image, hostside.from_env(), payload, workroot / f"{shape.name}-{mode}",
+        shape=shape, slot=slot,
+    )  # fmt: skip
+    timings[f"{g.name}:accel"] = g.vm.accel
+    try:
+        yield g
+    finally:
+        if os.environ.get("NVME_AGENT_E2E_KEEP"):
+            log.warning("console log kept: %s", g.vm.console)
+        slot.release(g)
+        timings.update({f"{g.name}:{k}": v for k, v in g.timings.items()})
+
+
 @pytest.fixture(scope="session", params=MODES)
 def guest(
     request: pytest.FixtureRequest,
@@ -119,26 +149,48 @@ def guest(
     payload: Payload,
     workroot: Path,
     timings: dict[str, object],
+    slot: Slot,
 ) -> Iterator[Guest]:
-    """One booted guest per multipath mode, shared by every test of that mode."""
-    mode: str = request.param
-    step = hostside.from_env()
-    g = Guest.boot(mode, guest_image, step, payload, workroot / mode)
-    timings[f"{mode}:accel"] = g.vm.accel
-    timings.update({f"{mode}:{k}": v for k, v in g.timings.items()})
-    try:
-        yield g
-    finally:
-        timings.update({f"{mode}:{k}": v for k, v in g.timings.items()})
-        if os.environ.get("NVME_AGENT_E2E_KEEP"):
-            log.warning("console log kept: %s", g.vm.console)
-        g.vm.stop()
+    """The single-controller guest (the capture rig) per multipath mode, shared by every
+    test of that mode."""
+    yield from _guest(SINGLE, request.param, guest_image, payload, workroot, timings, slot)
+
+
+@pytest.fixture(scope="session", params=MODES)
+def dual_guest(
+    request: pytest.FixtureRequest,
+    guest_image: GuestImage,
+    payload: Payload,
+    workroot: Path,
+    timings: dict[str, object],
+    slot: Slot,
+) -> Iterator[Guest]:
+    """The two-controller q35 guest with an empty PCIe root port, per multipath mode."""
+    yield from _guest(DUAL, request.param, guest_image, payload, workroot, timings, slot)
+
+
+@pytest.fixture(scope="session")
+def captures_out(workroot: Path) -> Path:
+    """Where fresh captures go: ``$NVME_AGENT_E2E_CAPTURES_OUT`` or the work directory (set
+    it to tests/fixtures/captures to re-record the stored ones)."""
+    return Path(os.environ.get("NVME_AGENT_E2E_CAPTURES_OUT", workroot / "captures"))
 
 
 @pytest.fixture
 def bare_guest(guest: Guest) -> Guest:
     """The guest without a running agent, in its boot layout (for kernel/udev-only tests)."""
+    guest.ensure_running()
     if guest.agent_installed:
         guest.sh("systemctl stop nvme-agent")
     guest.reset()
+    return guest
+
+
+@pytest.fixture
+def agent(guest: Guest) -> Guest:
+    """The guest with the agent installed and (re)started on the e2e policy, boot layout."""
+    guest.ensure_running()
+    agentctl.stop(guest)
+    guest.reset()
+    agentctl.start(guest)
     return guest

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 from .guestimage import GuestImage, make_payload_disk
 from .hostside import HostStep
 from .qga import ExecResult, QgaClient
-from .vm import DEFAULT_NAMESPACES, Vm, VmConfig
+from .shapes import SINGLE, Shape
+from .vm import Vm, VmConfig
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PROBE = "/usr/local/lib/nvme-agent-e2e/guest_probe.py"
 PAYLOAD_MOUNT = "/mnt/e2e-payload"
-MODES = ("multipath", "no-multipath")
 
 
 @dataclass
@@ -64,14 +65,41 @@ def build_payload(directory: Path) -> Payload:
     return Payload(directory, "source", "packaging/build-deb.sh missing: installed from source")
 
 
+class Slot:
+    """At most one guest runs at a time (the machines are 2-core): a guest that boots claims
+    the slot, which stops the guest holding it (it boots again if a test needs it again)."""
+
+    def __init__(self) -> None:
+        self.current: Guest | None = None
+
+    def claim(self, guest: Guest) -> None:
+        """Make ``guest`` the running one, stopping the previous holder."""
+        if self.current is not None and self.current is not guest:
+            self.current.shutdown()
+        self.current = guest
+
+    def release(self, guest: Guest) -> None:
+        """Stop ``guest`` (at the end of its fixture)."""
+        guest.shutdown()
+        if self.current is guest:
+            self.current = None
+
+
 @dataclass
 class Guest:
-    """A booted guest in one multipath mode, shared by all tests of that mode."""
+    """A booted guest of one shape in one multipath mode, shared by the tests of both."""
 
+    shape: Shape
     mode: str
-    vm: Vm
+    image: GuestImage
     step: HostStep
     payload: Payload
+    workdir: Path
+    slot: Slot = field(default_factory=Slot)
+    vm: Vm = field(init=False)
+    running: bool = False
+    boots: int = 0
+    _up_since: float = 0.0
     agent_installed: bool = False
     #: Journal cursor taken just before the agent fixture last (re)started the agent.
     agent_cursor: str | None = None
@@ -79,25 +107,71 @@ class Guest:
 
     @classmethod
     def boot(
-        cls, mode: str, image: GuestImage, step: HostStep, payload: Payload, workdir: Path
+        cls,
+        mode: str,
+        image: GuestImage,
+        step: HostStep,
+        payload: Payload,
+        workdir: Path,
+        shape: Shape = SINGLE,
+        slot: Slot | None = None,
     ) -> Guest:
         """Create the payload disk, boot, copy the probe in, mount the payload."""
-        workdir.mkdir(parents=True, exist_ok=True)
-        disk = workdir / "payload.img"
-        make_payload_disk(payload.directory, disk)
-        config = VmConfig(
-            image=image, workdir=workdir, multipath=(mode == "multipath"), payload=disk
-        )
-        step.configure(config)
-        vm = Vm(config)
-        vm.start()
-        guest = cls(mode=mode, vm=vm, step=step, payload=payload)
-        guest.timings["boot_to_guest_agent_s"] = round(vm.boot_seconds or 0.0, 2)
-        guest.timings["boot_to_system_running_s"] = round(vm.system_running_seconds or 0.0, 2)
-        guest.sh(f"mkdir -p {Path(PROBE).parent} {PAYLOAD_MOUNT}")
-        guest.qga.write_file(PROBE, (HERE / "guest_probe.py").read_text())
-        guest.sh(f"mount -o ro LABEL=e2e-payload {PAYLOAD_MOUNT}")
+        guest = cls(shape, mode, image, step, payload, workdir, slot or Slot())
+        guest.start()
         return guest
+
+    @property
+    def name(self) -> str:
+        """``<shape>:<mode>``, the key of this guest's timings."""
+        return f"{self.shape.name}:{self.mode}"
+
+    def config(self, disk: Path) -> VmConfig:
+        """The QEMU configuration of this shape and mode."""
+        config = VmConfig(
+            image=self.image,
+            workdir=self.workdir,
+            namespaces=self.shape.namespaces,
+            multipath=self.multipath,
+            payload=disk,
+            machine=self.shape.machine,
+            controllers=self.shape.controllers,
+            root_ports=self.shape.root_ports,
+        )
+        self.step.configure(config)
+        return config
+
+    def start(self) -> None:
+        """Boot (again): a fresh snapshot of the image, so the agent is not installed."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        disk = self.workdir / "payload.img"
+        make_payload_disk(self.payload.directory, disk)
+        self.vm = Vm(self.config(disk))
+        self.slot.claim(self)
+        self._up_since = time.monotonic()
+        self.vm.start()
+        self.running, self.agent_installed, self.agent_cursor = True, False, None
+        self.boots += 1
+        self.timings["boot_to_guest_agent_s"] = round(self.vm.boot_seconds or 0.0, 2)
+        self.timings["boot_to_system_running_s"] = round(self.vm.system_running_seconds or 0.0, 2)
+        self.timings["boots"] = self.boots
+        self.sh(f"mkdir -p {Path(PROBE).parent} {PAYLOAD_MOUNT}")
+        self.qga.write_file(PROBE, (HERE / "guest_probe.py").read_text())
+        self.sh(f"mount -o ro LABEL=e2e-payload {PAYLOAD_MOUNT}")
+
+    def ensure_running(self) -> None:
+        """Boot again if the slot stopped this guest for another one."""
+        if not self.running:
+            self.start()
+
+    def shutdown(self) -> None:
+        """Power the guest off."""
+        if self.running:
+            self.vm.stop()
+            self.running = False
+            # Boot to power-off: what this shape and mode cost, its tests included.
+            up = self.timings.get("up_s", 0.0) + time.monotonic() - self._up_since
+            self.timings["up_s"] = round(up, 1)
 
     @property
     def qga(self) -> QgaClient:
@@ -190,9 +264,10 @@ class Guest:
         """Wait for udev's queue to drain."""
         self.sh("udevadm settle --timeout=60")
 
-    def reset(self, namespaces: tuple[int, ...] | None = None) -> None:
-        """Back to the boot layout: the namespaces attached at boot, no others."""
-        wanted = {ns.nsid for ns in DEFAULT_NAMESPACES if ns.attached}
+    def reset(self) -> None:
+        """Back to the boot layout: the namespaces attached at boot, no others (through
+        ``/dev/nvme0``, cntlid 0: the single-controller shape)."""
+        wanted = {ns.nsid for ns in self.shape.namespaces if ns.attached}
         present = set(self.attached())
         for nsid in sorted(present - wanted):
             self.detach(nsid)

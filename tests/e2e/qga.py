@@ -144,19 +144,18 @@ class QgaClient:
 
     # -- commands ----------------------------------------------------------------------------
 
-    def exec(
-        self,
-        argv: list[str] | tuple[str, ...],
-        timeout: float = 120.0,
-        stdin: bytes | None = None,
-        check: bool = False,
-    ) -> ExecResult:
-        """Run ``argv`` in the guest, wait for it to exit, return its status and output."""
-        started = time.monotonic()
+    def start(self, argv: list[str] | tuple[str, ...], stdin: bytes | None = None) -> int:
+        """Start ``argv`` in the guest without waiting; return its guest pid."""
         args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True}
         if stdin is not None:
             args["input-data"] = base64.b64encode(stdin).decode()
-        pid = self.call("guest-exec", args)["pid"]
+        return int(self.call("guest-exec", args)["pid"])
+
+    def wait(
+        self, pid: int, argv: list[str] | tuple[str, ...], timeout: float = 120.0
+    ) -> ExecResult:
+        """Wait for the guest process ``pid`` (started as ``argv``) and return its outcome."""
+        started = time.monotonic()
         deadline = started + timeout
         while True:
             status = self.call("guest-exec-status", {"pid": pid})
@@ -174,6 +173,17 @@ class QgaClient:
             seconds=time.monotonic() - started,
         )
         log.debug("guest: %s -> %d", " ".join(argv), result.exitcode)
+        return result
+
+    def exec(
+        self,
+        argv: list[str] | tuple[str, ...],
+        timeout: float = 120.0,
+        stdin: bytes | None = None,
+        check: bool = False,
+    ) -> ExecResult:
+        """Run ``argv`` in the guest, wait for it to exit, return its status and output."""
+        result = self.wait(self.start(argv, stdin), argv, timeout)
         return result.check() if check else result
 
     def sh(self, script: str, timeout: float = 120.0, check: bool = True) -> ExecResult:

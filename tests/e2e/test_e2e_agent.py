@@ -3,82 +3,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from .guest import PAYLOAD_MOUNT, Guest
+from . import agentctl
+from .agentctl import MOUNT_ROOT, POLICY
+from .guest import Guest
 
 journal = pytest.importorskip("nvme_agent.outputs.journal")
 changes = pytest.importorskip("nvme_agent.topology.changes")
 messages = pytest.importorskip("nvme_agent.actions.messages")
 
-HERE = Path(__file__).resolve().parent
-POLICY = (HERE / "policies" / "e2e.yaml").read_text()
-MOUNT_ROOT = "/run/media/nvme-agent"
 NSEXT4, NSXFS, NSPART1 = (f"{MOUNT_ROOT}/{label}" for label in ("nsext4", "nsxfs", "nspart1"))
 HOOK_ADD = '["/usr/local/libexec/e2e-hook", "add"]'
-HOOK = """#!/bin/sh
-# e2e hook: record the environment the agent gave us, one file per event and NSID.
-mkdir -p /run/e2e-hooks
-env > "/run/e2e-hooks/$1-${NVME_NSID:-unknown}.env.tmp"
-mv "/run/e2e-hooks/$1-${NVME_NSID:-unknown}.env.tmp" "/run/e2e-hooks/$1-${NVME_NSID:-unknown}.env"
-"""
-INSTALL_SOURCE = f"""set -e
-cp -r {PAYLOAD_MOUNT}/src/nvme_agent /usr/lib/python3/dist-packages/
-printf '#!/usr/bin/python3\\nimport sys\\nfrom nvme_agent.cli.main import main\\n' \\
-  > /usr/bin/nvme-agent
-printf 'sys.exit(main())\\n' \\
-  >> /usr/bin/nvme-agent
-chmod 755 /usr/bin/nvme-agent
-install -m644 {PAYLOAD_MOUNT}/systemd/nvme-agent.service /usr/lib/systemd/system/
-install -m644 {PAYLOAD_MOUNT}/systemd/nvme-agent.tmpfiles /usr/lib/tmpfiles.d/nvme-agent.conf
-install -m644 {PAYLOAD_MOUNT}/systemd/nvme-agent.sysusers /usr/lib/sysusers.d/nvme-agent.conf
-systemd-sysusers
-systemd-tmpfiles --create /usr/lib/tmpfiles.d/nvme-agent.conf
-systemctl daemon-reload
-systemctl enable nvme-agent
-"""
-INSTALL_DEB = f"""set -e
-cp {PAYLOAD_MOUNT}/nvme-agent_*_all.deb /root/
-cd /root
-# Offline: the image carries every dependency, so apt has nothing to download.
-DEBIAN_FRONTEND=noninteractive apt-get install -y ./nvme-agent_*_all.deb
-"""
-
-
-def _install(g: Guest) -> None:
-    if g.payload.kind == "none":
-        pytest.skip(f"agent not available: {g.payload.why}")
-    g.sh(INSTALL_DEB if g.payload.kind == "deb" else INSTALL_SOURCE, timeout=300)
-    g.sh("mkdir -p /usr/local/libexec /etc/nvme-agent")
-    g.qga.write_file("/usr/local/libexec/e2e-hook", HOOK)
-    g.sh("chmod 755 /usr/local/libexec/e2e-hook")
-    g.agent_installed = True
-
-
-@pytest.fixture
-def agent(guest: Guest) -> Iterator[Guest]:
-    """The guest with the agent installed and (re)started on the e2e policy, boot layout."""
-    g = guest
-    if not g.agent_installed:
-        _install(g)
-    g.sh("systemctl stop nvme-agent || true")
-    g.reset()
-    g.sh("rm -rf /run/e2e-hooks")
-    g.qga.write_file("/etc/nvme-agent/policy.yaml", POLICY)
-    g.agent_cursor = g.journal_cursor()
-    res = g.sh("systemctl restart nvme-agent", check=False, timeout=300)
-    if res.exitcode != 0:
-        pytest.fail(f"nvme-agent did not start ({g.payload.kind}): {res.stderr}\n{_agent_log(g)}")
-    # Type=notify: restart returned after READY=1, i.e. coldplug (ns1) is reconciled.
-    yield g
 
 
 def _agent_log(g: Guest) -> str:
-    return g.sh("journalctl -b -u nvme-agent --no-pager | tail -40", check=False).stdout
+    return agentctl.agent_log(g)
 
 
 def _mounts(g: Guest, target: str) -> list[dict[str, str]]:

@@ -8,7 +8,6 @@ The fast suite runs the same comparison on the stored captures (test_harness_lay
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,12 @@ from .monitor import MonitorEvent, parse_monitor
 
 
 @pytest.fixture
-def recorded(bare_guest: Guest, workroot: Path) -> list[list[MonitorEvent]]:
-    """Record the OPERATIONS in the guest; keep the files under the work directory."""
+def recorded(bare_guest: Guest, captures_out: Path) -> list[list[MonitorEvent]]:
+    """Record the OPERATIONS in the guest; keep the files under ``attach-detach/<mode>`` of
+    the captures directory (not compared with, nor written over, the stored shared-rig
+    captures in tests/fixtures/captures/<mode>)."""
     g = bare_guest
-    outdir = Path(os.environ.get("NVME_AGENT_E2E_CAPTURES_OUT", workroot / "captures")) / g.mode
+    outdir = captures_out / "attach-detach" / g.mode
     outdir.mkdir(parents=True, exist_ok=True)
     results = []
     for i, (verb, nsid) in enumerate(compare.OPERATIONS, 1):

@@ -43,13 +43,34 @@ class VmError(RuntimeError):
 
 @dataclass(frozen=True)
 class NamespaceSpec:
-    """One ``nvme-ns`` device: its NSID, backing-file size and content, attached at boot?"""
+    """One ``nvme-ns`` device: its NSID, backing-file size and content, attached at boot?
+
+    ``fs_uuid`` fixes the filesystem UUID (two namespaces carrying one filesystem, as a
+    cloned image does); ``block_size`` is mkfs's block size (4096 for nvmet targets, whose
+    file-backed namespaces have 4096-byte logical blocks).
+    """
 
     nsid: int
     size_mib: int
     content: Content
     label: str | None = None
     attached: bool = False
+    fs_uuid: str | None = None
+    block_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    """One QEMU ``nvme`` controller on the root PCI bus; ``subsys`` links it to subsys0."""
+
+    id: str
+    serial: str
+    slot: int
+    subsys: bool = True
+
+
+#: The capture rig's controller: slot 4, so devpaths have the captures' shape.
+DEFAULT_CONTROLLERS: tuple[ControllerSpec, ...] = (ControllerSpec("ctrl0", CTRL_SERIAL, 4),)
 
 
 #: Same layout as the captures (shared/captures/README.md), so fresh captures compare 1:1.
@@ -70,12 +91,21 @@ def _run(argv: list[str]) -> None:
         raise VmError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
 
 
+def _mkfs_ext4_args(spec: NamespaceSpec) -> list[str]:
+    args = ["mkfs.ext4", "-q", "-F", "-L", spec.label or ""]
+    if spec.fs_uuid:
+        args += ["-U", spec.fs_uuid]
+    if spec.block_size:
+        args += ["-b", str(spec.block_size)]
+    return args
+
+
 def make_namespace_file(spec: NamespaceSpec, path: Path) -> None:
     """Create the sparse backing file of ``spec`` with its filesystem or partition table."""
     with open(path, "wb") as fh:
         fh.truncate(spec.size_mib * 2**20)
     if spec.content == "ext4":
-        _run(["mkfs.ext4", "-q", "-F", "-L", spec.label or "", str(path)])
+        _run([*_mkfs_ext4_args(spec), str(path)])
     elif spec.content == "xfs":
         _run(["mkfs.xfs", "-q", "-f", "-L", spec.label or "", str(path)])
     elif spec.content == "gpt":
@@ -140,32 +170,71 @@ def accel_args() -> tuple[str, list[str]]:
 
 
 class QmpClient:
-    """Minimal QMP client: capabilities negotiation, then one command at a time."""
+    """Minimal QMP client: capabilities negotiation, then one command at a time.
+
+    Asynchronous events that arrive while a reply is awaited are kept in :attr:`events`,
+    so :meth:`wait_event` also finds an event that came before it was called.
+    """
 
     def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self._timeout = timeout
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
         self._sock.connect(str(path))
-        self._file = self._sock.makefile("rwb")
+        self._buf = b""
+        self.events: list[dict[str, Any]] = []
         self._read()  # greeting
         self.execute("qmp_capabilities")
 
+    def _read_message(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no QMP message")
+            self._sock.settimeout(remaining)
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise VmError("QMP socket closed")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
     def _read(self) -> dict[str, Any]:
         while True:
-            line = self._file.readline()
-            if not line:
-                raise VmError("QMP socket closed")
-            msg: dict[str, Any] = json.loads(line)
-            if "event" not in msg:  # asynchronous events are not replies
+            try:
+                msg = self._read_message(self._timeout)
+            except TimeoutError:
+                raise VmError(f"QMP: no reply within {self._timeout:.0f}s") from None
+            if "event" not in msg:
                 return msg
+            self.events.append(msg)
+
+    def wait_event(self, name: str, data: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """The first event ``name`` whose data contains ``data``, kept or arriving within
+        ``timeout`` (e.g. ``DEVICE_DELETED`` once the guest has released a device)."""
+
+        def matches(msg: dict[str, Any]) -> bool:
+            got = msg.get("data", {})
+            return msg.get("event") == name and all(got.get(k) == v for k, v in data.items())
+
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, msg in enumerate(self.events):
+                if matches(msg):
+                    return self.events.pop(i)
+            try:
+                self.events.append(self._read_message(deadline - time.monotonic()))
+            except TimeoutError:
+                raise VmError(f"no QMP event {name} {data} within {timeout:.0f}s") from None
 
     def request(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send one command, return the whole reply (``return`` or ``error``)."""
         req: dict[str, Any] = {"execute": command}
         if arguments:
             req["arguments"] = arguments
-        self._file.write(json.dumps(req).encode() + b"\n")
-        self._file.flush()
+        self._sock.settimeout(self._timeout)
+        self._sock.sendall(json.dumps(req).encode() + b"\n")
         return self._read()
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
@@ -177,7 +246,6 @@ class QmpClient:
 
     def close(self) -> None:
         """Close the connection."""
-        self._file.close()
         self._sock.close()
 
 
@@ -196,6 +264,11 @@ class VmConfig:
     #: ``None`` means all, with ``detached=on`` for the ones not attached.
     devices_at_boot: frozenset[int] | None = None
     extra_append: Sequence[str] = field(default_factory=tuple)
+    #: ``pc`` like the capture rig; ``q35`` where PCIe root ports are needed (hotplug).
+    machine: str = "pc"
+    controllers: tuple[ControllerSpec, ...] = DEFAULT_CONTROLLERS
+    #: Empty ``pcie-root-port``s (ids ``rp1``...) a whole controller can be hot-added to.
+    root_ports: int = 0
 
 
 class Vm:
@@ -230,7 +303,7 @@ class Vm:
             "-name",
             "nvme-agent-e2e",
             "-machine",
-            "pc",
+            cfg.machine,
             *self._accel_args,
             "-m",
             str(cfg.memory_mib),
@@ -266,13 +339,15 @@ class Vm:
                 "-device",
                 "virtio-blk-pci,drive=payload",
             ]
-        argv += [
-            "-device",
-            f"nvme-subsys,id=subsys0,nqn={SUBSYS_NQN}",
-            # Slot 4 like the capture rig, so devpaths have the same shape.
-            "-device",
-            f"nvme,id=ctrl0,serial={CTRL_SERIAL},subsys=subsys0,addr=0x4",
-        ]
+        argv += ["-device", f"nvme-subsys,id=subsys0,nqn={SUBSYS_NQN}"]
+        for ctrl in cfg.controllers:
+            dev = f"nvme,id={ctrl.id},serial={ctrl.serial},addr={ctrl.slot:#x}"
+            argv += ["-device", dev + (",subsys=subsys0" if ctrl.subsys else "")]
+        for port in range(1, cfg.root_ports + 1):
+            argv += [
+                "-device",
+                f"pcie-root-port,id=rp{port},chassis={port},slot={port},addr={0x10 + port:#x}",
+            ]
         for spec in cfg.namespaces:
             argv += [
                 "-drive",
