@@ -240,8 +240,8 @@ class Daemon:
         )
         self.events.publish({"type": "ready", "nsid": None, "status": self.status_line()})
         self._ready = True
+        self._write_metrics()  # before READY=1: a scraper started after us finds the file
         self.notifier.ready(self.status_line())
-        self._write_metrics()
         await self._stop.wait()
         return await self._shutdown()
 
