@@ -13,9 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from nvme_agent.outputs import times
 from nvme_agent.outputs.events import EventStream
 
 WAIT = 20.0
+
+
+def timed(record: dict[str, object]) -> dict[str, object]:
+    """``record`` without its ``"time"``, which every published record must carry (RFC 3339
+    in UTC, as :func:`times.timestamp` writes it)."""
+    rest = dict(record)
+    when = rest.pop("time")
+    assert isinstance(when, str) and when.endswith("Z") and times.parse(when) is not None, when
+    return rest
 
 
 async def wait_until(predicate: object, timeout: float = WAIT) -> None:
@@ -100,7 +110,7 @@ def test_publish_reaches_every_subscriber(sockdir: Path) -> None:
         return out
 
     for lines in asyncio.run(main()):
-        assert lines == [
+        assert [timed(r) for r in lines] == [
             {"type": "ready", "nsid": None},
             {"type": "namespace-added", "nsid": 2, "path": "/x"},
         ]
@@ -217,7 +227,10 @@ def test_watch_prints_json_lines(sockdir: Path) -> None:
 def test_watch_prints_human_lines_until_eof(sockdir: Path) -> None:
     rc, out, _ = _run_watch(str(sockdir / "events.sock"))
     assert rc == 0
-    assert out.splitlines() == [
+    lines = out.splitlines()
+    for line in lines:  # each after its local time: 2026-01-31T10:15:02.123+01:00
+        assert times.parse(line.split(" ", 1)[0]) is not None, line
+    assert [line.split(" ", 1)[1] for line in lines] == [
         "namespace-added nsid=2 nvme0n2 ctrl=nvme0",
         "[ok] mount nsid=2: mounted /dev/nvme0n2 at /srv/nvme/x",
         "[failed] exec nsid=2: hook x exited 3 (error: hook x exited 3: boom)",
@@ -248,4 +261,4 @@ def test_a_connected_subscriber_gets_events_published_before_the_loop_turns(
         await s.close()
         return json.loads(line)  # type: ignore[no-any-return]
 
-    assert asyncio.run(main()) == {"type": "reload-failed", "nsid": None}
+    assert timed(asyncio.run(main())) == {"type": "reload-failed", "nsid": None}

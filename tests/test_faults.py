@@ -353,11 +353,14 @@ def test_state_directory_read_only_or_full(rig: Rig, loops: Callable[..., Loop],
     loop = loops("ext4", label="state")
     rig.write_policy(MOUNT_RULE.replace("@FSCK@", ""))
     with small_tmpfs(rig.tmp / "state", "256k") as state:
+        if how == "read-only":
+            # Before the start: a running agent keeps its history and state log open for
+            # writing, and the kernel refuses to remount such a filesystem read-only (EBUSY),
+            # as it would for an administrator.  What breaks mid-run is the full case below.
+            subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
         agent = rig.agent(extra=("--state-dir", str(state)))
         try:
-            if how == "read-only":
-                subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
-            else:
+            if how == "full":
                 fd = os.open(state / "filler", os.O_WRONLY | os.O_CREAT)
                 with contextlib.suppress(OSError):
                     while os.write(fd, b"\0" * 4096):

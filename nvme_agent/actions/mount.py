@@ -203,9 +203,12 @@ def _claimer(
             claimed.append(path)
         elif not mine and path in claimed:
             claimed.remove(path)
-        ledger.record_mount(
-            LedgerEntry(target, spec.source, dev, spec.fstype, tuple(claimed), mounted=False)
-        )
+        try:
+            ledger.record_mount(
+                LedgerEntry(target, spec.source, dev, spec.fstype, tuple(claimed), mounted=False)
+            )
+        except OSError as exc:  # a full or read-only state directory: nothing is made
+            raise ActionError(f"cannot record {path} in the ledger {ledger.path}: {exc}") from exc
 
     return claim
 
