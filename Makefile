@@ -50,7 +50,7 @@ lint: venv
 
 # The types alone (pre-commit runs this on every commit).
 lint-types: venv
-	$(BIN)/mypy --strict nvme_agent benchmarks
+	$(BIN)/mypy --strict nvme_agent benchmarks tests
 
 unit: venv
 	$(BIN)/python -m pytest -q -m 'not e2e and not bench'

@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def short_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sockdir(tmp_path: Path) -> Path:
+def sockdir(tmp_path: Path) -> Iterator[Path]:
     d = short_dir(tmp_path)
     yield d
     for p in d.iterdir():

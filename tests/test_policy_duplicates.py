@@ -195,14 +195,16 @@ def test_no_order_of_arrivals_mounts_one_filesystem_twice(
 
     def run(changes: list[tuple[int, Change]], policy: Policy = POLICY) -> None:
         now = snap(*present.values())
+        plans: list[tuple[int, Plan]] = []
         for i, change in changes:
             plan = decide(change, now, policy)
+            plans.append((i, plan))
             if mounts(plan):
                 mounted[i] = pool[i]
             elif change.type is ChangeType.NAMESPACE_REMOVED:
                 mounted.pop(i, None)
         uuids = _mounted_uuids(mounted)
-        assert len(uuids) == len(set(uuids)), (uuids, [p.explanation for _, p in []])
+        assert len(uuids) == len(set(uuids)), (uuids, [(i, p.explanation) for i, p in plans])
 
     # a fresh start: one device of each filesystem present is mounted
     run(

@@ -350,8 +350,10 @@ def test_the_daemon_runs_path_hooks_and_keeps_the_mount(bed_support: None) -> No
     plans = {r["change"]: r for r in records if r["type"] == "plan"}
     assert plans["path-added"]["rule"] == "back"
     assert plans["path-lost"]["rule"] == "vol"
-    (hook,) = plans["path-lost"]["actions"]  # type: ignore[misc]
-    assert hook["kind"] == "exec"
+    actions = plans["path-lost"]["actions"]
+    assert isinstance(actions, list)
+    (hook,) = actions
+    assert isinstance(hook, dict) and hook["kind"] == "exec"
     assert hook["argv"] == ["/bin/true", "/run/media/nvme-agent/vol", "nvme0", "1"]
     results = [(r["change"], r["action"]) for r in records if r["type"] == "action-result"]
     assert ("path-lost", "exec") in results and ("path-added", "exec") in results

@@ -3,6 +3,7 @@ name, and neither decide() nor the loader raises anything but PolicyError."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from hypothesis import HealthCheck, given, settings
@@ -118,7 +119,7 @@ def devices(draw: st.DrawFn) -> tuple[Namespace, Partition | None]:
         )
         for _ in range(draw(st.integers(0, 3)))
     )
-    ns = Namespace(**{**{f: getattr(ns, f) for f in ns.__slots__}, "paths": paths})  # type: ignore[attr-defined]
+    ns = dataclasses.replace(ns, paths=paths)
     part = None
     if draw(st.booleans()):
         part = partition(ns.name, draw(st.integers(1, 128)), label=draw(hostile))
@@ -145,7 +146,7 @@ def changes(ns: Namespace, part: Partition | None, kind: str) -> Change:
     if kind in PATH_KINDS:
         gone = ns.paths[0] if ns.paths else NamespacePath(controller="nvme9", address="\x00-x")
         return Change(PATH_KINDS[kind], namespace=ns, previous=ns, path=gone)
-    blank = Namespace(**{**{f: getattr(ns, f) for f in ns.__slots__}, "fs": None})  # type: ignore[attr-defined]
+    blank = dataclasses.replace(ns, fs=None)
     return Change(ChangeType.NAMESPACE_CHANGED, namespace=ns, previous=blank)
 
 

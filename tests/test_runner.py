@@ -249,7 +249,7 @@ def test_outcomes_are_logged_with_message_ids_and_errors(
     recs = [
         r for r in caplog.records if r.name == "nvme_agent.actions" and hasattr(r, "MESSAGE_ID")
     ]
-    assert [r.MESSAGE_ID for r in recs] == [  # type: ignore[attr-defined]
+    assert [r.MESSAGE_ID for r in recs] == [
         messages.ACTION_OK,
         messages.ACTION_FAILED,
         messages.ACTION_SKIPPED,
