@@ -9,14 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 from support.daemon import Agent, is_type
 
 from nvme_agent.cli.main import main
-from nvme_agent.harness.bed import Bed, unavailable_reason
+from nvme_agent.harness.bed import Bed
 from nvme_agent.policy import PolicyError, load_policy
 from nvme_agent.policy import files as files_module
 from nvme_agent.policy.files import distrust, read_policy_file
@@ -169,22 +169,13 @@ def test_the_daemon_refuses_to_start_with_an_untrusted_policy(etc: Path, tmp_pat
     )
 
 
-@pytest.fixture
-def bed() -> Iterator[Bed]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"umockdev test bed unavailable: {reason}")
-    with Bed(multipath=True) as b:
-        yield b
-
-
 @pytest.mark.umockdev
 def test_a_reload_of_an_untrusted_policy_keeps_the_old_one(
-    bed: Bed, etc: Path, tmp_path: Path
+    mp_bed: Bed, etc: Path, tmp_path: Path
 ) -> None:
     f = policy_file(etc)
     (tmp_path / "agent").mkdir()
-    agent = Agent(f, tmp_path / "agent", bed.env(os.environ)).start()
+    agent = Agent(f, tmp_path / "agent", mp_bed.env(os.environ)).start()
     try:
         f.write_text(EVIL)
         f.chmod(0o666)
