@@ -9,7 +9,7 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +19,10 @@ from nvme_agent.outputs.events import EventStream
 WAIT = 20.0
 
 
-async def wait_until(predicate: object, timeout: float = WAIT) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
     """Await a condition that the event loop itself makes true (checked once per loop turn)."""
     async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
+        while not predicate():
             await asyncio.sleep(0)
 
 
@@ -247,6 +247,7 @@ def test_a_connected_subscriber_gets_events_published_before_the_loop_turns(
         line = client.makefile("rb").readline()
         client.close()
         await s.close()
-        return json.loads(line)  # type: ignore[no-any-return]
+        record: dict[str, object] = json.loads(line)
+        return record
 
     assert asyncio.run(main()) == {"type": "reload-failed", "nsid": None}

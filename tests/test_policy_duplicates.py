@@ -13,7 +13,7 @@ from support.policy import NQN, added, namespace, partition, removed
 from nvme_agent.policy import REFUSED, Policy, decide, load_policy_text
 from nvme_agent.policy.plan import MountSpec, Plan
 from nvme_agent.topology.changes import Change, ChangeType
-from nvme_agent.topology.model import Filesystem, Namespace, TopologySnapshot
+from nvme_agent.topology.model import Filesystem, Namespace, Partition, TopologySnapshot
 
 POLICY = load_policy_text(
     """\
@@ -34,9 +34,21 @@ def snap(*namespaces: Namespace) -> TopologySnapshot:
 
 
 def disk(
-    nsid: int, uuid: str | None = UUID, *, diskseq: int | None = None, **kw: object
+    nsid: int,
+    uuid: str | None = UUID,
+    *,
+    diskseq: int | None = None,
+    fstype: str | None = "ext4",
+    partitions: tuple[Partition, ...] = (),
 ) -> Namespace:
-    return namespace(nsid, name=f"nvme0n{nsid}", fs_uuid=uuid, diskseq=diskseq, **kw)  # type: ignore[arg-type]
+    return namespace(
+        nsid,
+        name=f"nvme0n{nsid}",
+        fs_uuid=uuid,
+        diskseq=diskseq,
+        fstype=fstype,
+        partitions=partitions,
+    )
 
 
 def mounts(plan: Plan) -> list[str]:

@@ -19,6 +19,7 @@ from nvme_agent.policy.plan import (
     SystemdSpec,
     UnmountSpec,
 )
+from nvme_agent.policy.spec import ExecAction
 from nvme_agent.policy.templates import PATH_FIELDS, check_unit_name
 from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import (
@@ -178,7 +179,9 @@ def test_decide_never_escapes(
         return
     rule = policy.rules[0]
     path_change = kind in PATH_KINDS
-    argv_tpl = (rule.on_path_lost if path_change else rule.on_add)[0 if path_change else 1].argv  # type: ignore[union-attr]
+    hook = (rule.on_path_lost if path_change else rule.on_add)[0 if path_change else 1]
+    assert isinstance(hook, ExecAction)
+    argv_tpl = hook.argv
     if path_change:  # hooks only: a path change never mounts, unmounts or grows
         assert not [a for a in plan.actions if isinstance(a, MountSpec | UnmountSpec | GrowSpec)]
     for action in plan.actions:
