@@ -16,11 +16,11 @@ DEB_APT_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python
 # testbed (with Debian's python3-gi for its controller), the filesystem tools real mounts
 # need, the .deb's build deps (tests/test_packaging*.py build it), groff/man to render the
 # generated man page, zsh to test the generated zsh completion, and journalctl (systemd) to
-# check the journal catalog.
+# check the journal catalog, FUSE (fuse, python3-fusepy) for the slow-disk fault tests.
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	umockdev gir1.2-umockdev-1.0 libumockdev0 python3-gi \
 	e2fsprogs xfsprogs util-linux mount psmisc kmod systemd \
-	$(DEB_APT_PACKAGES) groff-base man-db zsh
+	$(DEB_APT_PACKAGES) groff-base man-db zsh fuse python3-fusepy
 
 .PHONY: setup apt venv demo test lint lint-types unit bench clean
 
@@ -50,7 +50,7 @@ lint: venv
 
 # The types alone (pre-commit runs this on every commit).
 lint-types: venv
-	$(BIN)/mypy --strict nvme_agent benchmarks
+	$(BIN)/mypy --strict nvme_agent benchmarks tests
 
 unit: venv
 	$(BIN)/python -m pytest -q -m 'not e2e and not bench'

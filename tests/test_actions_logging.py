@@ -91,7 +91,9 @@ def parse_native(data: bytes) -> dict[str, bytes]:
     return fields
 
 
-def run_child(tmp_path: Path, target: str, journal_stream: str | None) -> tuple[list, str]:
+def run_child(
+    tmp_path: Path, target: str, journal_stream: str | None
+) -> tuple[list[dict[str, bytes]], str]:
     """Run CHILD with stderr on a pipe; JOURNAL_STREAM names that pipe when asked."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -127,7 +129,7 @@ def run_child(tmp_path: Path, target: str, journal_stream: str | None) -> tuple[
         if "unshare" in err or "mount" in err.split("\n", 1)[0]:
             pytest.skip(f"cannot make a private mount namespace here: {err.strip()}")
         raise AssertionError(f"child failed ({proc.returncode}): {err}")
-    entries = []
+    entries: list[dict[str, bytes]] = []
     i = 0
     while i < len(out):
         (size,) = struct.unpack("<Q", out[i : i + 8])

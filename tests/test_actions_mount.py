@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import psutil
 import pytest
@@ -19,9 +20,10 @@ from nvme_agent.actions import messages, mountinfo
 from nvme_agent.actions.guard import Guard
 from nvme_agent.actions.ledger import MountLedger
 from nvme_agent.actions.mount import do_mount
-from nvme_agent.actions.outcome import ActionError, Deadline
+from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.unmount import do_unmount
 from nvme_agent.policy.plan import MountSpec, Status, UnmountSpec
+from nvme_agent.policy.spec import OnBusy
 
 pytestmark = [pytest.mark.root, needs_loop]
 __all__ = ["loops"]  # the fixture, re-exported for pytest
@@ -44,27 +46,49 @@ def guard(tmp_path: Path) -> Guard:
     return Guard(fstab=str(fstab))
 
 
+class MountOptions(TypedDict, total=False):
+    """The :class:`MountSpec` fields these tests vary."""
+
+    fsck: bool
+    mode: int
+    owner: str
+    group: str
+
+
+class UnmountOptions(TypedDict, total=False):
+    """The :class:`UnmountSpec` fields these tests vary."""
+
+    device_gone: bool
+    on_busy: OnBusy
+    signal: str
+    timeout: float
+    lazy_fallback: bool
+
+
 def mount(
-    loop: Loop, root: Path, ledger: MountLedger, guard: Guard, name: str = "data", **kw: object
-) -> tuple[MountSpec, object]:
+    loop: Loop,
+    root: Path,
+    ledger: MountLedger,
+    guard: Guard,
+    name: str = "data",
+    **kw: Unpack[MountOptions],
+) -> tuple[MountSpec, Outcome]:
     spec = MountSpec(
-        source=loop.dev,
-        target=str(root / name),
-        mount_root=str(root),
-        fstype=loop.fstype,
-        **kw,  # type: ignore[arg-type]
+        source=loop.dev, target=str(root / name), mount_root=str(root), fstype=loop.fstype, **kw
     )
     return spec, do_mount(spec, ledger=ledger, guard=guard, deadline=Deadline(spec.timeout))
 
 
 def unmount(
-    loop: Loop, root: Path, ledger: MountLedger, guard: Guard, name: str = "data", **kw: object
-) -> object:
+    loop: Loop,
+    root: Path,
+    ledger: MountLedger,
+    guard: Guard,
+    name: str = "data",
+    **kw: Unpack[UnmountOptions],
+) -> Outcome:
     spec = UnmountSpec(
-        source=loop.dev,
-        target=str(root / name) if name else None,
-        mount_root=str(root),
-        **kw,  # type: ignore[arg-type]
+        source=loop.dev, target=str(root / name) if name else None, mount_root=str(root), **kw
     )
     return do_unmount(spec, ledger=ledger, guard=guard, deadline=Deadline(spec.timeout))
 

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 from support.actions import WAIT, Loop, Results, change, loops, needs_loop
@@ -55,9 +56,17 @@ def guard(tmp_path: Path) -> Guard:
     return Guard(fstab=str(fstab))
 
 
-def spec_for(loop: Loop, root: Path, target: Path, **kw: object) -> MountSpec:
+class SpecOptions(TypedDict, total=False):
+    """The :class:`MountSpec` fields these tests vary (``fstype``: the loop's unless given)."""
+
+    fstype: str | None
+    allow_existing_dir: bool
+    allowed_fstypes: tuple[str, ...]
+
+
+def spec_for(loop: Loop, root: Path, target: Path, **kw: Unpack[SpecOptions]) -> MountSpec:
     kw.setdefault("fstype", loop.fstype)
-    return MountSpec(source=loop.dev, target=str(target), mount_root=str(root), **kw)  # type: ignore[arg-type]
+    return MountSpec(source=loop.dev, target=str(target), mount_root=str(root), **kw)
 
 
 def mount(spec: MountSpec, ledger: MountLedger, guard: Guard) -> Outcome:

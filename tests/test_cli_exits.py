@@ -6,6 +6,7 @@ the running daemon's side is in test_daemon*.py and the last test here.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import io
@@ -79,7 +80,8 @@ def test_every_command_documents_the_statuses_it_uses(name: str) -> None:
     assert Exit.OK in meanings
     assert all(isinstance(code, Exit) for code in meanings)
     parser = cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command").choices[name]  # type: ignore[union-attr]
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub = commands.choices[name]
     flat = " ".join((sub.description or "").split())
     assert " ".join(exits.describe_exits(meanings).split()) in flat
 
@@ -107,7 +109,7 @@ def test_eject_of_a_namespace_that_is_not_there_is_not_still_held(tmp_path: Path
         rc_json, out_json, _ = run_cli(
             "eject", "--json", "--nsid", "9", "--runtime-dir", str(tmp_path / "run")
         )
-    assert rc == rc_json == Exit.NOT_FOUND == 3
+    assert rc == rc_json == Exit.NOT_FOUND and Exit.NOT_FOUND.value == 3
     assert out == "nothing to eject: no namespace with nsid 9\n"
     (record,) = [json.loads(line) for line in out_json.splitlines()]
     assert record["type"] == "eject-failed" and record["reason"] == "not-found"

@@ -201,7 +201,7 @@ def test_status_table_keeps_hostile_values_in_their_cells(
 def test_eject_reports_progress_on_stderr_and_escapes_it(tmp_path: Path) -> None:
     run = str(tmp_path / "run")
     answer = {"ok": True, "nsid": 1, "device": "/dev/nvme0n1", "results": []}
-    progress = [
+    progress: list[dict[str, Any]] = [
         {"stage": "plan", "nsid": 1, "device": "/dev/nvme0n1", "actions": ["unmount x"]},
         {
             "stage": "held",

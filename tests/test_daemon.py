@@ -48,7 +48,8 @@ rules:
 
 
 @pytest.fixture(params=[True, False], ids=["multipath", "no-multipath"])
-def bed(request: pytest.FixtureRequest) -> Iterator[Bed]:
+def nvme0_bed(request: pytest.FixtureRequest) -> Iterator[Bed]:
+    """A fresh fake guest with the controller nvme0 (serial SN0001), in both devpath layouts."""
     with Bed(multipath=request.param) as b:
         b.add_controller(ControllerConfig("nvme0", serial="SN0001"))
         yield b
@@ -65,10 +66,10 @@ def mnt(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def agent(bed: Bed, tmp_path: Path, mnt: Path) -> Iterator[Agent]:
+def agent(nvme0_bed: Bed, tmp_path: Path, mnt: Path) -> Iterator[Agent]:
     policy = write_policy(tmp_path / "policy.yaml", POLICY_A, mnt)
     (tmp_path / "agent").mkdir()
-    proc = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()
+    proc = Agent(policy, tmp_path / "agent", nvme0_bed.env(os.environ)).start()
     yield proc
     proc.stop()
 
@@ -77,10 +78,10 @@ def ns(nsid: int, label: str = "data", fs: str | None = "ext4", gen: int = 0) ->
     return NamespaceConfig("nvme0", nsid=nsid, fs=fs, label=label, generation=gen)
 
 
-def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: Agent, mnt: Path) -> None:
+def test_ready_status_and_a_hot_add_is_planned(nvme0_bed: Bed, agent: Agent, mnt: Path) -> None:
     assert "READY=1" in agent.process.notified
     assert "STATUS=0 namespaces, 0 mounted, 0 failures" in agent.process.notified
-    bed.add_namespace(ns(1, "data"))
+    nvme0_bed.add_namespace(ns(1, "data"))
     added = agent.wait_for(is_type("namespace-added", 1))
     assert added["namespace"]["identity_weak"] is True
     plan = agent.wait_for(is_type("plan", 1))
@@ -91,22 +92,22 @@ def test_ready_status_and_a_hot_add_is_planned(bed: Bed, agent: Agent, mnt: Path
     agent.wait_notify("STATUS=1 namespaces, 0 mounted, 0 failures")
 
 
-def test_hot_swap_is_remove_then_add_with_new_contents(bed: Bed, agent: Agent) -> None:
-    bed.add_namespace(ns(1, "old"))
+def test_hot_swap_is_remove_then_add_with_new_contents(nvme0_bed: Bed, agent: Agent) -> None:
+    nvme0_bed.add_namespace(ns(1, "old"))
     agent.wait_for(is_type("namespace-added", 1))
-    bed.remove_namespace("nvme0", 1)
+    nvme0_bed.remove_namespace("nvme0", 1)
     removed = agent.wait_for(is_type("namespace-removed", 1))
     assert removed["namespace"]["fs"]["label"] == "old"
     unmount = agent.wait_for(is_result("unmount", 1))
     assert unmount["status"] == "dry-run"
-    bed.add_namespace(ns(1, "new", fs="ext4", gen=1))
+    nvme0_bed.add_namespace(ns(1, "new", fs="ext4", gen=1))
     added = agent.wait_for(is_type("namespace-added", 1))
     assert added["namespace"]["fs"]["label"] == "new"
     assert not [r for r in agent.seen if r.get("type") == "namespace-changed"]
 
 
 def test_sighup_with_broken_policy_keeps_the_old_one(
-    bed: Bed, agent: Agent, tmp_path: Path
+    nvme0_bed: Bed, agent: Agent, tmp_path: Path
 ) -> None:
     agent.policy.write_text(BROKEN)
     assert agent.proc is not None
@@ -115,18 +116,20 @@ def test_sighup_with_broken_policy_keeps_the_old_one(
     assert any("fs_typo" in e for e in failed["errors"])
     assert any(":4:" in e for e in failed["errors"]), failed["errors"]  # file:line
     agent.wait_notify("RELOADING=1")
-    bed.add_namespace(ns(2, "next"))
+    nvme0_bed.add_namespace(ns(2, "next"))
     plan = agent.wait_for(is_type("plan", 2))
     assert plan["rule"] == "rule-a"
 
 
-def test_control_reload_swaps_policy_and_reports_errors(bed: Bed, agent: Agent, mnt: Path) -> None:
+def test_control_reload_swaps_policy_and_reports_errors(
+    nvme0_bed: Bed, agent: Agent, mnt: Path
+) -> None:
     write_policy(agent.policy, POLICY_B, mnt)
     answer = agent.control({"cmd": "reload"})
     assert answer == {"ok": True, "generation": 2}
     agent.wait_notify("RELOADING=1")
     assert any(line.startswith("MONOTONIC_USEC=") for line in agent.process.notified)
-    bed.add_namespace(ns(3))
+    nvme0_bed.add_namespace(ns(3))
     assert agent.wait_for(is_type("plan", 3))["rule"] == "rule-b"
     agent.policy.write_text(BROKEN)
     answer = agent.control({"cmd": "reload"})
@@ -152,7 +155,7 @@ def test_bad_control_requests_get_errors_and_harm_nothing(agent: Agent) -> None:
 
 
 def test_events_during_reloads_are_all_handled_exactly_once(
-    bed: Bed, agent: Agent, mnt: Path
+    nvme0_bed: Bed, agent: Agent, mnt: Path
 ) -> None:
     count = 170  # 3 uevents each (bdi, ng, disk): 510 events during 20 reloads
     reload_answers: list[dict[str, object]] = []
@@ -165,7 +168,7 @@ def test_events_during_reloads_are_all_handled_exactly_once(
 
     thread = threading.Thread(target=reloader)
     thread.start()
-    bed.burst(ns(100 + i, f"b{i}") for i in range(count))
+    nvme0_bed.burst(ns(100 + i, f"b{i}") for i in range(count))
     thread.join()
     added = agent.collect(lambda r: r.get("type") == "namespace-added", count, timeout=120)
     assert sorted(r["nsid"] for r in added) == list(range(100, 100 + count))
@@ -179,9 +182,9 @@ def test_events_during_reloads_are_all_handled_exactly_once(
 
 
 def test_eject_runs_the_remove_plan_and_the_later_removal_does_not_repeat_it(
-    bed: Bed, agent: Agent
+    nvme0_bed: Bed, agent: Agent
 ) -> None:
-    bed.add_namespace(ns(5, "ej"))
+    nvme0_bed.add_namespace(ns(5, "ej"))
     agent.wait_for(is_result("mount", 5))
     answer = agent.control({"cmd": "eject", "nsid": 5})
     assert answer["ok"] is True, answer
@@ -189,9 +192,9 @@ def test_eject_runs_the_remove_plan_and_the_later_removal_does_not_repeat_it(
     agent.wait_for(is_type("ejected", 5))
     status = agent.control({"cmd": "status"})
     assert [n["ejected"] for n in status["namespaces"] if n["nsid"] == 5] == [True]
-    bed.remove_namespace("nvme0", 5)
+    nvme0_bed.remove_namespace("nvme0", 5)
     agent.wait_for(is_type("namespace-removed", 5))
-    bed.add_namespace(ns(6, "after"))
+    nvme0_bed.add_namespace(ns(6, "after"))
     agent.wait_for(is_type("plan", 6))
     plans_for_5 = [r for r in agent.seen if r.get("type") == "plan" and r.get("nsid") == 5]
     assert [p["change"] for p in plans_for_5] == ["namespace-added", "namespace-removed"]
@@ -199,16 +202,16 @@ def test_eject_runs_the_remove_plan_and_the_later_removal_does_not_repeat_it(
 
 
 def test_kill_9_then_restart_logs_what_happened_while_down(
-    bed: Bed, agent: Agent, tmp_path: Path
+    nvme0_bed: Bed, agent: Agent, tmp_path: Path
 ) -> None:
-    bed.add_namespace(ns(1, "stays"))
-    bed.add_namespace(ns(2, "goes"))
+    nvme0_bed.add_namespace(ns(1, "stays"))
+    nvme0_bed.add_namespace(ns(2, "goes"))
     # Plans of different namespaces run in parallel: wait for both, in any order.
     agent.wait_each([is_result("mount", 1), is_result("mount", 2)])
     agent.kill()
-    bed.remove_namespace("nvme0", 2)
-    bed.add_namespace(ns(3, "arrives"))
-    again = Agent(agent.policy, agent.workdir, bed.env(os.environ)).start()
+    nvme0_bed.remove_namespace("nvme0", 2)
+    nvme0_bed.add_namespace(ns(3, "arrives"))
+    again = Agent(agent.policy, agent.workdir, nvme0_bed.env(os.environ)).start()
     try:
         status = again.control({"cmd": "status"})
         assert sorted(n["nsid"] for n in status["namespaces"]) == [1, 3]
@@ -232,8 +235,10 @@ def test_sigterm_sends_stopping_and_exits_zero(agent: Agent) -> None:
     assert agent.proc.wait(30) == 0
 
 
-def test_burst_of_256_namespaces_in_one_rescan_is_recorded_in_order(bed: Bed, agent: Agent) -> None:
-    bed.burst(ns(1000 + i, f"n{i}") for i in range(256))
+def test_burst_of_256_namespaces_in_one_rescan_is_recorded_in_order(
+    nvme0_bed: Bed, agent: Agent
+) -> None:
+    nvme0_bed.burst(ns(1000 + i, f"n{i}") for i in range(256))
     added = agent.collect(is_type("namespace-added"), 256, timeout=120)
     assert [r["nsid"] for r in added] == list(range(1000, 1256))
     seqnums = [r["seqnum"] for r in added]
@@ -243,8 +248,8 @@ def test_burst_of_256_namespaces_in_one_rescan_is_recorded_in_order(bed: Bed, ag
     assert recorded == list(range(1000, 1256))
 
 
-def test_resize_partitions_and_a_filesystem_appearing(bed: Bed, agent: Agent) -> None:
-    bed.add_namespace(
+def test_resize_partitions_and_a_filesystem_appearing(nvme0_bed: Bed, agent: Agent) -> None:
+    nvme0_bed.add_namespace(
         NamespaceConfig(
             "nvme0",
             nsid=7,
@@ -259,15 +264,15 @@ def test_resize_partitions_and_a_filesystem_appearing(bed: Bed, agent: Agent) ->
     parts = agent.collect(is_type("partition-added", 7), 2, timeout=30)
     assert [p["partition"]["number"] for p in parts] == [1, 2]
     assert parts[0]["partition"]["partlabel"] == "rig-data"
-    bed.resize_namespace("nvme0", 7, 512 << 20)
+    nvme0_bed.resize_namespace("nvme0", 7, 512 << 20)
     resized = agent.wait_for(is_type("namespace-resized", 7))
     assert (resized["previous"]["size_bytes"], resized["namespace"]["size_bytes"]) == (
         256 << 20,
         512 << 20,
     )
-    bed.add_namespace(ns(8, fs=None))
+    nvme0_bed.add_namespace(ns(8, fs=None))
     agent.wait_for(is_type("namespace-added", 8))
-    bed.change_namespace("nvme0", 8, fs="ext4", label="late")
+    nvme0_bed.change_namespace("nvme0", 8, fs="ext4", label="late")
     changed = agent.wait_for(is_type("namespace-changed", 8))
     assert changed["namespace"]["fs"]["label"] == "late"
     plan = agent.wait_for(is_type("plan", 8))
@@ -277,12 +282,14 @@ def test_resize_partitions_and_a_filesystem_appearing(bed: Bed, agent: Agent) ->
     assert [len(n["partitions"]) for n in status["namespaces"]] == [2, 0]
 
 
-def test_reconcile_on_reload_mounts_what_now_matches(bed: Bed, agent: Agent, mnt: Path) -> None:
+def test_reconcile_on_reload_mounts_what_now_matches(
+    nvme0_bed: Bed, agent: Agent, mnt: Path
+) -> None:
     agent.policy.write_text(
         POLICY_A.format(root=mnt).replace("match: {fs_type: ext4}", "match: {fs_label: only-this}")
     )
     assert agent.control({"cmd": "reload"})["ok"] is True
-    bed.add_namespace(ns(9, "other"))
+    nvme0_bed.add_namespace(ns(9, "other"))
     assert agent.wait_for(is_type("plan", 9))["rule"] is None
     policy_b = POLICY_B.format(root=mnt).replace("rules:", "  reconcile_on_reload: true\nrules:")
     agent.policy.write_text(policy_b)
@@ -291,7 +298,7 @@ def test_reconcile_on_reload_mounts_what_now_matches(bed: Bed, agent: Agent, mnt
     assert plan["rule"] == "rule-b" and plan["actions"][0]["kind"] == "mount"
     # A second reload of the same policy changes no rule: no second mount plan.
     assert agent.control({"cmd": "reload"})["ok"] is True
-    bed.add_namespace(ns(10, "marker"))
+    nvme0_bed.add_namespace(ns(10, "marker"))
     agent.wait_for(is_type("plan", 10))
     plans_9 = [r for r in agent.seen if r.get("type") == "plan" and r.get("nsid") == 9]
     assert len(plans_9) == 2
@@ -308,32 +315,32 @@ def _cli(bed: Bed, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_status_history_and_reload_against_the_daemon(
-    bed: Bed, agent: Agent, tmp_path: Path
+    nvme0_bed: Bed, agent: Agent, tmp_path: Path
 ) -> None:
-    bed.add_namespace(ns(4, "cli"))
+    nvme0_bed.add_namespace(ns(4, "cli"))
     agent.wait_for(is_result("mount", 4))
     run_dir = str(agent.runtime_dir)
-    out = _cli(bed, "status", "--json", "--settle", "30", "--runtime-dir", run_dir)
+    out = _cli(nvme0_bed, "status", "--json", "--settle", "30", "--runtime-dir", run_dir)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert all("type" in r and "nsid" in r for r in lines)
     nss = [r for r in lines if r["type"] == "namespace"]
     assert [(r["nsid"], r["rule"], r["identity_weak"]) for r in nss] == [(4, "rule-a", True)]
-    human = _cli(bed, "status", "--runtime-dir", run_dir)
+    human = _cli(nvme0_bed, "status", "--runtime-dir", run_dir)
     assert "source: daemon" in human.stdout and "weak" in human.stdout
     hist = _cli(
-        bed, "history", "--json", "--nsid", "4", "--state-dir", str(agent.workdir / "state")
+        nvme0_bed, "history", "--json", "--nsid", "4", "--state-dir", str(agent.workdir / "state")
     )
     assert [json.loads(line)["type"] for line in hist.stdout.splitlines()] == ["namespace-added"]
-    assert _cli(bed, "reload", "--runtime-dir", run_dir).returncode == 0
+    assert _cli(nvme0_bed, "reload", "--runtime-dir", run_dir).returncode == 0
     agent.policy.write_text(BROKEN)
-    bad = _cli(bed, "reload", "--runtime-dir", run_dir)
+    bad = _cli(nvme0_bed, "reload", "--runtime-dir", run_dir)
     assert bad.returncode == 1 and "fs_typo" in bad.stderr and "NOT reloaded" in bad.stderr
 
 
-def test_cli_status_without_a_daemon_reads_udev(bed: Bed, tmp_path: Path) -> None:
-    bed.add_namespace(ns(6, "direct"))
-    out = _cli(bed, "status", "--json", "--runtime-dir", str(tmp_path / "none"))
+def test_cli_status_without_a_daemon_reads_udev(nvme0_bed: Bed, tmp_path: Path) -> None:
+    nvme0_bed.add_namespace(ns(6, "direct"))
+    out = _cli(nvme0_bed, "status", "--json", "--runtime-dir", str(tmp_path / "none"))
     assert out.returncode == 0, out.stderr
     nss = [json.loads(line) for line in out.stdout.splitlines()]
     assert [(r["type"], r["nsid"], r["fs"]["label"]) for r in nss if r["type"] == "namespace"] == [
@@ -342,20 +349,20 @@ def test_cli_status_without_a_daemon_reads_udev(bed: Bed, tmp_path: Path) -> Non
 
 
 def test_udev_events_are_handled_while_a_reload_parse_waits(
-    bed: Bed, tmp_path: Path, mnt: Path
+    nvme0_bed: Bed, tmp_path: Path, mnt: Path
 ) -> None:
     policy = write_policy(tmp_path / "policy.yaml", POLICY_A, mnt)
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     (tmp_path / "agent").mkdir()
-    agent = Agent(policy, tmp_path / "agent", bed.env(os.environ), gate=gate).start()
+    agent = Agent(policy, tmp_path / "agent", nvme0_bed.env(os.environ), gate=gate).start()
     try:
         write_policy(policy, POLICY_B, mnt)
         answer: dict[str, object] = {}
         asking = threading.Thread(target=lambda: answer.update(agent.control({"cmd": "reload"})))
         asking.start()
         agent.wait_notify("RELOADING=1")  # the parse is under way, waiting on the gate
-        bed.add_namespace(ns(20, "during"))
+        nvme0_bed.add_namespace(ns(20, "during"))
         assert agent.wait_for(is_type("plan", 20))["rule"] == "rule-a"  # the old policy acts
         assert agent.control({"cmd": "status"})["ok"] is True
         assert asking.is_alive() and answer == {}
@@ -363,7 +370,7 @@ def test_udev_events_are_handled_while_a_reload_parse_waits(
             pass
         asking.join(60)
         assert answer == {"ok": True, "generation": 2}
-        bed.add_namespace(ns(21, "after"))
+        nvme0_bed.add_namespace(ns(21, "after"))
         assert agent.wait_for(is_type("plan", 21))["rule"] == "rule-b"
     finally:
         with contextlib.suppress(OSError):  # a failed test must not leave the parse waiting
@@ -372,20 +379,20 @@ def test_udev_events_are_handled_while_a_reload_parse_waits(
 
 
 def test_an_unwritable_history_is_logged_once_and_every_plan_still_runs(
-    bed: Bed, tmp_path: Path, mnt: Path
+    nvme0_bed: Bed, tmp_path: Path, mnt: Path
 ) -> None:
     policy = write_policy(tmp_path / "policy.yaml", POLICY_A, mnt)
     (tmp_path / "agent" / "state" / "history.jsonl").mkdir(parents=True)  # appends fail
-    bed.add_namespace(ns(1, "cold"))
-    bed.add_namespace(ns(2, "cold2"))
-    agent = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()  # coldplug went on
+    nvme0_bed.add_namespace(ns(1, "cold"))
+    nvme0_bed.add_namespace(ns(2, "cold2"))
+    agent = Agent(policy, tmp_path / "agent", nvme0_bed.env(os.environ)).start()  # coldplug went on
     try:
         status = agent.control({"cmd": "status"})
         assert [n["nsid"] for n in status["namespaces"]] == [1, 2]
         assert status["counters"]["changes"]["namespace-added"] == 2
-        bed.add_namespace(ns(3, "hot"))
+        nvme0_bed.add_namespace(ns(3, "hot"))
         assert agent.wait_for(is_type("plan", 3))["rule"] == "rule-a"
-        bed.remove_namespace("nvme0", 1)
+        nvme0_bed.remove_namespace("nvme0", 1)
         removal = agent.wait_for(is_type("plan", 1))
         assert removal["change"] == "namespace-removed" and removal["actions"]
         assert agent.control({"cmd": "history"}) == {"ok": True, "records": []}
@@ -397,16 +404,16 @@ def test_an_unwritable_history_is_logged_once_and_every_plan_still_runs(
 
 
 def test_a_plan_the_policy_refuses_is_logged_once_as_a_warning(
-    bed: Bed, tmp_path: Path, mnt: Path
+    nvme0_bed: Bed, tmp_path: Path, mnt: Path
 ) -> None:
     text = POLICY_A.replace("rules:", "  allowed_filesystems: [xfs]\nrules:").replace(
         "{fs_type: ext4}", "{fs_type: [ext4, xfs]}"
     )
     policy = write_policy(tmp_path / "policy.yaml", text, mnt)
     (tmp_path / "agent").mkdir()
-    agent = Agent(policy, tmp_path / "agent", bed.env(os.environ)).start()
+    agent = Agent(policy, tmp_path / "agent", nvme0_bed.env(os.environ)).start()
     try:
-        bed.add_namespace(ns(4, "notallowed"))
+        nvme0_bed.add_namespace(ns(4, "notallowed"))
         plan = agent.wait_for(is_type("plan", 4))
         assert plan["actions"] == [] and any(
             line.startswith("refused: ") for line in plan["explanation"]

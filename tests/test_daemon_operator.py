@@ -60,7 +60,7 @@ def cli(bed: Bed, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def bed() -> Iterator[Bed]:
+def two_path_bed() -> Iterator[Bed]:
     """Two controllers of one subsystem, native multipath: every namespace has two paths."""
     with Bed(multipath=True) as b:
         for i in (0, 1):
@@ -84,26 +84,26 @@ def ns(nsid: int, label: str, **kw: Any) -> NamespaceConfig:
 
 
 def test_a_new_rule_is_reported_by_reload_shown_by_status_and_applied_by_reconcile(
-    bed: Bed, tmp_path: Path
+    two_path_bed: Bed, tmp_path: Path
 ) -> None:
-    agent = start(bed, tmp_path, LOGS_ONLY)
+    agent = start(two_path_bed, tmp_path, LOGS_ONLY)
     run = ["--runtime-dir", str(agent.runtime_dir)]
     try:
-        bed.add_namespace(ns(1, "data1"))
-        bed.add_namespace(ns(2, "logs2"))
-        bed.add_namespace(ns(3, "data3"))
+        two_path_bed.add_namespace(ns(1, "data1"))
+        two_path_bed.add_namespace(ns(2, "logs2"))
+        two_path_bed.add_namespace(ns(3, "data3"))
         for nsid in (1, 2, 3):
             agent.cursor = 0
             agent.wait_for(is_type("plan", nsid))
         agent.policy.write_text(WITH_DATA.format(root=dry_mount_root(tmp_path)))
-        reload = cli(bed, "reload", *run)
+        reload = cli(two_path_bed, "reload", *run)
         assert reload.returncode == 0, reload.stderr
         assert reload.stdout.splitlines() == [
             "policy reloaded (generation 2)",
             "2 present namespaces would be treated differently (nsid 1, 3): "
             "`nvme-agent reconcile` applies the policy to them",
         ]
-        status = cli(bed, "status", "--json", *run)
+        status = cli(two_path_bed, "status", "--json", *run)
         records = [json.loads(line) for line in status.stdout.splitlines()]
         summary = records[0]
         assert summary["type"] == "summary" and summary["not_applied"] == 2
@@ -114,41 +114,43 @@ def test_a_new_rule_is_reported_by_reload_shown_by_status_and_applied_by_reconci
             (2, "logs", True),
             (3, "data", False),
         ]
-        text = cli(bed, "status", *run).stdout
+        text = cli(two_path_bed, "status", *run).stdout
         assert text.count("data, not applied (policy changed)") == 2
-        dry = cli(bed, "reconcile", "--dry-run", "--json", *run)
+        dry = cli(two_path_bed, "reconcile", "--dry-run", "--json", *run)
         targets = [json.loads(line) for line in dry.stdout.splitlines()]
         assert [t["nsid"] for t in targets if t["type"] == "reconcile-target"] == [1, 3]
-        one = cli(bed, "reconcile", "--nsid", "1", *run)
+        one = cli(two_path_bed, "reconcile", "--nsid", "1", *run)
         assert one.returncode == 0, one.stderr
         assert "mount: dry-run" in one.stdout and one.stdout.endswith("reconciled 1 target(s)\n")
         plan = next(r for r in agent.seen if r.get("type") == "plan" and r.get("rule") == "data")
         assert plan["nsid"] == 1 and plan["actions"][0]["target"].endswith("/data-1")
-        after = cli(bed, "status", "--json", *run)
+        after = cli(two_path_bed, "status", "--json", *run)
         rows = {r["nsid"]: r for r in map(json.loads, after.stdout.splitlines()) if r["nsid"]}
         assert (rows[1]["applied"], rows[3]["applied"]) == (True, False)
-        assert cli(bed, "reconcile", "--nsid", "42", *run).returncode == 3
-        rest = cli(bed, "reconcile", *run)
+        assert cli(two_path_bed, "reconcile", "--nsid", "42", *run).returncode == 3
+        rest = cli(two_path_bed, "reconcile", *run)
         assert rest.returncode == 0 and "reconciled 1 target(s)" in rest.stdout
-        assert cli(bed, "reconcile", "--dry-run", *run).stdout.startswith("nothing to reconcile")
+        assert cli(two_path_bed, "reconcile", "--dry-run", *run).stdout.startswith(
+            "nothing to reconcile"
+        )
     finally:
         assert agent.stop() == 0
 
 
 def test_status_with_two_controllers_groups_by_subsystem_and_lists_paths(
-    bed: Bed, tmp_path: Path
+    two_path_bed: Bed, tmp_path: Path
 ) -> None:
-    agent = start(bed, tmp_path, LOGS_ONLY)
+    agent = start(two_path_bed, tmp_path, LOGS_ONLY)
     run = ["--runtime-dir", str(agent.runtime_dir)]
     try:
-        bed.add_namespace(ns(1, "logs1"))
-        bed.add_namespace(
+        two_path_bed.add_namespace(ns(1, "logs1"))
+        two_path_bed.add_namespace(
             NamespaceConfig(
                 "nvme0", nsid=2, partitions=(PartitionConfig(1, 64 << 20, fs="ext4", label="p"),)
             )
         )
         agent.wait_for(is_type("partition-added", 2))
-        out = cli(bed, "status", *run)
+        out = cli(two_path_bed, "status", *run)
         assert out.returncode == 0, out.stderr
         lines = out.stdout.splitlines()
         head = lines.index(f"subsystem {NQN}")
@@ -159,7 +161,8 @@ def test_status_with_two_controllers_groups_by_subsystem_and_lists_paths(
         paths = [line.strip() for line in lines if line.strip().startswith("paths:")]
         assert paths and all("nvme0" in p and "nvme1" in p and "live" in p for p in paths)
         records = [
-            json.loads(line) for line in cli(bed, "status", "--json", *run).stdout.splitlines()
+            json.loads(line)
+            for line in cli(two_path_bed, "status", "--json", *run).stdout.splitlines()
         ]
         assert records[0]["subsystems"] == [
             {"subsysnqn": NQN, "controllers": ["nvme0", "nvme1"], "nsids": [1, 2]}
@@ -183,16 +186,16 @@ def parse_prometheus(text: str) -> dict[str, float]:
 
 
 def test_the_metrics_file_and_the_status_summary_count_the_same_things(
-    bed: Bed, tmp_path: Path
+    two_path_bed: Bed, tmp_path: Path
 ) -> None:
     metrics = tmp_path / "textfile" / "nvme-agent.prom"
     metrics.parent.mkdir()
-    agent = start(bed, tmp_path, LOGS_ONLY, "--metrics-file", str(metrics))
+    agent = start(two_path_bed, tmp_path, LOGS_ONLY, "--metrics-file", str(metrics))
     try:
         first = parse_prometheus(metrics.read_text())  # written at READY=1
         assert first[f"{PREFIX}namespaces"] == 0
         assert first[f"{PREFIX}policy_generation"] == 1
-        bed.add_namespace(ns(1, "logs1"))
+        two_path_bed.add_namespace(ns(1, "logs1"))
         agent.wait_for(is_result("mount", 1))
         settle = agent.control({"cmd": "settle", "timeout": 30})
         assert settle["ok"]
@@ -215,19 +218,19 @@ def test_the_metrics_file_and_the_status_summary_count_the_same_things(
     assert oct(metrics.stat().st_mode & 0o777) == "0o644"
 
 
-def test_history_and_the_event_stream_carry_times(bed: Bed, tmp_path: Path) -> None:
-    agent = start(bed, tmp_path, LOGS_ONLY)
+def test_history_and_the_event_stream_carry_times(two_path_bed: Bed, tmp_path: Path) -> None:
+    agent = start(two_path_bed, tmp_path, LOGS_ONLY)
     try:
-        bed.add_namespace(ns(5, "logs5"))
+        two_path_bed.add_namespace(ns(5, "logs5"))
         added = agent.wait_for(is_type("namespace-added", 5))
         plan = agent.wait_for(is_type("plan", 5))
         result = agent.wait_for(is_result("mount", 5))
     finally:
         assert agent.stop() == 0
-    stamps = [parse(r["time"]) for r in (added, plan, result)]
-    assert all(stamps) and stamps == sorted(stamps)  # type: ignore[type-var]
+    stamps = [t for r in (added, plan, result) if (t := parse(r["time"])) is not None]
+    assert len(stamps) == 3 and stamps == sorted(stamps)
     history = (tmp_path / "agent" / "state" / "history.jsonl").read_text().splitlines()
     (record,) = [json.loads(line) for line in history if '"nsid": 5' in line]
     assert record["time"] == added["time"]
-    shown = cli(bed, "history", "--state-dir", str(tmp_path / "agent" / "state")).stdout
+    shown = cli(two_path_bed, "history", "--state-dir", str(tmp_path / "agent" / "state")).stdout
     assert shown.split()[0] != "-" and parse(shown.split()[0]) is not None

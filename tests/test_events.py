@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,10 @@ def timed(record: dict[str, object]) -> dict[str, object]:
     return rest
 
 
-async def wait_until(predicate: object, timeout: float = WAIT) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
     """Await a condition that the event loop itself makes true (checked once per loop turn)."""
     async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
+        while not predicate():
             await asyncio.sleep(0)
 
 
@@ -43,7 +44,7 @@ def short_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sockdir(tmp_path: Path) -> Path:
+def sockdir(tmp_path: Path) -> Iterator[Path]:
     d = short_dir(tmp_path)
     yield d
     for p in d.iterdir():
@@ -259,6 +260,7 @@ def test_a_connected_subscriber_gets_events_published_before_the_loop_turns(
         line = client.makefile("rb").readline()
         client.close()
         await s.close()
-        return json.loads(line)  # type: ignore[no-any-return]
+        record: dict[str, object] = json.loads(line)
+        return record
 
     assert timed(asyncio.run(main())) == {"type": "reload-failed", "nsid": None}

@@ -21,7 +21,14 @@ import psutil
 import pytest
 from support.actions import Loop, loops
 from support.daemon import Agent, is_result, real_mount_root
-from support.faults import Entry, JournalCatcher, fault_agent, journal_mounts, slow_disk
+from support.faults import (
+    Entry,
+    FaultAgent,
+    JournalCatcher,
+    fault_agent,
+    journal_mounts,
+    slow_disk,
+)
 
 from nvme_agent.actions import messages
 from nvme_agent.harness.agent import AgentError
@@ -68,7 +75,7 @@ class Rig:
 
     def agent(
         self, *more: list[str], journal: bool = True, preload: str = "", extra: tuple[str, ...] = ()
-    ) -> Agent:
+    ) -> FaultAgent:
         mounts = journal_mounts(self.journal if journal else None, *more)
         agent = fault_agent(
             self.policy,

@@ -9,9 +9,9 @@ disk by a fresh :class:`MountLedger`, as the restarted daemon does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.actions import Loop, loops, needs_loop
@@ -22,6 +22,7 @@ from nvme_agent.actions.guard import Guard
 from nvme_agent.actions.ledger import MountLedger
 from nvme_agent.actions.mount import do_mount
 from nvme_agent.actions.outcome import Deadline
+from nvme_agent.actions.proc import run_tool
 from nvme_agent.actions.unmount import do_unmount
 from nvme_agent.policy.plan import MountSpec, Status, UnmountSpec
 
@@ -54,19 +55,20 @@ def _killed_mount(
 ) -> None:
     """One run killed while mount(8) runs: before it mounted (``after=False``), or once
     the mount is in place but before the run could note it (``after=True``)."""
-    real = mount_module.run_tool
 
-    def dies(argv: Any, deadline: Deadline, **kw: Any) -> Any:
+    def dies(
+        argv: Sequence[str], deadline: Deadline, *, pass_fds: Sequence[int] = ()
+    ) -> subprocess.CompletedProcess[str]:
         if argv[0] == "mount":
             if after:
-                real(argv, deadline, **kw)
+                run_tool(argv, deadline, pass_fds=pass_fds)
             raise Killed
-        return real(argv, deadline, **kw)
+        return run_tool(argv, deadline, pass_fds=pass_fds)
 
     monkeypatch.setattr(mount_module, "run_tool", dies)
     with pytest.raises(Killed):
         do_mount(spec, ledger=MountLedger(str(ledger_path)), guard=guard, deadline=Deadline(60))
-    monkeypatch.setattr(mount_module, "run_tool", real)
+    monkeypatch.setattr(mount_module, "run_tool", run_tool)
 
 
 def test_a_run_killed_before_mounting_leaves_a_directory_the_next_run_uses(

@@ -112,12 +112,12 @@ raw = st.binary(max_size=48).filter(lambda b: b"\0" not in b)
 forging = st.one_of(raw, raw.map(lambda b: b + b"\nFORGED " + b))
 #: What a filesystem or GPT entry may say (udev's rules then make it safe or encode it).
 disk_text = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=40),
     st.sampled_from(["..", ".", "../../etc", "-rf /", "$(reboot)", "a/b", "\nFORGED x", ""]),
 )
 fs_type = st.one_of(
     st.sampled_from(["ext4", "xfs", "vfat", "btrfs", "swap", "ntfs", "..", "ext4 -o exec"]),
-    st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12),
+    st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=12),
 )
 
 

@@ -156,6 +156,40 @@ STEP = st.tuples(
 )
 
 
+@dataclasses.dataclass
+class Held:
+    """What the daemon holds as the steps happen: what its files must read back as."""
+
+    books: Bookkeeping = dataclasses.field(default_factory=Bookkeeping)
+    present: dict[int, Namespace] = dataclasses.field(default_factory=dict)
+    controllers: int = 1
+    generation: int = 1
+
+    def step(self, kind: str, nsid: int) -> None:
+        """One STEP; one that does not apply now (removing what is not there) does nothing."""
+        ns = self.present.get(nsid)
+        if kind == "add" and ns is None:
+            self.present[nsid] = namespace(nsid, diskseq=nsid)
+        elif kind == "remove" and ns is not None:
+            self.books.plan_submitted(Plan(change=removed(ns), key=plan_key(removed(ns))), DIGEST)
+            del self.present[nsid]
+        elif kind == "resize" and ns is not None:
+            self.present[nsid] = dataclasses.replace(ns, size_bytes=(ns.size_bytes or 0) + 512)
+        elif kind == "handle" and ns is not None:
+            handle(self.books, ns)
+        elif kind == "unhandle" and ns is not None:
+            self.books.plan_submitted(Plan(added(ns), plan_key(added(ns)), actions=(HOOK,)), "x")
+        elif kind == "eject" and ns is not None:
+            self.books.ejected(ns)
+        elif kind == "reload":
+            self.generation += 1
+        elif kind == "ctrl":
+            self.controllers = 1 + nsid % 3
+
+    def topology(self) -> TopologySnapshot:
+        return snap(*(self.present[k] for k in sorted(self.present)), controllers=self.controllers)
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(st.lists(STEP, max_size=5), max_size=12), st.integers(0, 12))
 def test_any_sequence_of_batches_reads_back_exactly(
@@ -163,36 +197,17 @@ def test_any_sequence_of_batches_reads_back_exactly(
 ) -> None:
     """``every``: a checkpoint after that many lines (0: never), as the daemon compacts."""
     files = StateFile(tmp_path_factory.mktemp("state") / "topology.json")
-    writer, books = StateWriter(), Bookkeeping()
-    present: dict[int, Namespace] = {}
-    controllers, generation, lines = 1, 1, 0
-    files.checkpoint(writer.checkpoint(books, snap(), generation))
+    writer, held, lines = StateWriter(), Held(), 0
+    files.checkpoint(writer.checkpoint(held.books, snap(), held.generation))
     for batch in batches:
         for kind, nsid in batch:
-            ns = present.get(nsid)
-            if kind == "add" and ns is None:
-                present[nsid] = namespace(nsid, diskseq=nsid)
-            elif kind == "remove" and ns is not None:
-                books.plan_submitted(Plan(change=removed(ns), key=plan_key(removed(ns))), DIGEST)
-                del present[nsid]
-            elif kind == "resize" and ns is not None:
-                present[nsid] = dataclasses.replace(ns, size_bytes=(ns.size_bytes or 0) + 512)
-            elif kind == "handle" and ns is not None:
-                handle(books, ns)
-            elif kind == "unhandle" and ns is not None:
-                books.plan_submitted(Plan(added(ns), plan_key(added(ns)), actions=(HOOK,)), "x")
-            elif kind == "eject" and ns is not None:
-                books.ejected(ns)
-            elif kind == "reload":
-                generation += 1
-            elif kind == "ctrl":
-                controllers = 1 + nsid % 3
-        now = snap(*(present[k] for k in sorted(present)), controllers=controllers)
-        line = writer.line(books, now, generation)
+            held.step(kind, nsid)
+        now = held.topology()
+        line = writer.line(held.books, now, held.generation)
         if line is not None:
             assert files.append(line)
             lines += 1
         if every and lines >= every:
-            files.checkpoint(writer.checkpoint(books, now, generation))
+            files.checkpoint(writer.checkpoint(held.books, now, held.generation))
             lines = 0
-        assert read_back(files) == expected(books, now, generation)
+        assert read_back(files) == expected(held.books, now, held.generation)

@@ -16,6 +16,7 @@ from nvme_agent.policy.plan import (
     ExecSpec,
     GrowSpec,
     MountSpec,
+    Plan,
     SignalSpec,
     SystemdSpec,
     UnmountSpec,
@@ -66,8 +67,8 @@ rules:
 )
 
 
-def kinds(plan: object) -> list[str]:
-    return [a.kind for a in plan.actions]  # type: ignore[attr-defined]
+def kinds(plan: Plan) -> list[str]:
+    return [a.kind for a in plan.actions]
 
 
 def test_first_matching_rule_decides_and_explains_earlier_ones() -> None:
@@ -348,7 +349,8 @@ def test_rule_change_from_a_blank_disk_runs_the_old_hooks_but_unmounts_nothing()
     blank, after = namespace(7, fstype=None), namespace(7, label="new-data")
     plan = decide(changed(blank, after), topology(after), RULE_CHANGE)
     assert kinds(plan) == ["exec", "mount", "exec"]
-    assert plan.actions[0].argv == ("/usr/bin/seven-gone",)  # type: ignore[union-attr]
+    hook = plan.actions[0]
+    assert isinstance(hook, ExecSpec) and hook.argv == ("/usr/bin/seven-gone",)
 
 
 def test_explain_shows_the_undo_of_a_rule_change(capsys: pytest.CaptureFixture[str]) -> None:

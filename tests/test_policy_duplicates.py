@@ -13,7 +13,7 @@ from support.policy import NQN, added, namespace, partition, removed
 from nvme_agent.policy import REFUSED, Policy, decide, load_policy_text
 from nvme_agent.policy.plan import MountSpec, Plan
 from nvme_agent.topology.changes import Change, ChangeType
-from nvme_agent.topology.model import Filesystem, Namespace, TopologySnapshot
+from nvme_agent.topology.model import Filesystem, Namespace, Partition, TopologySnapshot
 
 POLICY = load_policy_text(
     """\
@@ -34,9 +34,21 @@ def snap(*namespaces: Namespace) -> TopologySnapshot:
 
 
 def disk(
-    nsid: int, uuid: str | None = UUID, *, diskseq: int | None = None, **kw: object
+    nsid: int,
+    uuid: str | None = UUID,
+    *,
+    diskseq: int | None = None,
+    fstype: str | None = "ext4",
+    partitions: tuple[Partition, ...] = (),
 ) -> Namespace:
-    return namespace(nsid, name=f"nvme0n{nsid}", fs_uuid=uuid, diskseq=diskseq, **kw)  # type: ignore[arg-type]
+    return namespace(
+        nsid,
+        name=f"nvme0n{nsid}",
+        fs_uuid=uuid,
+        diskseq=diskseq,
+        fstype=fstype,
+        partitions=partitions,
+    )
 
 
 def mounts(plan: Plan) -> list[str]:
@@ -195,14 +207,16 @@ def test_no_order_of_arrivals_mounts_one_filesystem_twice(
 
     def run(changes: list[tuple[int, Change]], policy: Policy = POLICY) -> None:
         now = snap(*present.values())
+        plans: list[tuple[int, Plan]] = []
         for i, change in changes:
             plan = decide(change, now, policy)
+            plans.append((i, plan))
             if mounts(plan):
                 mounted[i] = pool[i]
             elif change.type is ChangeType.NAMESPACE_REMOVED:
                 mounted.pop(i, None)
         uuids = _mounted_uuids(mounted)
-        assert len(uuids) == len(set(uuids)), (uuids, [p.explanation for _, p in []])
+        assert len(uuids) == len(set(uuids)), (uuids, [(i, p.explanation) for i, p in plans])
 
     # a fresh start: one device of each filesystem present is mounted
     run(

@@ -9,17 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 from support.daemon import Agent, is_type
 
 from nvme_agent.cli.main import main
-from nvme_agent.harness.bed import Bed, unavailable_reason
+from nvme_agent.harness.bed import Bed
 from nvme_agent.policy import PolicyError, load_policy
 from nvme_agent.policy import files as files_module
 from nvme_agent.policy.files import distrust, read_policy_file
+from nvme_agent.policy.trust import untrusted_reason
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown test files")
 
@@ -83,10 +84,11 @@ def test_a_swap_between_the_check_and_the_read_is_caught(
     other = etc / "other.yaml"
     other.write_text(EVIL)
     other.chmod(0o644)
-    real_check = files_module.untrusted_reason
 
-    def check_then_swap(path: str, **kw: object) -> str | None:
-        verdict = real_check(path, **kw)  # type: ignore[arg-type]
+    def check_then_swap(
+        path: str, *, owners: Collection[int], dir_owners: Collection[int]
+    ) -> str | None:
+        verdict = untrusted_reason(path, owners=owners, dir_owners=dir_owners)
         os.replace(other, f)  # someone renames a file over the policy right now
         return verdict
 
@@ -128,8 +130,8 @@ def test_check_validates_a_file_the_daemon_would_refuse_and_warns(
     assert out[-1] == f"{f}: valid, 1 rule, 1 warning"
     f.write_text("version: 1\nrules: 3\n")
     assert main(["check", str(f)]) == 1
-    out = capsys.readouterr().out
-    assert "would refuse" in out and "expected a list of rules" in out
+    said = capsys.readouterr().out
+    assert "would refuse" in said and "expected a list of rules" in said
 
 
 def test_the_daemon_refuses_to_start_with_an_untrusted_policy(etc: Path, tmp_path: Path) -> None:
@@ -167,22 +169,13 @@ def test_the_daemon_refuses_to_start_with_an_untrusted_policy(etc: Path, tmp_pat
     )
 
 
-@pytest.fixture
-def bed() -> Iterator[Bed]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"umockdev test bed unavailable: {reason}")
-    with Bed(multipath=True) as b:
-        yield b
-
-
 @pytest.mark.umockdev
 def test_a_reload_of_an_untrusted_policy_keeps_the_old_one(
-    bed: Bed, etc: Path, tmp_path: Path
+    mp_bed: Bed, etc: Path, tmp_path: Path
 ) -> None:
     f = policy_file(etc)
     (tmp_path / "agent").mkdir()
-    agent = Agent(f, tmp_path / "agent", bed.env(os.environ)).start()
+    agent = Agent(f, tmp_path / "agent", mp_bed.env(os.environ)).start()
     try:
         f.write_text(EVIL)
         f.chmod(0o666)

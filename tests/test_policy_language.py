@@ -3,14 +3,16 @@ validator, ``schema.json`` and nvme-agent.policy(5); the shipped copies equal th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import yaml
@@ -53,7 +55,7 @@ from nvme_agent.topology.changes import Change, ChangeType
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_SCHEMA = REPO / "nvme_agent" / "policy" / "schema.json"
 EXAMPLE = REPO / "examples" / "policy.yaml"
-SECTIONS = (Policy, Defaults, Timeouts, Rule, Match, *ACTION_TYPES)
+SECTIONS: tuple[type, ...] = (Policy, Defaults, Timeouts, Rule, Match, *ACTION_TYPES)
 
 
 # --- the spec ----------------------------------------------------------------------------------
@@ -65,6 +67,11 @@ def test_every_key_has_a_description_and_a_documented_shape() -> None:
             assert k.doc.strip().endswith((".", ")")), (cls.__name__, k.name)
             assert SHAPES[k.shape].text, k.shape
             assert k.has_default or k.required or k.default_text, (cls.__name__, k.name)
+
+
+def _in_action(hook: str, kind: str) -> Callable[[str], dict[str, object]]:
+    """Where the key ``n`` of the action ``kind`` goes, in a rule's ``hook``."""
+    return lambda n: {"rules": [{hook: [{kind: {n: None}}]}]}
 
 
 def test_the_validator_tables_are_the_spec_keys() -> None:
@@ -81,9 +88,7 @@ def test_the_validator_tables_are_the_spec_keys() -> None:
         (Rule, lambda n: {"rules": [{n: None}]}),
         (Match, lambda n: {"rules": [{"match": {n: None}}]}),
     ]
-    for cls in ACTION_TYPES:
-        hook, kind = cls.HOOKS[0], cls.KIND
-        places.append((cls, lambda n, h=hook, k=kind: {"rules": [{h: [{k: {n: None}}]}]}))
+    places += [(cls, _in_action(cls.HOOKS[0], cls.KIND)) for cls in ACTION_TYPES]
     for cls, place in places:
         for name in key_names(cls):
             try:
@@ -120,10 +125,18 @@ def test_hook_env_sets_the_documented_variables_and_no_others() -> None:
                     reason="eject")  # fmt: skip
     policy = load("version: 1\nrules:\n  - name: r\n")
     facts = facts_for(ns, part, topology(ns))
-    every = {"nguid": "n", "eui64": "e", "fs_uuid": "u", "path_device": "nvme1n1"}
-    every |= {"path_ctrl": "nvme1", "path_transport": "tcp", "path_address": "a"}
-    every |= {"path_state": "live", "path": True}
-    facts = Facts(**{**{f: getattr(facts, f) for f in Facts.__dataclass_fields__}, **every})
+    facts = dataclasses.replace(
+        facts,
+        nguid="n",
+        eui64="e",
+        fs_uuid="u",
+        path_device="nvme1n1",
+        path_ctrl="nvme1",
+        path_transport="tcp",
+        path_address="a",
+        path_state="live",
+        path=True,
+    )
     env = hook_env(change, facts, policy.rules[0], "/run/media/nvme-agent/x")
     assert set(env) == set(HOOK_ENV)
 
@@ -193,23 +206,31 @@ def test_the_schema_has_the_spec_keys_in_every_section() -> None:
     assert list(schema["$defs"]["rule"]["properties"]) == list(key_names(Rule))
     assert list(schema["$defs"]["match"]["properties"]) == list(key_names(Match))
     for cls in ACTION_TYPES:
+        section: type = cls  # mypy#11470: a union of classes is not Hashable to functools.cache
         body = schema["$defs"][cls.KIND]["properties"][cls.KIND]
-        assert list(body["properties"]) == list(key_names(cls))
+        assert list(body["properties"]) == list(key_names(section))
 
 
 jsonschema = pytest.importorskip("jsonschema")
 
 
+class Validator(Protocol):
+    """What these tests use of a jsonschema validator."""
+
+    def iter_errors(self, instance: object) -> Iterator[object]: ...
+
+
 @pytest.fixture(scope="module")
-def validator() -> object:
+def validator() -> Validator:
     schema = json.loads(schema_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    checker: Validator = jsonschema.Draft202012Validator(schema)
+    return checker
 
 
-def test_the_schema_accepts_the_shipped_policies(validator: object) -> None:
+def test_the_schema_accepts_the_shipped_policies(validator: Validator) -> None:
     for text in (EXAMPLE.read_text(), default_policy_text(), policyman.EXAMPLE):
-        assert list(validator.iter_errors(yaml.safe_load(text))) == []  # type: ignore[attr-defined]
+        assert list(validator.iter_errors(yaml.safe_load(text))) == []
 
 
 @pytest.mark.parametrize(
@@ -236,9 +257,9 @@ def test_the_schema_accepts_the_shipped_policies(validator: object) -> None:
     ],
 )
 def test_the_schema_and_the_validator_refuse_shape_errors(
-    bad: dict[str, object], validator: object
+    bad: dict[str, object], validator: Validator
 ) -> None:
-    assert list(validator.iter_errors(bad)), bad  # type: ignore[attr-defined]
+    assert list(validator.iter_errors(bad)), bad
     with pytest.raises(PolicyError):
         load_policy_mapping(bad)
 
@@ -307,12 +328,20 @@ def test_the_page_renders_without_warnings(tmp_path: Path, page: str) -> None:
     env = {**os.environ, "LC_ALL": "C.UTF-8", "MANWIDTH": "80"}
     groff = subprocess.run(
         ["groff", "-man", "-Tutf8", "-ww", "-z", str(path)],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
     man = subprocess.run(
         ["man", "--warnings", "-l", str(path)],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
     assert groff.stderr == "" and groff.returncode == 0
     assert man.returncode == 0 and man.stderr == ""
     text = re.sub(".\b", "", man.stdout)
@@ -358,11 +387,12 @@ def test_the_verdict_of_decide_is_the_verdict_of_explain(
     label: str, fstype: str | None, nsid: int, part: bool, cond: dict[str, object], wrap: str
 ) -> None:
     """``holds`` (what decide asks) and ``test`` (what explain says) never disagree."""
-    match: dict[str, object] = {
+    wrapped: dict[str, dict[str, object]] = {
         "plain": cond,
         "not": {"not": cond},
         "any": {"any": [cond, {"nsid": 5}]},
-    }[wrap]
+    }
+    match = wrapped[wrap]
     policy = load_policy_mapping({"version": 1, "rules": [{"match": match}]})
     ns = namespace(nsid, label=label, fstype=fstype, props={"ID_PART_TABLE_TYPE": "gpt"})
     p = partition(ns.name, 1, label=label) if part else None

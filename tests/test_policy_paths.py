@@ -16,8 +16,8 @@ from nvme_agent.policy import REFUSED, decide, explain, load_policy_text
 from nvme_agent.policy.plan import ExecSpec, MountSpec, SignalSpec, SystemdSpec, UnmountSpec
 from nvme_agent.policy.spec import ExecAction, MountAction, Policy, Rule, UnmountAction
 from nvme_agent.policy.templates import compile_template
-from nvme_agent.topology.changes import ChangeType
-from nvme_agent.topology.model import TopologySnapshot
+from nvme_agent.topology.changes import Change, ChangeType
+from nvme_agent.topology.model import Namespace, NamespacePath, TopologySnapshot
 
 ROOT = "/run/media/nvme-agent"
 LOST, ADDED = ChangeType.PATH_LOST, ChangeType.PATH_ADDED
@@ -59,7 +59,7 @@ rules:
 TWO = (path("nvme0"), path("nvme1"))
 
 
-def _lost(label: str = "data", *, left: int = 1, nsid: int = 1) -> tuple[object, object]:
+def _lost(label: str = "data", *, left: int = 1, nsid: int = 1) -> tuple[Change, TopologySnapshot]:
     """A path-lost of a namespace that had ``left + 1`` live tcp paths."""
     paths = tuple(path(f"nvme{i}") for i in range(left + 1))
     before = namespace(nsid, label=label, paths=paths)
@@ -72,7 +72,7 @@ def _lost(label: str = "data", *, left: int = 1, nsid: int = 1) -> tuple[object,
 
 def test_path_lost_runs_the_hooks_of_the_namespace_rule_and_never_unmounts() -> None:
     change, snap = _lost()
-    plan = decide(change, snap, POLICY)  # type: ignore[arg-type]
+    plan = decide(change, snap, POLICY)
     assert plan.rule == "data"
     assert [a.kind for a in plan.actions] == ["exec", "systemd", "signal"]
     hook, unit, sig = plan.actions
@@ -116,7 +116,7 @@ def test_path_added_passes_over_rules_without_its_hook() -> None:
 
 def test_a_path_rule_after_the_mount_rule_hears_of_path_loss_of_other_namespaces() -> None:
     change, snap = _lost("scratch")
-    plan = decide(change, snap, POLICY)  # type: ignore[arg-type]
+    plan = decide(change, snap, POLICY)
     assert plan.rule == "gone"
     assert [a.argv for a in plan.actions if isinstance(a, ExecSpec)] == [
         ("/usr/bin/alarm", "1", "1")
@@ -126,7 +126,7 @@ def test_a_path_rule_after_the_mount_rule_hears_of_path_loss_of_other_namespaces
 
 def test_an_ignore_rule_stops_path_changes_too() -> None:
     change, snap = _lost("system-root")
-    plan = decide(change, snap, POLICY)  # type: ignore[arg-type]
+    plan = decide(change, snap, POLICY)
     assert plan.rule == "keep-off" and plan.actions == ()
 
 
@@ -207,7 +207,7 @@ def test_decide_refuses_a_mount_or_unmount_in_a_path_hook_of_an_unchecked_policy
         rule = Rule(index=0, name="sneaky", on_add=(mount,), on_path_lost=(hook, bad))
         policy = Policy(rules=(rule,))
         change, snap = _lost()
-        plan = decide(change, snap, policy)  # type: ignore[arg-type]
+        plan = decide(change, snap, policy)
         assert plan.actions == (), plan.actions
         assert f"{REFUSED}rules[0] 'sneaky' on_path_lost[1]: {bad.kind} is not allowed there" in (
             plan.explanation
@@ -219,16 +219,16 @@ def test_a_template_that_cannot_render_refuses_a_path_plan() -> None:
         "version: 1\nrules:\n  - on_path_lost: [{systemd: {stop: 'x@{label}{label}.service'}}]\n"
     )
     change, snap = _lost("é" * 40)  # each é escapes to 8 bytes: past 255 for a unit name
-    plan = decide(change, snap, policy)  # type: ignore[arg-type]
+    plan = decide(change, snap, policy)
     assert plan.actions == () and any(line.startswith(REFUSED) for line in plan.explanation)
 
 
 # --- matching ----------------------------------------------------------------------------
 
 
-def _match(condition: str, ns: object) -> bool:
+def _match(condition: str, ns: Namespace) -> bool:
     policy = load_policy_text(f"version: 1\nrules:\n  - match: {condition}\n")
-    return decide(added(ns), topology(ns), policy).rule is not None  # type: ignore[arg-type]
+    return decide(added(ns), topology(ns), policy).rule is not None
 
 
 MIXED = (
@@ -259,8 +259,8 @@ MIXED = (
         ("{any: [{paths_min: 5}, {transport: rdma}]}", MIXED, True),
     ],
 )
-def test_path_conditions(condition: str, paths: tuple[object, ...], holds: bool) -> None:
-    ns = namespace(1, label="x", paths=paths)  # type: ignore[arg-type]
+def test_path_conditions(condition: str, paths: tuple[NamespacePath, ...], holds: bool) -> None:
+    ns = namespace(1, label="x", paths=paths)
     assert _match(condition, ns) is holds
 
 
@@ -350,8 +350,10 @@ def test_the_daemon_runs_path_hooks_and_keeps_the_mount(bed_support: None) -> No
     plans = {r["change"]: r for r in records if r["type"] == "plan"}
     assert plans["path-added"]["rule"] == "back"
     assert plans["path-lost"]["rule"] == "vol"
-    (hook,) = plans["path-lost"]["actions"]  # type: ignore[misc]
-    assert hook["kind"] == "exec"
+    actions = plans["path-lost"]["actions"]
+    assert isinstance(actions, list)
+    (hook,) = actions
+    assert isinstance(hook, dict) and hook["kind"] == "exec"
     assert hook["argv"] == ["/bin/true", "/run/media/nvme-agent/vol", "nvme0", "1"]
     results = [(r["change"], r["action"]) for r in records if r["type"] == "action-result"]
     assert ("path-lost", "exec") in results and ("path-added", "exec") in results

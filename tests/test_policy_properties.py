@@ -3,6 +3,7 @@ name, and neither decide() nor the loader raises anything but PolicyError."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +19,7 @@ from nvme_agent.policy.plan import (
     SystemdSpec,
     UnmountSpec,
 )
+from nvme_agent.policy.spec import ExecAction
 from nvme_agent.policy.templates import PATH_FIELDS, check_unit_name
 from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import (
@@ -118,7 +120,7 @@ def devices(draw: st.DrawFn) -> tuple[Namespace, Partition | None]:
         )
         for _ in range(draw(st.integers(0, 3)))
     )
-    ns = Namespace(**{**{f: getattr(ns, f) for f in ns.__slots__}, "paths": paths})  # type: ignore[attr-defined]
+    ns = dataclasses.replace(ns, paths=paths)
     part = None
     if draw(st.booleans()):
         part = partition(ns.name, draw(st.integers(1, 128)), label=draw(hostile))
@@ -145,7 +147,7 @@ def changes(ns: Namespace, part: Partition | None, kind: str) -> Change:
     if kind in PATH_KINDS:
         gone = ns.paths[0] if ns.paths else NamespacePath(controller="nvme9", address="\x00-x")
         return Change(PATH_KINDS[kind], namespace=ns, previous=ns, path=gone)
-    blank = Namespace(**{**{f: getattr(ns, f) for f in ns.__slots__}, "fs": None})  # type: ignore[attr-defined]
+    blank = dataclasses.replace(ns, fs=None)
     return Change(ChangeType.NAMESPACE_CHANGED, namespace=ns, previous=blank)
 
 
@@ -177,7 +179,9 @@ def test_decide_never_escapes(
         return
     rule = policy.rules[0]
     path_change = kind in PATH_KINDS
-    argv_tpl = (rule.on_path_lost if path_change else rule.on_add)[0 if path_change else 1].argv  # type: ignore[union-attr]
+    hook = (rule.on_path_lost if path_change else rule.on_add)[0 if path_change else 1]
+    assert isinstance(hook, ExecAction)
+    argv_tpl = hook.argv
     if path_change:  # hooks only: a path change never mounts, unmounts or grows
         assert not [a for a in plan.actions if isinstance(a, MountSpec | UnmountSpec | GrowSpec)]
     for action in plan.actions:

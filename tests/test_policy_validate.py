@@ -519,7 +519,8 @@ def test_shipped_policies_load_cleanly() -> None:
 def test_example_uses_every_feature() -> None:
     """examples/policy.yaml shows every key of the language (from the spec's tables)."""
     text = EXAMPLE.read_text()
-    for cls in (Policy, Defaults, Timeouts, Rule, Match, *ACTION_TYPES):
+    sections: tuple[type, ...] = (Policy, Defaults, Timeouts, Rule, Match, *ACTION_TYPES)
+    for cls in sections:
         for name in key_names(cls):
             assert re.search(rf"\b{name}:", text), (cls.__name__, name)
     for cls in ACTION_TYPES:

@@ -167,8 +167,8 @@ GOOD = (
 #: Lines replay cannot understand anywhere: no '=', not a comment, an event or the preamble.
 garbage = st.text(
     alphabet=st.characters(
-        blacklist_categories=("Cs",),
-        blacklist_characters="=\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
+        exclude_categories=["Cs"],
+        exclude_characters="=\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
     ),
     min_size=1,
     max_size=40,
@@ -199,8 +199,8 @@ def test_every_line_not_understood_is_named(inserts: list[tuple[int, str]]) -> N
     text = "\n".join(lines)
     _events, notes = read_capture(text)
     noted = {n.line for n in notes}
-    junk = {j for _, j in inserts}
-    junk_lines = {i for i, line in enumerate(text.splitlines(), 1) if line in junk}
+    inserted = {j for _, j in inserts}
+    junk_lines = {i for i, line in enumerate(text.splitlines(), 1) if line in inserted}
     assert junk_lines <= noted, (junk_lines - noted, notes)
 
 

@@ -15,7 +15,7 @@ from nvme_agent.actions import messages
 from nvme_agent.actions.guard import Guard
 from nvme_agent.actions.ledger import MountLedger
 from nvme_agent.actions.runner import ActionRunner
-from nvme_agent.policy.plan import ActionResult, ExecSpec, Plan, Status, UnmountSpec
+from nvme_agent.policy.plan import ActionResult, ActionSpec, ExecSpec, Plan, Status, UnmountSpec
 from nvme_agent.topology.changes import ChangeType
 
 ADD, REMOVED = ChangeType.NAMESPACE_ADDED, ChangeType.NAMESPACE_REMOVED
@@ -61,12 +61,12 @@ def touch(path: Path) -> ExecSpec:
     return ExecSpec(argv=("sh", "-c", 'echo "$NVME_NSID" >> "$1"', "touch", str(path)))
 
 
-def plan(key: str, kind: ChangeType, *actions: object, nsid: int = 1) -> Plan:
+def plan(key: str, kind: ChangeType, *actions: ActionSpec, nsid: int = 1) -> Plan:
     return Plan(
         change=change(kind, nsid),
         key=key,
         rule="test-rule",
-        actions=tuple(actions),  # type: ignore[arg-type]
+        actions=tuple(actions),
         env=(("NVME_NSID", str(nsid)),),
     )
 
@@ -249,13 +249,14 @@ def test_outcomes_are_logged_with_message_ids_and_errors(
     recs = [
         r for r in caplog.records if r.name == "nvme_agent.actions" and hasattr(r, "MESSAGE_ID")
     ]
-    assert [r.MESSAGE_ID for r in recs] == [  # type: ignore[attr-defined]
+    assert [r.MESSAGE_ID for r in recs] == [
         messages.ACTION_OK,
         messages.ACTION_FAILED,
         messages.ACTION_SKIPPED,
     ]
     assert recs[1].levelno == logging.ERROR and "exited 1" in recs[1].getMessage()
-    assert recs[1].NVME_NSID == "1" and recs[1].NVME_ACTION == "exec"  # type: ignore[attr-defined]
+    fields = vars(recs[1])  # the journal fields, set as attributes of the record
+    assert fields["NVME_NSID"] == "1" and fields["NVME_ACTION"] == "exec"
 
 
 def test_on_result_errors_do_not_break_the_runner(tmp_path: Path) -> None:

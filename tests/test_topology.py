@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nvme_agent.topology.changes import ChangeType
+from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import Properties
 from nvme_agent.topology.records import DeviceRecord
 from nvme_agent.topology.tracker import Topology, diff_snapshots
@@ -61,7 +61,7 @@ def part(action: str, disk_name: str, n: int, fs: str | None = "ext4") -> Device
     return DeviceRecord.build(action, f"{CTRL}/{disk_name}/{name}", "block", props)
 
 
-def types(changes: list) -> list[tuple[str, int | None]]:  # type: ignore[type-arg]
+def types(changes: list[Change]) -> list[tuple[str, int | None]]:
     return [(c.type.value, c.nsid) for c in changes]
 
 

@@ -66,9 +66,13 @@ MOUNT_NAMESPACE_OPTIONS = (
 )
 
 
-def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
+#: A parsed unit file: section name -> its (key, value) entries.
+Sections = dict[str, list[tuple[str, str]]]
+
+
+def parse_unit(text: str) -> Sections:
     """Sections of a unit file as ordered (key, value) lists (keys may repeat)."""
-    sections: dict[str, list[tuple[str, str]]] = {}
+    sections: Sections = {}
     current: list[tuple[str, str]] | None = None
     for raw in text.splitlines():
         line = raw.strip()
@@ -83,18 +87,18 @@ def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
     return sections
 
 
-def values(unit: dict[str, list[tuple[str, str]]], section: str, key: str) -> list[str]:
+def values(unit: Sections, section: str, key: str) -> list[str]:
     return [v for k, v in unit.get(section, []) if k == key]
 
 
-def one(unit: dict[str, list[tuple[str, str]]], section: str, key: str) -> str:
+def one(unit: Sections, section: str, key: str) -> str:
     found = values(unit, section, key)
     assert len(found) == 1, f"[{section}] {key}= appears {len(found)} times"
     return found[0]
 
 
 @pytest.fixture(scope="module")
-def unit() -> dict[str, list[tuple[str, str]]]:
+def unit() -> Sections:
     return parse_unit(UNIT.read_text())
 
 
@@ -179,7 +183,7 @@ def test_security_exposure_and_no_mount_namespace(unit_root: Path) -> None:
 # --- the unit's contents -------------------------------------------------------------------
 
 
-def test_unit_runs_and_reloads_through_existing_subcommands(unit: dict) -> None:
+def test_unit_runs_and_reloads_through_existing_subcommands(unit: Sections) -> None:
     subcommands = {sub.path[-1] for sub in describe(build_parser()).subcommands}
     for key in ("ExecStart", "ExecReload"):
         argv = shlex.split(one(unit, "Service", key))
@@ -188,7 +192,7 @@ def test_unit_runs_and_reloads_through_existing_subcommands(unit: dict) -> None:
     assert shlex.split(one(unit, "Service", "ExecReload"))[1] == "reload"
 
 
-def test_unit_service_settings(unit: dict) -> None:
+def test_unit_service_settings(unit: Sections) -> None:
     assert one(unit, "Service", "Type") == "notify"
     assert one(unit, "Service", "Restart") == "on-failure"
     assert one(unit, "Service", "WatchdogSec") not in ("", "0", "infinity")
@@ -202,7 +206,7 @@ def test_unit_service_settings(unit: dict) -> None:
     assert one(unit, "Install", "WantedBy") == "multi-user.target"
 
 
-def test_stop_signals_the_daemon_alone_so_it_can_drain(unit: dict) -> None:
+def test_stop_signals_the_daemon_alone_so_it_can_drain(unit: Sections) -> None:
     """KillMode=mixed: SIGTERM to the main process only; hooks, fsck and mount(8) that are
     still running get SIGKILL only after the daemon exited (its drain is bounded by
     --drain-timeout, which must fit in TimeoutStopSec=)."""
@@ -226,19 +230,19 @@ def test_security_threshold_control(unit_root: Path) -> None:
     assert guard.returncode != 0
 
 
-def test_unit_has_no_mount_namespace_option(unit: dict) -> None:
+def test_unit_has_no_mount_namespace_option(unit: Sections) -> None:
     keys = {k for entries in unit.values() for k, _ in entries}
     assert not keys & set(MOUNT_NAMESPACE_OPTIONS)
 
 
-def test_capabilities_cover_mounting_and_exclude_modules(unit: dict) -> None:
+def test_capabilities_cover_mounting_and_exclude_modules(unit: Sections) -> None:
     caps = set(one(unit, "Service", "CapabilityBoundingSet").split())
     assert {"CAP_SYS_ADMIN", "CAP_KILL", "CAP_CHOWN", "CAP_SETUID", "CAP_SETGID"} <= caps
     assert not caps & {"CAP_SYS_MODULE", "CAP_SYS_BOOT", "CAP_SYS_RAWIO", "CAP_SYS_TIME"}
     assert not any(c.startswith("~") for c in caps), "an allow list, not a deny list"
 
 
-def test_unit_leaves_runtime_and_state_dirs_to_tmpfiles(unit: dict) -> None:
+def test_unit_leaves_runtime_and_state_dirs_to_tmpfiles(unit: Sections) -> None:
     # RuntimeDirectory=/StateDirectory= would chown them to root:root at every start.
     keys = {k for k, _ in unit["Service"]}
     assert not keys & {"RuntimeDirectory", "StateDirectory", "User", "Group"}
@@ -312,7 +316,7 @@ def test_sysusers_group_is_the_one_the_control_socket_uses() -> None:
 # --- the capability set is enough (and each of these capabilities is needed) --------------
 
 
-def unit_caps(unit: dict[str, list[tuple[str, str]]]) -> list[str]:
+def unit_caps(unit: Sections) -> list[str]:
     return [
         c.lower().removeprefix("cap_")
         for c in one(unit, "Service", "CapabilityBoundingSet").split()
@@ -372,13 +376,17 @@ def holder_run(caps: list[str], tmp_path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
 
 
-def test_unit_capabilities_find_other_users_holders_and_mount(unit: dict, tmp_path: Path) -> None:
+def test_unit_capabilities_find_other_users_holders_and_mount(
+    unit: Sections, tmp_path: Path
+) -> None:
     out = holder_run(unit_caps(unit), tmp_path)
     assert out["holder"] in out["found"].split(","), out
     assert out["mount"] == "ok"
 
 
-def test_without_ptrace_and_sys_admin_the_agent_would_be_blind(unit: dict, tmp_path: Path) -> None:
+def test_without_ptrace_and_sys_admin_the_agent_would_be_blind(
+    unit: Sections, tmp_path: Path
+) -> None:
     """Control: CAP_SYS_PTRACE and CAP_SYS_ADMIN in the unit are what make the above work."""
     caps = [c for c in unit_caps(unit) if c not in ("sys_ptrace", "sys_admin")]
     out = holder_run(caps, tmp_path)

@@ -430,8 +430,16 @@ def snapshot(steps: list[tuple[list[str], list[str]]], settle: float) -> dict[st
     return result
 
 
-CTRL_ATTRIBUTES = ("state", "serial", "model", "firmware_rev", "subsysnqn", "cntlid")
-CTRL_ATTRIBUTES += ("transport", "address")
+CTRL_ATTRIBUTES = (
+    "state",
+    "serial",
+    "model",
+    "firmware_rev",
+    "subsysnqn",
+    "cntlid",
+    "transport",
+    "address",
+)
 
 
 def ctrl_attributes(name: str) -> dict[str, str]:
@@ -462,13 +470,13 @@ def tcp_gate(listen: int, target: int, release: str) -> int:
 
     Runs as a transient service (``systemd-run -p Type=notify``): READY=1 once listening.
     """
-    from systemd import daemon
+    from systemd.daemon import notify
 
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", listen))
     server.listen(16)
-    daemon.notify("READY=1")
+    notify("READY=1")
     first = True
     while True:
         conn, _ = server.accept()

@@ -262,9 +262,9 @@ def prune_cache(cache: Path, keep: Path, max_age_days: float = PRUNE_AFTER_DAYS)
     return removed
 
 
-def _run(step: str, argv: list[str], **kwargs: object) -> None:
+def _run(step: str, argv: list[str]) -> None:
     log.info("guest image: %s: %s", step, " ".join(argv))
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-4000:]
         raise ImageBuildError(f"{step} failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from nvme_agent.harness.agent import AgentProcess, EventFeed
 
@@ -96,7 +96,7 @@ class Agent:
     def proc(self) -> subprocess.Popen[bytes] | None:
         return self.process.proc
 
-    def start(self) -> Agent:
+    def start(self) -> Self:
         workdir_sock = self.workdir / "notify.sock"
         if workdir_sock.exists():  # left by a killed predecessor
             workdir_sock.unlink()

@@ -130,6 +130,12 @@ def journal_mounts(catcher: JournalCatcher | None, *more: list[str]) -> list[lis
     return steps + list(more)
 
 
+class FaultAgent(Agent):
+    """An :class:`Agent` whose daemon runs as a :class:`FaultProcess`."""
+
+    process: FaultProcess
+
+
 def fault_agent(
     policy: Path,
     workdir: Path,
@@ -138,8 +144,8 @@ def fault_agent(
     *,
     preload: str = "",
     extra: tuple[str, ...] = (),
-) -> Agent:
-    agent = Agent(policy, workdir, env, dry_run=False)
+) -> FaultAgent:
+    agent = FaultAgent(policy, workdir, env, dry_run=False)
     agent.process = FaultProcess(
         policy,
         env,

@@ -23,7 +23,7 @@ import threading
 from fusepy import FUSE, FuseOSError, Operations  # Debian's python3-fusepy
 
 
-class Disk(Operations):  # type: ignore[misc]
+class Disk(Operations):  # type: ignore[misc]  # fusepy has no types: Operations is Any
     def __init__(self, image: str) -> None:
         self.fd = os.open(image, os.O_RDWR)
         self.size = os.fstat(self.fd).st_size

@@ -603,8 +603,8 @@ class Storm:
     def _check_hooks(self) -> None:
         runs: dict[str, list[str]] = {}
         for line in self.hook_log.read_text().splitlines():
-            event, nqn, nsid, partn, uuid, reason = line.split("|", 5)
-            runs.setdefault(f"{event}|{nqn}|{nsid}|{partn}|{uuid}", []).append(reason)
+            event, nqn, ns, partn, uuid, reason = line.split("|", 5)
+            runs.setdefault(f"{event}|{nqn}|{ns}|{partn}|{uuid}", []).append(reason)
         self.figures.hook_runs = sum(len(v) for v in runs.values())
         for what, reasons in runs.items():
             again = [r for r in reasons[1:] if not any(x in r for x in RERUN_REASONS)]

@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from nvme_agent.cli.main import main
 from nvme_agent.service import daemon as daemon_module
@@ -58,5 +59,8 @@ class OverrunIntake(UdevIntake):
 
 
 if __name__ == "__main__":
-    daemon_module.UdevIntake = OverrunIntake  # type: ignore[misc]
-    sys.exit(main(sys.argv[1:]))
+    # The daemon makes its intake through the name it imported; patch.object fails loudly if
+    # that name goes away, where an assignment would add one nobody uses.
+    with mock.patch.object(daemon_module, "UdevIntake", OverrunIntake):
+        code = main(sys.argv[1:])
+    sys.exit(code)
