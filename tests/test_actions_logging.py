@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.journald import parse_native
 
 from nvme_agent.actions import messages
 from nvme_agent.cli import main as cli
@@ -70,25 +71,6 @@ CHILD = textwrap.dedent(
         sys.stdout.buffer.write(struct.pack("<Q", len(data)) + data)
     """
 )
-
-
-def parse_native(data: bytes) -> dict[str, bytes]:
-    """journald's native protocol: ``KEY=value\\n``, or ``KEY\\n`` + le64 length + value."""
-    fields: dict[str, bytes] = {}
-    i = 0
-    while i < len(data):
-        nl = data.index(b"\n", i)
-        line = data[i:nl]
-        if b"=" in line:
-            key, _, value = line.partition(b"=")
-            i = nl + 1
-        else:
-            key = line
-            (size,) = struct.unpack("<Q", data[nl + 1 : nl + 9])
-            value = data[nl + 9 : nl + 9 + size]
-            i = nl + 9 + size + 1
-        fields[key.decode()] = value
-    return fields
 
 
 def run_child(

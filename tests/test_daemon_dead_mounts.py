@@ -21,20 +21,16 @@ from typing import Any
 
 import pytest
 from support.daemon import Agent, is_result, is_type, real_mount_root
+from support.marks import bed_as_root
 
 from nvme_agent.actions import mountinfo
 from nvme_agent.cli.scenarios import bundled
-from nvme_agent.harness.bed import Bed, unavailable_reason
+from nvme_agent.harness.bed import Bed
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
 from nvme_agent.harness.real import RealBacking
 from nvme_agent.harness.scenario import load_scenario
 
-pytestmark = [
-    pytest.mark.umockdev,
-    pytest.mark.root,
-    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
-    pytest.mark.skipif(os.geteuid() != 0, reason="real mounts need root"),
-]
+pytestmark = bed_as_root()
 
 POLICY = """\
 version: 1

@@ -16,20 +16,16 @@ from typing import Any
 import psutil
 import pytest
 from support.daemon import Agent, is_result, real_mount_root
+from support.marks import bed_as_root
 
 from nvme_agent.actions import mountinfo
-from nvme_agent.harness.bed import Bed, unavailable_reason
+from nvme_agent.harness.bed import Bed
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
 from nvme_agent.harness.real import RealBacking
 from nvme_agent.outputs.state import History, StateFile
 from nvme_agent.service.persist import merge
 
-pytestmark = [
-    pytest.mark.umockdev,
-    pytest.mark.root,
-    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
-    pytest.mark.skipif(os.geteuid() != 0, reason="real mounts need root"),
-]
+pytestmark = bed_as_root()
 
 POLICY = """\
 version: 1

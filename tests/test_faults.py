@@ -29,20 +29,16 @@ from support.faults import (
     journal_mounts,
     slow_disk,
 )
+from support.marks import bed_as_root
 
 from nvme_agent.actions import messages
 from nvme_agent.harness.agent import AgentError
-from nvme_agent.harness.bed import Bed, unavailable_reason
+from nvme_agent.harness.bed import Bed
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
 from nvme_agent.outputs.journal import MSG_POLICY_RELOAD_FAILED
 
 __all__ = ["loops"]  # the fixture, re-exported for pytest
-pytestmark = [
-    pytest.mark.umockdev,
-    pytest.mark.root,
-    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
-    pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces, loop devices: root only"),
-]
+pytestmark = bed_as_root("mount namespaces, loop devices: root only")
 
 POLICY = """\
 version: 1
@@ -251,8 +247,16 @@ def _processes(token: str) -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"]) if token in (p.info["cmdline"] or [])]
 
 
+def _sleep_token(seconds: int) -> str:
+    """A ``sleep`` argument no other run of this test on the machine uses (GNU sleep takes
+    fractions), so counting the processes that carry it counts only ours."""
+    return f"{seconds}.{os.getpid()}"
+
+
 def test_a_hook_that_hangs_is_killed_with_its_group(rig: Rig) -> None:
-    rig.write_policy(HOOK_RULE.replace("@ARGV@", '[/bin/sh, -c, "sleep 1001 & sleep 1001"]'))
+    token = _sleep_token(1001)
+    argv = f'[/bin/sh, -c, "sleep {token} & sleep {token}"]'
+    rig.write_policy(HOOK_RULE.replace("@ARGV@", argv))
     agent = rig.agent()
     try:
         rig.add(4, label="hook-hangs")
@@ -262,7 +266,7 @@ def test_a_hook_that_hangs_is_killed_with_its_group(rig: Rig) -> None:
         rig.still_serving(agent)
         [entry] = rig.failed("exec", 4)
         assert "timed out" in entry["MESSAGE"]
-        assert _processes("1001") == []  # the hook's whole group is gone
+        assert _processes(token) == []  # the hook's whole group is gone
     finally:
         assert agent.stop() == 0
 
@@ -285,7 +289,8 @@ def test_a_hook_that_exits_non_zero(rig: Rig) -> None:
 
 def test_a_hook_that_forks_a_daemon_child(rig: Rig) -> None:
     # The child keeps the hook's stdout open and outlives it, like a careless "cmd &".
-    argv = '[/bin/sh, -c, "sleep 1003 & echo started"]'
+    token = _sleep_token(1003)
+    argv = f'[/bin/sh, -c, "sleep {token} & echo started"]'
     rig.write_policy(HOOK_RULE.replace("@ARGV@", argv))
     agent = rig.agent()
     assert agent.proc is not None
@@ -302,11 +307,11 @@ def test_a_hook_that_forks_a_daemon_child(rig: Rig) -> None:
         rig.still_serving(agent)
         lingering = rig.journal.matching(lambda e: "left processes" in e.get("MESSAGE", ""))
         assert len(lingering) == 4  # once per hook run, naming it
-        assert len(_processes("1003")) == 4  # the children live on: not ours to kill
+        assert len(_processes(token)) == 4  # the children live on: not ours to kill
         assert threads[-1] <= threads[0], threads  # but nothing of ours waits on them
     finally:
         assert agent.stop() == 0
-        for proc in _processes("1003"):
+        for proc in _processes(token):
             proc.kill()
 
 

@@ -13,16 +13,10 @@ import os
 from pathlib import Path
 
 import pytest
+from support.marks import bed_as_root
 from support.storm import StormSpec, counts, schedule, storm_rig, write_figures
 
-from nvme_agent.harness.bed import unavailable_reason
-
-pytestmark = [
-    pytest.mark.umockdev,
-    pytest.mark.root,
-    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
-    pytest.mark.skipif(os.geteuid() != 0, reason="real mounts need root"),
-]
+pytestmark = bed_as_root()
 
 #: The storm of ``make test``: a few minutes on a 2-core machine.
 SHORT = StormSpec(seed=1616, steps=240, reloads=4, broken=2, kills=1, overruns=1, checkpoints=4)

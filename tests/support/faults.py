@@ -10,7 +10,6 @@ import json
 import select
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -21,29 +20,15 @@ from typing import IO, Any
 
 from nvme_agent.harness.agent import AgentProcess
 from support.daemon import Agent
+from support.journald import parse_native as native_fields
 
 Entry = dict[str, str]
 HERE = Path(__file__).resolve().parent
 
 
 def parse_native(data: bytes) -> Entry:
-    """One datagram of journald's native protocol: ``KEY=value\\n`` or, for a value with
-    newlines, ``KEY\\n`` + little-endian 64-bit length + value + ``\\n``."""
-    entry: Entry = {}
-    i = 0
-    while i < len(data):
-        nl = data.index(b"\n", i)
-        line = data[i:nl]
-        if b"=" in line:
-            key, _, value = line.partition(b"=")
-            i = nl + 1
-        else:
-            key = line
-            (size,) = struct.unpack("<Q", data[nl + 1 : nl + 9])
-            value = data[nl + 9 : nl + 9 + size]
-            i = nl + 9 + size + 1
-        entry[key.decode()] = value.decode("utf-8", "replace")
-    return entry
+    """One journald datagram, its values as text."""
+    return {k: v.decode("utf-8", "replace") for k, v in native_fields(data).items()}
 
 
 class JournalCatcher:
