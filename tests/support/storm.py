@@ -428,7 +428,12 @@ class Storm:
         self.start()
         self.history_mark = self._history()[-3:]
         for self.op_index, op in enumerate(ops):
-            getattr(self, "_" + op.kind)(op)
+            try:
+                getattr(self, "_" + op.kind)(op)
+            except StormError:
+                raise
+            except Exception as exc:  # the bed, a timeout...: still named by seed and op
+                raise self.fail(f"{op.kind}: {type(exc).__name__}: {exc}") from exc
         self._checkpoint(Op("checkpoint"))
         self.figures.seconds = round(time.monotonic() - started, 1)
         return self.figures
