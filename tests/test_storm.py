@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support.storm import StormSpec, counts, schedule, storm_rig, write_figures
+from support.storm import SHORT, SOAK, StormSpec, counts, schedule, storm_rig, write_figures
 
 from nvme_agent.harness.bed import unavailable_reason
 
@@ -24,10 +24,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="real mounts need root"),
 ]
 
-#: The storm of ``make test``: a few minutes on a 2-core machine.
-SHORT = StormSpec(seed=1616, steps=240, reloads=4, broken=2, kills=1, overruns=1, checkpoints=4)
-#: The storm of ``make soak`` (issue 16's numbers).
-SOAK = StormSpec(seed=16, steps=10_000, reloads=20, broken=6, kills=5, overruns=2, checkpoints=25)
 SOAK_FIGURES = Path(__file__).resolve().parent.parent / "build" / "soak.json"
 
 

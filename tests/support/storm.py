@@ -137,6 +137,12 @@ class StormSpec:
         )
 
 
+#: The storm of ``make test``: a few minutes on a 2-core machine.
+SHORT = StormSpec(seed=1616, steps=240, reloads=4, broken=2, kills=1, overruns=1, checkpoints=4)
+#: The storm of ``make soak`` (issue 16's numbers).
+SOAK = StormSpec(seed=16, steps=10_000, reloads=20, broken=6, kills=5, overruns=2, checkpoints=25)
+
+
 @dataclass(frozen=True)
 class Step:
     kind: str  # add, remove, hot-swap, resize, change
