@@ -225,12 +225,19 @@ def test_kill_9_then_restart_logs_what_happened_while_down(
         assert again.stop() == 0
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open bug (issue 16 soak, seed 16): the history is appended before the state is "
+    "on disk; see RELIABILITY.md 'Bugs these tests found'",
+)
 def test_a_kill_before_the_state_is_written_records_each_change_once(
     bed: Bed, tmp_path: Path, mnt: Path
 ) -> None:
     """Found by issue 16's soak: a daemon killed after a batch was decided and streamed but
     before its state reached the disk had already appended the batch to the history; the
-    next start, not finding the change in the state, recorded it again."""
+    next start, not finding the change in the state, recorded it again.  (Appending the
+    history after the state instead loses the records of a kill in between: the soak showed
+    that too.  The fix needs the state to carry the batch's records for the next start.)"""
     from support.kill_agent import TRIGGER_ENV
 
     from nvme_agent.harness.agent import AgentProcess

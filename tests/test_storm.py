@@ -27,9 +27,14 @@ pytestmark = [
 SOAK_FIGURES = Path(__file__).resolve().parent.parent / "build" / "soak.json"
 
 
+#: Overrides from the environment: ``STORM_SEED`` replays a failure; ``STORM_STEPS`` and
+#: ``STORM_KILLS`` make a reduced run (RELIABILITY.md says so when its figures are one).
+OVERRIDES = {"STORM_SEED": "seed", "STORM_STEPS": "steps", "STORM_KILLS": "kills"}
+
+
 def _seeded(spec: StormSpec) -> StormSpec:
-    seed = os.environ.get("STORM_SEED")
-    return spec if seed is None else StormSpec(**(spec.__dict__ | {"seed": int(seed)}))
+    given = {f: int(os.environ[v]) for v, f in OVERRIDES.items() if os.environ.get(v)}
+    return StormSpec(**(spec.__dict__ | given))
 
 
 def test_the_schedule_is_a_function_of_the_seed() -> None:

@@ -160,7 +160,6 @@ class Daemon:
         self.state = StateWriter()
         #: Plans decided in this batch, submitted to the runner once the state is on disk.
         self._batch: list[Plan] = []
-        self._recorded: list[dict[str, object]] = []  # the batch's history records
         self.books = Bookkeeping()
         self.applied = AppliedPlans()
         self.metrics = Metrics(time.time())
@@ -376,7 +375,7 @@ class Daemon:
         self.tlog.change(change, summary)
         record = change.to_dict()
         record["time"] = timestamp()
-        self._recorded.append(record)  # appended to the history once the state is on disk
+        self.history.append(record)  # a failing history is logged there, and we go on
         self.events.publish(record)
         if self.books.removal_already_ran(change):
             log.info("nsid %s was ejected before removal: its remove plan already ran", change.nsid)
@@ -456,21 +455,12 @@ class Daemon:
             self._batch.append(plan)
 
     def commit(self, *, checkpoint: bool = False) -> None:
-        """Persist what changed (the whole state with ``checkpoint``), then append the
-        batch's changes to the history, then start the batch's actions: the state is on
-        disk before any of them runs.
-
-        The history comes after the state: a ``kill -9`` before the state is on disk leaves
-        the batch's changes to the next start, which finds them missing from the state and
-        records them once ("while the agent was down"); had they been in the history
-        already, they would have been there twice (found by issue 16's soak)."""
+        """Persist what changed (the whole state with ``checkpoint``), then start the
+        batch's actions: the state is on disk before any of them runs."""
         if checkpoint:
             self._checkpoint()
         else:
             self.persist()
-        records, self._recorded = self._recorded, []
-        for record in records:
-            self.history.append(record)  # a failing history is logged there, and we go on
         plans, self._batch = self._batch, []
         if self.runner is not None:
             for plan in plans:

@@ -459,8 +459,8 @@ def soak_figures(data: dict[str, Any] | None = None) -> str:
     ]
     if spec != SOAK:
         lines.append(
-            f"- **reduced**: {spec.steps:,} steps, not the {SOAK.steps:,} of `make soak` "
-            f"(seed {SOAK.seed}); see below"
+            f"- **reduced**: {spec.describe()}, not `make soak`'s {SOAK.describe()} (see "
+            "the open bug below)"
         )
     lines += ["", *_checkpoint_rows(fig["checkpoints"])]
     return "\n".join(lines)
