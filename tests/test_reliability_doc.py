@@ -126,6 +126,9 @@ def test_each_fault_row_is_asserted_by_its_test(fault: doc.Fault) -> None:
 
 
 def test_the_soak_figures_have_the_soak_s_format() -> None:
+    if not doc.FIGURES.exists():
+        assert doc.NO_SOAK in TEXT and "## Soak attempts" in TEXT
+        pytest.skip("no complete soak yet: RELIABILITY.md says so and lists the attempts")
     data = doc.load_figures()
     assert set(data) == {"spec", "tried", "figures", "machine"}
     spec = StormSpec(**data["spec"])
@@ -144,9 +147,11 @@ def test_the_soak_figures_have_the_soak_s_format() -> None:
 
 
 def test_the_soak_is_issue_16_s_or_says_it_was_reduced() -> None:
+    assert doc.SOAK.steps == 10_000 and doc.SOAK.kills == 5 and doc.SOAK.reloads == 20
+    if not doc.FIGURES.exists():
+        pytest.skip("no complete soak yet")
     spec = StormSpec(**doc.load_figures()["spec"])
     if spec == doc.SOAK:
         assert "**reduced**" not in TEXT
     else:
         assert f"**reduced**: {spec.describe()}, not" in TEXT
-    assert doc.SOAK.steps == 10_000 and doc.SOAK.kills == 5 and doc.SOAK.reloads == 20
