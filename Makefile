@@ -1,6 +1,7 @@
 # nvme-agent developer entry points.  Run as root on Debian 12:
 #   make demo   -> set up, then simulate the bundled hot-swap scenario
 #   make test   -> set up, then lint, type-check and run the whole test suite
+#   make soak   -> the long seeded storm (issue 16), figures in build/soak.json
 SHELL := /bin/bash
 PYTHON ?= /usr/bin/python3
 VENV := .venv
@@ -22,7 +23,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	e2fsprogs xfsprogs util-linux mount psmisc kmod systemd \
 	$(DEB_APT_PACKAGES) groff-base man-db zsh fuse python3-fusepy
 
-.PHONY: setup apt venv demo test lint lint-types unit bench clean
+.PHONY: setup apt venv demo test lint lint-types unit bench soak clean
 
 setup: apt venv
 
@@ -59,7 +60,7 @@ unit: venv
 # real-guest suite (QEMU, about 6 minutes with a warm image cache, 8 cold).  `make unit` is
 # the fast suite alone.
 test: setup lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m 'not soak' $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory e2e
 
 # Benchmarks (issue 13): every figure against a baseline measured in the same run, printed as
@@ -68,6 +69,17 @@ test: setup lint
 # BENCH_ARGS="--only topology,policy" the in-process part alone.
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The soak (issue 16): the real daemon in the umockdev bed under the 10,000-step seeded storm
+# of tests/test_storm.py (SOAK), with real mounts, reloads, kill -9 and overruns; as root.
+# Hours on a busy 2-core machine.  Its figures go to build/soak.json (RELIABILITY.md quotes
+# them: `python -m tests.support.reliability_doc` regenerates that section).  A failure names
+# its seed; STORM_SEED=<seed> make soak replays it.  `make test` never runs it.
+SOAK_FIGURES := build/soak.json
+soak: setup
+	NVME_AGENT_SOAK=1 $(if $(STORM_SEED),STORM_SEED=$(STORM_SEED)) $(BIN)/python -m pytest -q -m soak \
+		-p no:cacheprovider tests/test_storm.py $(PYTEST_ARGS)
+	@echo "soak: figures in $(SOAK_FIGURES)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -297,3 +297,28 @@ def test_readme_lists_every_hook_variable_the_plans_give() -> None:
     text = readme.split("- **Hook environment**", 1)[1].split("the action's `env`", 1)[0]
     listed = set(re.findall(r"`([A-Z][A-Z0-9_]*)`", text))
     assert given == listed
+
+
+def test_stopping_a_finished_output_reader_writes_to_no_other_file() -> None:
+    """Found by the soak (issue 16): every hook run stopped its two output readers after they
+    had finished and closed their wake-up pipes, so ``stop()`` wrote its byte to whatever
+    file another thread had opened under that fd number meanwhile (a state file, a socket,
+    another hook's pipe).  Here the number is taken over on purpose; nothing may reach it."""
+    out_r, out_w = os.pipe()
+    os.close(out_w)  # the hook is done: EOF at once
+    pump = hooks._Pump(os.fdopen(out_r, "rb"), "stdout", "/bin/true", 1, {})
+    pump.start()
+    pump.join(timeout=30)
+    assert not pump.is_alive()
+    victim_r, victim_w = os.pipe()
+    os.set_blocking(victim_r, False)
+    taken = pump._wake_w  # closed by the finished reader; another file gets the number
+    os.dup2(victim_w, taken)
+    try:
+        pump.stop()
+        with pytest.raises(BlockingIOError):
+            stray = os.read(victim_r, 16)
+            pytest.fail(f"stop() wrote {stray!r} into a file that is not its own")
+    finally:
+        for fd in (victim_r, victim_w, taken):
+            os.close(fd)

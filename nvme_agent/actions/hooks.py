@@ -135,12 +135,18 @@ class _Pump(threading.Thread):
         self.truncated = False
         self.tail: list[str] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        # Guards the wake-up pipe: once run() has closed it, its numbers may belong to any
+        # file another thread opens (a state file, a socket), which stop() must not touch.
+        self._wake_lock = threading.Lock()
+        self._wake_open = True
 
     def stop(self) -> None:
         """Stop reading: the hook is done, and what still holds its pipe open (a child it
         left running) must not keep a thread of ours waiting for as long as it lives."""
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        with self._wake_lock:
+            if self._wake_open:
+                with contextlib.suppress(OSError):
+                    os.write(self._wake_w, b"x")
 
     def run(self) -> None:
         fd = self.stream.fileno()
@@ -167,8 +173,10 @@ class _Pump(threading.Thread):
             pass
         finally:
             self.stream.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            with self._wake_lock:
+                self._wake_open = False
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     def _line(self, raw: bytes) -> None:
         if self.logged >= MAX_STREAM_BYTES:

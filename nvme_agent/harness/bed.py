@@ -207,7 +207,18 @@ class Bed:
                     raise BedError(
                         f"bed controller exited with {code}: {self.stderr_tail().strip()}"
                     )
-                reply: dict[str, Any] = json.loads(line)
+                try:
+                    reply: dict[str, Any] = json.loads(line)
+                except ValueError:
+                    # umockdev's own assertions print to stdout, then abort the controller.
+                    try:
+                        status: int | str = self._proc.wait(timeout=10.0)
+                    except subprocess.TimeoutExpired:
+                        status = "still running"
+                    raise BedError(
+                        f"bed controller said {line.strip()!r} ({status}): "
+                        f"{self.stderr_tail().strip()}"
+                    ) from None
                 return reply
 
     def request(

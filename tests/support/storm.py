@@ -137,6 +137,12 @@ class StormSpec:
         )
 
 
+#: The storm of ``make test``: a few minutes on a 2-core machine.
+SHORT = StormSpec(seed=1616, steps=240, reloads=4, broken=2, kills=1, overruns=1, checkpoints=4)
+#: The storm of ``make soak`` (issue 16's numbers).
+SOAK = StormSpec(seed=16, steps=10_000, reloads=20, broken=6, kills=5, overruns=2, checkpoints=25)
+
+
 @dataclass(frozen=True)
 class Step:
     kind: str  # add, remove, hot-swap, resize, change
@@ -403,6 +409,7 @@ class Storm:
         self.restarts = 0
         self.figures = Figures()
         self.op_index = 0
+        self.started = time.monotonic()
 
     # -------------------------------------------------------------- life of the daemon
     def start(self) -> None:
@@ -423,11 +430,16 @@ class Storm:
 
     # -------------------------------------------------------------- operations
     def run(self, ops: list[Op]) -> Figures:
-        started = time.monotonic()
+        self.started = started = time.monotonic()
         self.start()
         self.history_mark = self._history()[-3:]
         for self.op_index, op in enumerate(ops):
-            getattr(self, "_" + op.kind)(op)
+            try:
+                getattr(self, "_" + op.kind)(op)
+            except StormError:
+                raise
+            except Exception as exc:  # the bed, a timeout...: still named by seed and op
+                raise self.fail(f"{op.kind}: {type(exc).__name__}: {exc}") from exc
         self._checkpoint(Op("checkpoint"))
         self.figures.seconds = round(time.monotonic() - started, 1)
         return self.figures
@@ -546,6 +558,7 @@ class Storm:
             "op": self.op_index,
             "namespaces": len(self.present),
             "mounted": len(self.real),
+            "seconds": round(time.monotonic() - self.started, 1),
         }
         self.figures.checkpoints.append(sample)
         self.figures.mounts_max = max(self.figures.mounts_max, len(self.real))
@@ -672,11 +685,33 @@ def storm_rig(tmp_path: Path, spec: StormSpec) -> Iterator[Callable[[], Storm]]:
                 s.stop()
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on (they mean little without it)."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
+    return {
+        "cpus": os.cpu_count() or 0,
+        "cpu": cpu,
+        "mem_mib": int(mem) // 1024,
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+        "load_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def write_figures(path: Path, spec: StormSpec, ops: list[Op], figures: Figures) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "spec": spec.__dict__,
         "tried": dict(counts(ops)),
         "figures": figures.__dict__,
+        "machine": machine(),
     }
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
