@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support import reliability_doc as doc
-from support.storm import Figures, StormSpec, counts, schedule
+from support.storm import SOAK, Figures, StormSpec, counts, schedule
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT = doc.DOC.read_text(encoding="utf-8")
@@ -147,11 +147,11 @@ def test_the_soak_figures_have_the_soak_s_format() -> None:
 
 
 def test_the_soak_is_issue_16_s_or_says_it_was_reduced() -> None:
-    assert doc.SOAK.steps == 10_000 and doc.SOAK.kills == 5 and doc.SOAK.reloads == 20
+    assert SOAK.steps == 10_000 and SOAK.kills == 5 and SOAK.reloads == 20
     if not doc.FIGURES.exists():
         pytest.skip("no complete soak yet")
     spec = StormSpec(**doc.load_figures()["spec"])
-    if spec == doc.SOAK:
+    if spec == SOAK:
         assert "**reduced**" not in TEXT
     else:
         assert f"**reduced**: {spec.describe()}, not" in TEXT

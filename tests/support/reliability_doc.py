@@ -90,7 +90,7 @@ FAULTS: tuple[Fault, ...] = (
         "SIGKILL; the rest of the plan is `skipped`",
         "action-failed",
         "no",
-        ('"timed out after 2s"', 'rig.failed("exec", 4)', '_processes("1001") == []'),
+        ('"timed out after 2s"', 'rig.failed("exec", 4)', '_processes(token) == []'),
     ),
     Fault(
         "a hook that exits non-zero",
@@ -492,14 +492,18 @@ def _block(name: str) -> re.Pattern[str]:
     )
 
 
+def _filled(body: str) -> Callable[[re.Match[str]], str]:
+    """A replacement for :func:`_block`'s match: the block's markers around ``body``."""
+    return lambda m: f"{m.group(1)}{body}\n{m.group(3)}"
+
+
 def update(text: str) -> str:
     """``text`` with every generated block rewritten; a missing block is an error."""
     for name, make in BLOCKS.items():
         pattern = _block(name)
         if pattern.search(text) is None:
             raise ValueError(f"no block <!-- generated: {name} ... --> in {DOC.name}")
-        body = make()
-        text = pattern.sub(lambda m, body=body: f"{m.group(1)}{body}\n{m.group(3)}", text)
+        text = pattern.sub(_filled(make()), text)
     return text
 
 
