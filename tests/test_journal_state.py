@@ -208,3 +208,29 @@ def test_a_state_file_that_is_not_json_is_moved_aside(
         assert not path.exists()
         aside[0].unlink()
     assert len([r for r in caplog.records if "moved aside" in r.getMessage()]) == 3
+
+
+def test_recorded_ids_are_those_of_complete_lines_in_the_newest_files(tmp_path: Path) -> None:
+    hist = History(tmp_path / "history.jsonl", max_bytes=300, backups=2)
+    for n in range(12):  # rotates: the first ids are in history.jsonl.1 and .2
+        assert hist.append({"type": "namespace-added", "nsid": n, "rid": f"r-{n}"})
+    hist.close()
+    newest = {f"r-{n}" for n in range(12)} & hist.recorded_ids(f"r-{n}" for n in range(12))
+    assert "r-11" in newest and "r-10" in newest
+    assert hist.recorded_ids(["r-99"]) == set()
+    # A run killed in the middle of a line: that record is not there; the next append
+    # ends the torn line first, so its own record reads back whole.
+    with open(hist.path, "ab") as fh:
+        fh.write(b'{"nsid": 12, "rid": "r-12", "type": "namespace-a')
+    assert hist.recorded_ids(["r-12"]) == set()
+    assert hist.append({"type": "namespace-added", "nsid": 12, "rid": "r-12"})
+    assert hist.recorded_ids(["r-12"]) == {"r-12"}
+    assert [r["rid"] for r in hist.read()][-1] == "r-12"
+
+
+def test_append_lines_is_one_write_and_nothing_for_none(tmp_path: Path) -> None:
+    hist = History(tmp_path / "history.jsonl")
+    assert hist.append_lines([])
+    assert not hist.path.exists()
+    assert hist.append_lines(['{"rid": "x-1", "type": "a"}', '{"rid": "x-2", "type": "b"}'])
+    assert [r["rid"] for r in hist.read()] == ["x-1", "x-2"]

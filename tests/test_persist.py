@@ -211,3 +211,44 @@ def test_any_sequence_of_batches_reads_back_exactly(
             files.checkpoint(writer.checkpoint(held.books, now, held.generation))
             lines = 0
         assert read_back(files) == expected(held.books, now, held.generation)
+
+
+# ---------------------------------------------------------------------- the batch's history
+def records(*rids: str) -> list[dict[str, Any]]:
+    return [{"type": "namespace-added", "nsid": i, "rid": rid} for i, rid in enumerate(rids)]
+
+
+def rendered(items: list[dict[str, Any]]) -> str:
+    return "[" + ", ".join(json.dumps(r, sort_keys=True) for r in items) + "]"
+
+
+def test_the_last_batchs_records_read_back_from_the_checkpoint_or_a_later_line(
+    tmp_path: Path,
+) -> None:
+    files, writer, books = StateFile(tmp_path / "t.json"), StateWriter(), Bookkeeping()
+    one, two = namespace(1), namespace(2)
+    files.checkpoint(writer.checkpoint(books, snap(one), 1, rendered(records("a-1"))))
+    assert [r["rid"] for r in from_state(read_back(files)).history] == ["a-1"]
+    line = writer.line(books, snap(one, two), 1, rendered(records("a-2", "a-3")))
+    assert line is not None
+    files.append(line)
+    assert [r["rid"] for r in from_state(read_back(files)).history] == ["a-2", "a-3"]
+    handle(books, two)  # a later line without records (a result) keeps the last batch's
+    line = writer.line(books, snap(one, two), 1)
+    assert line is not None and '"history"' not in line
+    files.append(line)
+    assert [r["rid"] for r in from_state(read_back(files)).history] == ["a-2", "a-3"]
+
+
+def test_records_alone_make_a_line() -> None:
+    writer, books = StateWriter(), Bookkeeping()
+    writer.checkpoint(books, snap(), 1)
+    assert writer.line(books, snap(), 1) is None
+    assert writer.line(books, snap(), 1, rendered(records("b-1"))) is not None
+
+
+@pytest.mark.parametrize("bad", [[1], [{"type": "x"}], [{"rid": 5}], {"rid": "x"}])
+def test_saved_records_without_their_id_are_refused(bad: Any) -> None:
+    doc = expected(Bookkeeping(), snap(), 1) | {"history": bad}
+    with pytest.raises(StateError, match="history"):
+        from_state(doc)

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -266,15 +266,39 @@ class History:
 
     def append(self, record: dict[str, Any]) -> bool:
         """Add ``record``; False when it could not be written (logged once per outage)."""
-        line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        return self.append_lines([render_record(record)])
+
+    def append_lines(self, lines: Sequence[str]) -> bool:
+        """Add records rendered by :func:`render_record`, in one write; False when they
+        could not be written (logged once per outage)."""
+        if not lines:
+            return True
         try:
-            self._append(line.encode("utf-8"))
+            self._append("".join(f"{line}\n" for line in lines).encode("utf-8"))
         except OSError as exc:
             self.close()
             self._writes.failed(exc)
             return False
         self._writes.succeeded()
         return True
+
+    def recorded_ids(self, wanted: Iterable[str]) -> set[str]:
+        """Which of the record ids ``wanted`` (``"rid"``) the newest records carry, in
+        complete lines: what a run killed while appending a batch did write.  Reads the
+        current file and the one rotated last, from their ends, a window of ``max_bytes``."""
+        wanted = set(wanted)
+        found: set[str] = set()
+        budget = self.max_bytes
+        for file in (self.path, self.path.with_name(f"{self.path.name}.1")):
+            if not wanted - found or budget <= 0:
+                break
+            data = _tail(file, budget)
+            budget -= len(data)
+            for line in data.split(b"\n")[:-1]:  # the last piece has no newline yet
+                rid = _rid(line)
+                if rid is not None and rid in wanted:
+                    found.add(rid)
+        return found
 
     def _append(self, data: bytes) -> None:
         fd, size = self._open()
@@ -296,11 +320,16 @@ class History:
             return self._fd, st.st_size
         self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         fd = os.open(self.path, flags, 0o640)
         st = os.fstat(fd)
+        size = st.st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # A run killed in the middle of a line: end that line, or the next record
+            # would be glued to it and both lost to a reader.
+            size += os.write(fd, b"\n")
         self._fd, self._ident = fd, (st.st_dev, st.st_ino)
-        return fd, st.st_size
+        return fd, size
 
     def close(self) -> None:
         """Close the file (the next append opens it again)."""
@@ -326,6 +355,39 @@ class History:
         files.append(self.path)
         for file in files:
             yield from _records(file)
+
+
+def render_record(record: dict[str, Any]) -> str:
+    """A history record as its line (without the newline)."""
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+_RID = b'"rid": "'
+
+
+def _rid(line: bytes) -> str | None:
+    """The ``"rid"`` of a complete record line (one that ends its object), else None."""
+    start = line.find(_RID)
+    if start < 0 or not line.rstrip().endswith(b"}"):
+        return None
+    start += len(_RID)
+    end = line.find(b'"', start)
+    return line[start:end].decode("ascii", "replace") if end > 0 else None
+
+
+def _tail(file: Path, limit: int) -> bytes:
+    """The last ``limit`` bytes of ``file`` from a line start (empty when it is missing)."""
+    try:
+        with open(file, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            start = max(0, size - limit)
+            fh.seek(start)
+            data = fh.read(limit)
+    except OSError:
+        return b""
+    if start:
+        data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+    return data
 
 
 def _records(file: Path) -> Iterator[dict[str, Any]]:

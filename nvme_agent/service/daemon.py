@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.runner import ActionRunner
@@ -50,7 +53,13 @@ from nvme_agent.outputs.journal import (
 )
 from nvme_agent.outputs.metrics import Metrics
 from nvme_agent.outputs.notify import Notifier
-from nvme_agent.outputs.state import FailureLog, History, StateFile, write_text_atomic
+from nvme_agent.outputs.state import (
+    FailureLog,
+    History,
+    StateFile,
+    render_record,
+    write_text_atomic,
+)
 from nvme_agent.outputs.times import timestamp
 from nvme_agent.policy import REFUSED, Policy, PolicyError, decide, load_policy, load_policy_text
 from nvme_agent.policy.plan import ActionResult, Plan
@@ -160,6 +169,10 @@ class Daemon:
         self.state = StateWriter()
         #: Plans decided in this batch, submitted to the runner once the state is on disk.
         self._batch: list[Plan] = []
+        #: History records of this batch, appended once the state is on disk (with it).
+        self._unrecorded: list[dict[str, Any]] = []
+        run = secrets.token_hex(4)  # record ids unique across runs without a counter on disk
+        self._rids = (f"{run}-{n}" for n in itertools.count(1))
         self.books = Bookkeeping()
         self.applied = AppliedPlans()
         self.metrics = Metrics(time.time())
@@ -298,7 +311,10 @@ class Daemon:
         self.metrics.count("udev_events", n=len(records))
         self.topology.apply_all(records)
         current = self.topology.snapshot()
-        restored = self.books.restore(self._previous_state(), current, self.policy.digest)
+        previous = self._previous_state()
+        if previous is not None:
+            self._record_late(previous.history)
+        restored = self.books.restore(previous, current, self.policy.digest)
         if restored.while_down:
             self.tlog.event(
                 f"{restored.while_down} topology changes happened while the agent was down",
@@ -313,6 +329,23 @@ class Daemon:
         for entry in orphan_mounts(self.ledger.entries(), current, gone):
             self._detach_orphan(entry)
         self.commit(checkpoint=True)
+
+    def _record_late(self, saved: Sequence[dict[str, Any]]) -> None:
+        """Append the last batch's records that a kill kept from the history (its state
+        was written, its history not, or not all of it)."""
+        if not saved:
+            return
+        there = self.history.recorded_ids(r["rid"] for r in saved)
+        late = [r for r in saved if r["rid"] not in there]
+        if not late:
+            return
+        self.history.append_lines([render_record(r) for r in late])
+        self.tlog.event(
+            f"{len(late)} history record(s) of the last batch before the agent stopped were "
+            "missing: recorded now",
+            MSG_RECOVERY,
+            PRIORITY_NOTICE,
+        )
 
     def _previous_state(self) -> SavedState | None:
         data = self.state_file.load()
@@ -375,7 +408,8 @@ class Daemon:
         self.tlog.change(change, summary)
         record = change.to_dict()
         record["time"] = timestamp()
-        self.history.append(record)  # a failing history is logged there, and we go on
+        record["rid"] = next(self._rids)  # the record's identity across a kill
+        self._unrecorded.append(record)  # to the history with the batch's state
         self.events.publish(record)
         if self.books.removal_already_ran(change):
             log.info("nsid %s was ejected before removal: its remove plan already ran", change.nsid)
@@ -455,12 +489,18 @@ class Daemon:
             self._batch.append(plan)
 
     def commit(self, *, checkpoint: bool = False) -> None:
-        """Persist what changed (the whole state with ``checkpoint``), then start the
-        batch's actions: the state is on disk before any of them runs."""
+        """Persist what changed (the whole state with ``checkpoint``) with the batch's
+        history records, append those to the history, then start the batch's actions: the
+        state is on disk before any of them runs (see :mod:`~nvme_agent.service.persist`
+        for why the history comes second)."""
+        lines = [render_record(r) for r in self._unrecorded]
+        self._unrecorded = []
+        history = f"[{', '.join(lines)}]" if lines else ""
         if checkpoint:
-            self._checkpoint()
+            self._checkpoint(history)
         else:
-            self.persist()
+            self.persist(history)
+        self.history.append_lines(lines)  # a failing history is logged there, and we go on
         plans, self._batch = self._batch, []
         if self.runner is not None:
             for plan in plans:
@@ -519,18 +559,20 @@ class Daemon:
         mounted = sum(1 for e in self.ledger.entries() if e.mounted)
         return f"{len(snap.namespaces)} namespaces, {mounted} mounted, {self.failures()} failures"
 
-    def persist(self) -> None:
+    def persist(self, history: str = "") -> None:
         """Append what changed since the last write to the state log (nothing when nothing
-        did); a checkpoint once the log is as large as the last one."""
-        line = self.state.line(self.books, self.topology.snapshot(), self.generation)
+        did), with ``history`` (see :meth:`commit`); a checkpoint once the log is as large
+        as the last one."""
+        snap = self.topology.snapshot()
+        line = self.state.line(self.books, snap, self.generation, history)
         if line is None:
             return
         self.state_file.append(line)
         if self.state_file.log_bytes > max(self.state_file.checkpoint_bytes, MIN_STATE_LOG):
-            self._checkpoint()
+            self._checkpoint(history)
 
-    def _checkpoint(self) -> None:
-        text = self.state.checkpoint(self.books, self.topology.snapshot(), self.generation)
+    def _checkpoint(self, history: str = "") -> None:
+        text = self.state.checkpoint(self.books, self.topology.snapshot(), self.generation, history)
         self.state_file.checkpoint(text)
 
     def _flush_status(self) -> None:

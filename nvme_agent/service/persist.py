@@ -18,7 +18,14 @@ per batch), so the state is kept as
        "handled": [[nqn, nsid, diskseq, digest], ...],  # set
        "unhandled": [[nqn, nsid, diskseq], ...],        # dropped
        "controllers": [...], "ejected": [...],          # whole, when they changed
-       "policy_generation": n}                          # when it changed
+       "policy_generation": n,                          # when it changed
+       "history": [<record>, ...]}                      # the batch's history records
+
+The history is appended after the state line of its batch is on disk, so a ``kill -9`` in
+between leaves records that the state knows and the history does not: the next start appends
+those of the last ``"history"`` whose ``"rid"`` the history's newest lines lack
+(:meth:`~nvme_agent.outputs.state.History.recorded_ids`).  The other order would record a
+change twice, once by the killed run and once as "while the agent was down".
 
 Reading (:func:`merge`) applies the lines of the checkpoint's ``log_id`` in order to the
 checkpoint and yields the document :func:`~nvme_agent.service.recovery.from_state` reads.
@@ -63,8 +70,11 @@ class StateWriter:
         self.log_id = ""
         self._last: _Persisted | None = None
 
-    def checkpoint(self, books: Bookkeeping, snapshot: TopologySnapshot, generation: int) -> str:
-        """The whole state as JSON text, with a fresh ``log_id`` for the lines that follow."""
+    def checkpoint(
+        self, books: Bookkeeping, snapshot: TopologySnapshot, generation: int, history: str = ""
+    ) -> str:
+        """The whole state as JSON text, with a fresh ``log_id`` for the lines that follow
+        (``history``: see :meth:`line`)."""
         self.log_id = secrets.token_hex(8)
         text = books.state_text(snapshot, generation, self.fragments)
         self._last = _Persisted(
@@ -75,18 +85,25 @@ class StateWriter:
             generation=generation,
             controllers=snapshot.controllers,
         )
-        return f'{{"log_id": "{self.log_id}", {text[1:]}'
+        extra = f'"history": {history}, ' if history else ""
+        return f'{{"log_id": "{self.log_id}", {extra}{text[1:]}'
 
-    def line(self, books: Bookkeeping, snapshot: TopologySnapshot, generation: int) -> str | None:
+    def line(
+        self, books: Bookkeeping, snapshot: TopologySnapshot, generation: int, history: str = ""
+    ) -> str | None:
         """One log line with what changed since the last checkpoint or line (None: nothing).
 
-        Costs a look at every namespace's identity (not its contents) when the topology
-        changed, and at every handled entry.
+        ``history``: the batch's history records (a JSON list), which the daemon appends to
+        the history only once this line is on disk; the next start appends those a kill
+        kept from it.  Costs a look at every namespace's identity (not its contents) when
+        the topology changed, and at every handled entry.
         """
         last = self._last
         if last is None:
             raise RuntimeError("a log line needs a checkpoint first")
         parts: list[str] = [f'"log": "{self.log_id}"']
+        if history:
+            parts.append(f'"history": {history}')
         if snapshot is not last.snapshot:
             parts += self._topology(last, snapshot)
         if books.handled != last.handled:
@@ -239,6 +256,6 @@ def _apply(
         handled.pop(_disk(row, 3, "unhandled"), None)
     if "controllers" in line:
         topology["controllers"] = line["controllers"]
-    for name in ("ejected", "policy_generation"):
+    for name in ("ejected", "policy_generation", "history"):
         if name in line:
             doc[name] = line[name]

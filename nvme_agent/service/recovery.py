@@ -79,6 +79,9 @@ class SavedState:
     handled: tuple[tuple[DiskKey, str], ...] = ()
     ejected: tuple[DiskKey, ...] = ()
     policy_generation: int = 1
+    #: The history records of the last batch whose state was written (each with its
+    #: ``"rid"``): the history may lack them (see :mod:`~nvme_agent.service.persist`).
+    history: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +309,15 @@ def from_state(data: object) -> SavedState:
         handled=tuple(_handled(data.get("handled", []))),
         ejected=tuple(_disk_key(item, 3, "ejected")[0] for item in _list(data, "ejected")),
         policy_generation=generation,
+        history=tuple(_history(_list(data, "history"))),
     )
+
+
+def _history(items: list[Any]) -> Iterable[dict[str, Any]]:
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("rid"), str):
+            raise StateError(f'"history": {item!r:.100} is not a record with a "rid"')
+        yield item
 
 
 def _list(data: Mapping[str, Any], name: str) -> list[Any]:

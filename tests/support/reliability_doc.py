@@ -90,7 +90,7 @@ FAULTS: tuple[Fault, ...] = (
         "SIGKILL; the rest of the plan is `skipped`",
         "action-failed",
         "no",
-        ('"timed out after 2s"', 'rig.failed("exec", 4)', '_processes(token) == []'),
+        ('"timed out after 2s"', 'rig.failed("exec", 4)', "_processes(token) == []"),
     ),
     Fault(
         "a hook that exits non-zero",
@@ -471,7 +471,7 @@ def soak_figures(data: dict[str, Any] | None = None) -> str:
     if spec != SOAK:
         lines.append(
             f"- **reduced**: {spec.describe()}, not `make soak`'s {SOAK.describe()} (see "
-            "the open bug below)"
+            "*Soak attempts* below)"
         )
     lines += ["", *_checkpoint_rows(fig["checkpoints"])]
     return "\n".join(lines)
