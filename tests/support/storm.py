@@ -28,6 +28,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -553,6 +554,7 @@ class Storm:
         self._check_mounts()
         self._check_history()
         self._check_hooks()
+        self._quiet_control()
         sample = resources(self.agent.proc.pid) | {
             "incarnation": self.incarnation,
             "op": self.op_index,
@@ -563,6 +565,18 @@ class Storm:
         self.figures.checkpoints.append(sample)
         self.figures.mounts_max = max(self.figures.mounts_max, len(self.real))
         self._check_resources()
+
+    def _quiet_control(self) -> None:
+        """One last request, read until the daemon closed its end: the connections of the
+        checks above are then gone from its fd table too (the daemon closes a connection
+        after its answer, a moment after the client has read the answer line)."""
+        assert self.agent is not None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.WAIT)
+            sock.connect(self.agent.process.control_socket)
+            sock.sendall(b'{"cmd": "status"}\n')
+            while sock.recv(1 << 16):
+                pass
 
     def _check_mounts(self) -> None:
         expected = {}
