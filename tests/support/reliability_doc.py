@@ -462,7 +462,8 @@ def soak_figures(data: dict[str, Any] | None = None) -> str:
         f"- wall time: {fig['seconds']:,.0f} s ({minutes:.0f} min) for "
         f"{data['tried']['steps']:,} steps",
         f"- changes checked in the history: {fig['history_records']:,} (re-runs after a "
-        f"restart: {fig['reruns']}); hook runs checked: {fig['hook_runs']:,}; most real "
+        f"restart: {fig['reruns']}); hook runs checked: {fig['hook_runs']:,}; fd counts "
+        f"measured again after a second settle: {fig.get('fd_rechecks', 0)}; most real "
         f"mounts at once: {fig['mounts_max']}",
         f"- machine: {machine['cpus']} CPUs ({machine['cpu']}), {machine['mem_mib']:,} MiB, Linux "
         f"{machine['kernel']}, Python {machine['python']}; load average at the end "
