@@ -6,7 +6,8 @@ flow live in modules of their own, which the daemon only wires together:
 
 * :mod:`~nvme_agent.service.recovery`: handled/ejected/outstanding bookkeeping, the restart
   diff (pure); :mod:`~nvme_agent.service.persist`: the state on disk, a checkpoint plus a
-  log of what changed (pure);
+  log of what changed (pure); :mod:`~nvme_agent.service.keeper`: the state and the history
+  written in the order that survives a kill;
 * :mod:`~nvme_agent.service.reload`: policy parsing in a worker thread, swapped in on the
   loop, so udev events, control answers and watchdog pings go on meanwhile;
 * :mod:`~nvme_agent.service.reconcile`: which present namespaces a new policy would treat
@@ -26,15 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import secrets
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.runner import ActionRunner
@@ -57,7 +55,6 @@ from nvme_agent.outputs.state import (
     FailureLog,
     History,
     StateFile,
-    render_record,
     write_text_atomic,
 )
 from nvme_agent.outputs.times import timestamp
@@ -73,14 +70,11 @@ from nvme_agent.service.deadmounts import (
     remount_changes,
 )
 from nvme_agent.service.eject import ResultWaiters
+from nvme_agent.service.keeper import Keeper
 from nvme_agent.service.operations import Operations
-from nvme_agent.service.persist import StateWriter, merge
 from nvme_agent.service.reconcile import AppliedPlans
 from nvme_agent.service.recovery import (
     Bookkeeping,
-    SavedState,
-    StateError,
-    from_state,
     orphan_mounts,
     unmount_plan,
 )
@@ -96,9 +90,6 @@ log = logging.getLogger(__name__)
 
 #: Built-in policy when the configured file does not exist: log and stream, act on nothing.
 FALLBACK_POLICY = "version: 1\nrules: []\n"
-#: The state log is compacted into a checkpoint once it is larger than the last checkpoint
-#: and than this (bytes): a small topology need not be rewritten every few batches.
-MIN_STATE_LOG = 256 * 1024
 #: The metrics file is rewritten at most this often (seconds), and only after a change.
 METRICS_INTERVAL = 1.0
 
@@ -164,15 +155,11 @@ class Daemon:
         self.topology = Topology()
         self.tlog = TopologyLog(config.log_target)
         self.notifier = Notifier()
-        self.history = History(config.history_file)
-        self.state_file = StateFile(config.state_file, config.state_log)
-        self.state = StateWriter()
+        self.keeper = Keeper(
+            StateFile(config.state_file, config.state_log), History(config.history_file)
+        )
         #: Plans decided in this batch, submitted to the runner once the state is on disk.
         self._batch: list[Plan] = []
-        #: History records of this batch, appended once the state is on disk (with it).
-        self._unrecorded: list[dict[str, Any]] = []
-        run = secrets.token_hex(4)  # record ids unique across runs without a counter on disk
-        self._rids = (f"{run}-{n}" for n in itertools.count(1))
         self.books = Bookkeeping()
         self.applied = AppliedPlans()
         self.metrics = Metrics(time.time())
@@ -276,9 +263,8 @@ class Daemon:
                     "stopping with actions still running after %.0fs", self.config.drain_timeout
                 )
             self.runner.close()
-        self._checkpoint()
-        self.state_file.close()
-        self.history.close()
+        self.keeper.checkpoint(self.books, self.topology.snapshot(), self.generation)
+        self.keeper.close()
         if self._metrics_due is not None:
             self._metrics_due.cancel()
         self._write_metrics()
@@ -311,9 +297,14 @@ class Daemon:
         self.metrics.count("udev_events", n=len(records))
         self.topology.apply_all(records)
         current = self.topology.snapshot()
-        previous = self._previous_state()
-        if previous is not None:
-            self._record_late(previous.history)
+        previous = self.keeper.previous()
+        if previous is not None and (late := self.keeper.record_late(previous.history)):
+            self.tlog.event(
+                f"{late} history record(s) of the last batch before the agent stopped were "
+                "missing: recorded now",
+                MSG_RECOVERY,
+                PRIORITY_NOTICE,
+            )
         restored = self.books.restore(previous, current, self.policy.digest)
         if restored.while_down:
             self.tlog.event(
@@ -329,33 +320,6 @@ class Daemon:
         for entry in orphan_mounts(self.ledger.entries(), current, gone):
             self._detach_orphan(entry)
         self.commit(checkpoint=True)
-
-    def _record_late(self, saved: Sequence[dict[str, Any]]) -> None:
-        """Append the last batch's records that a kill kept from the history (its state
-        was written, its history not, or not all of it)."""
-        if not saved:
-            return
-        there = self.history.recorded_ids(r["rid"] for r in saved)
-        late = [r for r in saved if r["rid"] not in there]
-        if not late:
-            return
-        self.history.append_lines([render_record(r) for r in late])
-        self.tlog.event(
-            f"{len(late)} history record(s) of the last batch before the agent stopped were "
-            "missing: recorded now",
-            MSG_RECOVERY,
-            PRIORITY_NOTICE,
-        )
-
-    def _previous_state(self) -> SavedState | None:
-        data = self.state_file.load()
-        if data is None:
-            return None
-        try:
-            return from_state(merge(data, self.state_file.load_log()))
-        except StateError as exc:
-            self.state_file.move_aside(str(exc))
-            return None
 
     def _detach_orphan(self, entry: LedgerEntry) -> None:
         """Lazily detach a mount we made for a device that no longer exists."""
@@ -408,9 +372,7 @@ class Daemon:
         self.tlog.change(change, summary)
         record = change.to_dict()
         record["time"] = timestamp()
-        record["rid"] = next(self._rids)  # the record's identity across a kill
-        self._unrecorded.append(record)  # to the history with the batch's state
-        self.events.publish(record)
+        self.events.publish(self.keeper.record(record))  # the history: with the batch's state
         if self.books.removal_already_ran(change):
             log.info("nsid %s was ejected before removal: its remove plan already ran", change.nsid)
             return
@@ -489,18 +451,11 @@ class Daemon:
             self._batch.append(plan)
 
     def commit(self, *, checkpoint: bool = False) -> None:
-        """Persist what changed (the whole state with ``checkpoint``) with the batch's
-        history records, append those to the history, then start the batch's actions: the
-        state is on disk before any of them runs (see :mod:`~nvme_agent.service.persist`
-        for why the history comes second)."""
-        lines = [render_record(r) for r in self._unrecorded]
-        self._unrecorded = []
-        history = f"[{', '.join(lines)}]" if lines else ""
-        if checkpoint:
-            self._checkpoint(history)
-        else:
-            self.persist(history)
-        self.history.append_lines(lines)  # a failing history is logged there, and we go on
+        """Persist what changed (the whole state with ``checkpoint``) and the batch's history
+        (:mod:`~nvme_agent.service.keeper`), then start the batch's actions: the state is on
+        disk before any of them runs."""
+        snap = self.topology.snapshot()
+        self.keeper.commit(self.books, snap, self.generation, checkpoint=checkpoint)
         plans, self._batch = self._batch, []
         if self.runner is not None:
             for plan in plans:
@@ -559,21 +514,9 @@ class Daemon:
         mounted = sum(1 for e in self.ledger.entries() if e.mounted)
         return f"{len(snap.namespaces)} namespaces, {mounted} mounted, {self.failures()} failures"
 
-    def persist(self, history: str = "") -> None:
-        """Append what changed since the last write to the state log (nothing when nothing
-        did), with ``history`` (see :meth:`commit`); a checkpoint once the log is as large
-        as the last one."""
-        snap = self.topology.snapshot()
-        line = self.state.line(self.books, snap, self.generation, history)
-        if line is None:
-            return
-        self.state_file.append(line)
-        if self.state_file.log_bytes > max(self.state_file.checkpoint_bytes, MIN_STATE_LOG):
-            self._checkpoint(history)
-
-    def _checkpoint(self, history: str = "") -> None:
-        text = self.state.checkpoint(self.books, self.topology.snapshot(), self.generation, history)
-        self.state_file.checkpoint(text)
+    def persist(self) -> None:
+        """Write what changed since the last write (a result, a reload) to the state."""
+        self.keeper.persist(self.books, self.topology.snapshot(), self.generation)
 
     def _flush_status(self) -> None:
         line = self.status_line()

@@ -81,7 +81,7 @@ class Operations:
 
     async def history_records(self, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` history records (all with 0), read off the loop."""
-        records = await asyncio.to_thread(lambda: list(self.d.history.read()))
+        records = await asyncio.to_thread(lambda: list(self.d.keeper.history.read()))
         return records[-limit:] if limit > 0 else records
 
     async def settle(self, timeout: float) -> bool:
