@@ -258,11 +258,7 @@ class Daemon:
         if self.policy.defaults.unmount_on_stop:
             self._unmount_all("agent stopping (unmount_on_stop)")
         if self.runner is not None:
-            if not await self.runner.drain(self.config.drain_timeout):
-                log.warning(
-                    "stopping with actions still running after %.0fs", self.config.drain_timeout
-                )
-            self.runner.close()
+            await self._drain_for_stop(self.runner)
         self._checkpoint()
         self.state_file.close()
         self.history.close()
@@ -272,6 +268,23 @@ class Daemon:
         await self.control.close()
         await self.events.close()
         return 0
+
+    async def _drain_for_stop(self, runner: ActionRunner) -> None:
+        """Let running plans finish (the unit's KillMode=mixed leaves their processes alone
+        until the daemon exits), saying so: a stop that waits is visible in the journal."""
+        busy, timeout = runner.busy(), self.config.drain_timeout
+        if busy:
+            log.info(
+                "stopping: waiting up to %.0fs for the actions of %d plan key%s to finish",
+                timeout,
+                busy,
+                "" if busy == 1 else "s",
+            )
+        if not await runner.drain(timeout):
+            log.warning("stopping with actions still running after %.0fs", timeout)
+        elif busy:
+            log.info("stopping: every action finished")
+        runner.close()
 
     # ------------------------------------------------------------------ policy
     def _initial_policy(self, load: Loader) -> Policy:
@@ -334,6 +347,14 @@ class Daemon:
             {"DEVNAME": entry.source, "MOUNTPOINT": entry.target},
         )
         self.submit(unmount_plan(entry, "vanished while down", "orphan", device_gone=True))
+
+    def take_pending(self) -> None:
+        """Take in the udev events delivered so far (as if the socket had been readable).
+
+        Only while serving: before READY=1 they wait for the coldplug actions to finish, and
+        once stopping they are no longer read."""
+        if self._ready and not self._stop.is_set():
+            self._on_readable()
 
     def _on_readable(self) -> None:
         """Take every pending record, decide on the changes, persist what changed, then
