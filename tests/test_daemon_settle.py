@@ -1,5 +1,6 @@
 """``settle`` takes in the udev events already delivered before it waits (issue 14.1: the
-README's ``nvme attach-ns ...; nvme-agent status --settle 30`` must show the namespace).
+README's ``nvme attach-ns ...; nvme-agent status --settle 30`` must show the namespace), and
+the watchdog is fed while a stop drains (issue 14.12).
 
 The daemon runs in process on an intake whose socket never becomes readable: the records it
 holds reach the daemon only if settle itself reads them, so without that the namespace stays
@@ -8,7 +9,9 @@ missing, every time (no race to win or lose).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -65,3 +68,26 @@ def test_settle_takes_in_delivered_udev_events_before_it_answers(
             assert intake.held == []
     finally:
         intake.close()
+
+
+def test_watchdog_pings_go_on_while_the_stop_drains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drain of running actions may take as long as WatchdogSec=: the pings must go on
+    until the daemon is done, or systemd aborts it and SIGKILLs the hooks it waits for
+    (found in the real guest: 'Watchdog timeout', SIGABRT, e2e hook SIGKILLed)."""
+    released = threading.Event()
+    with InProcess(monkeypatch, intake=HeldIntake(), watchdog_usec=100_000) as d:
+        assert d.daemon is not None and d.daemon.runner is not None and d.loop is not None
+
+        async def held_drain(timeout: float) -> bool:
+            return await asyncio.to_thread(released.wait, 60)
+
+        monkeypatch.setattr(d.daemon.runner, "drain", held_drain)
+        d.loop.call_soon_threadsafe(d.daemon.stop)
+        stopping = d.notify.wait_for("STOPPING=1")
+        try:
+            # Three in a row: one ping may already have been due when the stop came.
+            seen = stopping
+            for _ in range(3):
+                seen = d.notify.wait_for("WATCHDOG=1", after=seen + 1, timeout=10)
+        finally:
+            released.set()

@@ -182,6 +182,8 @@ class Daemon:
         )
         self.waiters = ResultWaiters()
         self._stop = asyncio.Event()
+        #: Set once the shutdown is complete: the watchdog pings go on until then.
+        self._stopped = False
         self._ready = False
         self._status_sent = ""
         self._state_changed = OncePerIteration(self.persist)
@@ -267,6 +269,7 @@ class Daemon:
         self._write_metrics()
         await self.control.close()
         await self.events.close()
+        self._stopped = True
         return 0
 
     async def _drain_for_stop(self, runner: ActionRunner) -> None:
@@ -598,9 +601,13 @@ class Daemon:
             return
 
         def ping() -> None:
+            # Until the shutdown is complete, not only until a stop is asked for: the drain
+            # of running hooks may take as long as WatchdogSec=, and a watchdog timeout would
+            # abort the daemon and SIGKILL the very hooks it waits for.
+            if self._stopped:
+                return
             self.notifier.watchdog()
-            if not self._stop.is_set():
-                loop.call_later(interval, ping)
+            loop.call_later(interval, ping)
 
         ping()
 
