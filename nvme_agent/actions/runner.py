@@ -184,6 +184,11 @@ class ActionRunner:
         with self._lock:
             return len(self._queues.get(key, ())) + (1 if key in self._running else 0)
 
+    def busy(self) -> int:
+        """How many plan keys have a plan queued or running."""
+        with self._lock:
+            return len(self._queues)
+
     def wait_idle(self, timeout: float) -> bool:
         """Block until no plan is queued or running; False on timeout."""
         with self._idle:

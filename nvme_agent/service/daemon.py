@@ -182,6 +182,8 @@ class Daemon:
         )
         self.waiters = ResultWaiters()
         self._stop = asyncio.Event()
+        #: Set once the shutdown is complete: the watchdog pings go on until then.
+        self._stopped = False
         self._ready = False
         self._status_sent = ""
         self._state_changed = OncePerIteration(self.persist)
@@ -258,11 +260,7 @@ class Daemon:
         if self.policy.defaults.unmount_on_stop:
             self._unmount_all("agent stopping (unmount_on_stop)")
         if self.runner is not None:
-            if not await self.runner.drain(self.config.drain_timeout):
-                log.warning(
-                    "stopping with actions still running after %.0fs", self.config.drain_timeout
-                )
-            self.runner.close()
+            await self._drain_for_stop(self.runner)
         self.keeper.checkpoint(self.books, self.topology.snapshot(), self.generation)
         self.keeper.close()
         if self._metrics_due is not None:
@@ -270,7 +268,25 @@ class Daemon:
         self._write_metrics()
         await self.control.close()
         await self.events.close()
+        self._stopped = True
         return 0
+
+    async def _drain_for_stop(self, runner: ActionRunner) -> None:
+        """Let running plans finish (the unit's KillMode=mixed leaves their processes alone
+        until the daemon exits), saying so: a stop that waits is visible in the journal."""
+        busy, timeout = runner.busy(), self.config.drain_timeout
+        if busy:
+            log.info(
+                "stopping: waiting up to %.0fs for the actions of %d plan key%s to finish",
+                timeout,
+                busy,
+                "" if busy == 1 else "s",
+            )
+        if not await runner.drain(timeout):
+            log.warning("stopping with actions still running after %.0fs", timeout)
+        elif busy:
+            log.info("stopping: every action finished")
+        runner.close()
 
     # ------------------------------------------------------------------ policy
     def _initial_policy(self, load: Loader) -> Policy:
@@ -331,6 +347,14 @@ class Daemon:
             {"DEVNAME": entry.source, "MOUNTPOINT": entry.target},
         )
         self.submit(unmount_plan(entry, "vanished while down", "orphan", device_gone=True))
+
+    def take_pending(self) -> None:
+        """Take in the udev events delivered so far (as if the socket had been readable).
+
+        Only while serving: before READY=1 they wait for the coldplug actions to finish, and
+        once stopping they are no longer read."""
+        if self._ready and not self._stop.is_set():
+            self._on_readable()
 
     def _on_readable(self) -> None:
         """Take every pending record, decide on the changes, persist what changed, then
@@ -562,9 +586,13 @@ class Daemon:
             return
 
         def ping() -> None:
+            # Until the shutdown is complete, not only until a stop is asked for: the drain
+            # of running hooks may take as long as WatchdogSec=, and a watchdog timeout would
+            # abort the daemon and SIGKILL the very hooks it waits for.
+            if self._stopped:
+                return
             self.notifier.watchdog()
-            if not self._stop.is_set():
-                loop.call_later(interval, ping)
+            loop.call_later(interval, ping)
 
         ping()
 

@@ -86,7 +86,13 @@ class Operations:
 
     async def settle(self, timeout: float) -> bool:
         """Like ``udevadm settle``: True once every submitted plan has finished (and what
-        their results changed is on disk)."""
+        their results changed is on disk).
+
+        The udev events already delivered are taken in first: the control socket and the
+        udev socket may be readable in the same loop iteration, and an event udev finished
+        before the request (``nvme attach-ns; udevadm settle; nvme-agent status --settle``)
+        must not be left for after the answer."""
+        self.d.take_pending()
         runner = self.d.runner
         settled = runner is None or await runner.drain(timeout)
         self.d.persist()

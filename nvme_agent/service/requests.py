@@ -6,7 +6,8 @@ command        right    what it does
 ``status``     read     topology, mountpoints, matching rules, counters
 ``history``    read     the recorded topology changes (``limit``: the last N, 0 = all)
 ``watch``      read     where the event stream socket is (reading it needs the group)
-``settle``     read     wait until no action is queued or running; it only waits
+``settle``     read     take in the udev events already delivered, then wait until no
+                        action is queued or running
 ``reload``     admin    re-read the policy file; the old policy stays on any error
                         (``assess``: also list the namespaces it would change)
 ``eject``      admin    run a namespace's remove plan (unmount, hooks, units, signals)

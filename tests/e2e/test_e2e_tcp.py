@@ -2,10 +2,9 @@
 
 One scenario per multipath mode runs in the single-controller guest (the `tcp` fixture: the
 steps of shapes.TCP, recorded with their udev captures); the tests assert on what it
-recorded.  Where today's agent is known to be wrong (issue 12.2: a connecting fabrics
-controller is announced with placeholder values and then removed and added again; issue
-12.3: paths of one namespace), the tests assert the correct behaviour and are marked
-``xfail(strict=True)``: they turn into failures, and the mark goes, once the fix lands.
+recorded.  Issue 12.2 (a connecting fabrics controller announced with ``(efault)``
+placeholders, then removed and added again) and issue 12.3 (one namespace behind two
+controllers is one namespace with two paths, in both multipath modes) are asserted plainly.
 """
 
 from __future__ import annotations
@@ -258,10 +257,6 @@ def tcp(
         timings[f"tcp:{g.mode}:steps_s"] = rec.timings()
 
 
-def _xfail(request: pytest.FixtureRequest, reason: str) -> None:
-    request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 def _log(step: StepResult) -> str:
     return f"step {step.step.filename}:\n{step.journal_text()}"
 
@@ -296,13 +291,7 @@ def test_tcp_namespace_enable_and_disable_on_the_target(tcp: TcpRun) -> None:
     assert disabled.after.mounted(MOUNT1) == tcp.step("connect-path1").after.mounted(MOUNT1)
 
 
-def test_tcp_second_path_adds_no_namespace_and_no_mount(
-    tcp: TcpRun, request: pytest.FixtureRequest
-) -> None:
-    if not tcp.multipath:
-        _xfail(request, "issue 12.3: without native multipath the second path's nvmeYn1 "
-               "supersedes nvmeXn1 (namespace-removed 'remove event lost', the live mount is "
-               "lazily detached and mounted again from the new device)")  # fmt: skip
+def test_tcp_second_path_adds_no_namespace_and_no_mount(tcp: TcpRun) -> None:
     s = tcp.step("connect-path2")
     assert s.probe["rc"] == 0, s.probe
     assert s.changes(ChangeType.CONTROLLER_ADDED, NVME_SUBSYSNQN=NQN), _log(s)
@@ -312,16 +301,9 @@ def test_tcp_second_path_adds_no_namespace_and_no_mount(
     assert s.after.mounted(MOUNT1) == s.before.mounted(MOUNT1) != [], _log(s)
 
 
-def test_tcp_namespace_lists_its_paths(tcp: TcpRun, request: pytest.FixtureRequest) -> None:
+def test_tcp_namespace_lists_its_paths(tcp: TcpRun) -> None:
     """With two paths: one namespace, reachable through both controllers (and, without
     native multipath, both block devices named); after the loss of one: the other only."""
-    if tcp.multipath:
-        _xfail(request, "issue 12.3 (multipath side, found by the e2e suite): a path added or "
-               "lost later sends no uevent for its hidden nvmeXcYnZ, so the namespace's "
-               "controllers stay as they were at its add")  # fmt: skip
-    else:
-        _xfail(request, "issue 12.3: without native multipath one namespace behind two "
-               "controllers shows one device and one controller")  # fmt: skip
     both = tcp.step("connect-path2").after.namespaces(NQN, 1)
     assert len(both) == 1, both
     assert sorted(both[0]["controllers"]) == sorted(tcp.paths), both
@@ -365,11 +347,6 @@ def test_tcp_gate_holds_the_controller_connecting(tcp: TcpRun) -> None:
     assert tcp.gated["rc"] == 0, tcp.gated
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12.2: a fabrics controller is announced while connecting with "
-    "serial=(efault) nqn=(efault), then removed and added again once live",
-)
 def test_tcp_controller_is_announced_once_with_real_values(tcp: TcpRun) -> None:
     for slug in ("connect-path1", "connect-path2", "gated-connect"):
         s = tcp.step(slug)

@@ -113,6 +113,7 @@ class InProcess:
         load: Callable[[Path], Policy] = load_policy,
         group: str | None = None,
         watchdog_usec: int | None = None,
+        intake: Any = None,
         **config: Any,
     ) -> None:
         self.base = reachable_dir("nvme-agent-test-")
@@ -137,6 +138,8 @@ class InProcess:
             **config,
         )
         self.load = load
+        #: None: the machine's real udev; else an intake object standing in for it.
+        self.intake = intake
         self.daemon: Daemon | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.exit: int | BaseException | None = None
@@ -147,7 +150,7 @@ class InProcess:
         return self.config.control_socket
 
     def start(self) -> InProcess:
-        self.daemon = Daemon(self.config, load=self.load)
+        self.daemon = Daemon(self.config, intake=self.intake, load=self.load)
         self._thread = threading.Thread(target=self._main, name="daemon-loop", daemon=True)
         self._thread.start()
         self.notify.wait_for("READY=1")

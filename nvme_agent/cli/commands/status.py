@@ -50,8 +50,8 @@ def register(sub: Any) -> None:
         "--settle",
         type=float,
         metavar="SECONDS",
-        help="first wait (up to SECONDS) until the daemon has no action queued or running "
-        "(needs the daemon)",
+        help="first let the daemon take in the udev events already delivered and wait (up to "
+        "SECONDS) until it has no action queued or running (needs the daemon)",
     )
     add_json(p)
     p.set_defaults(func=run)
