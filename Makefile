@@ -69,6 +69,7 @@ test: setup lint
 # BENCH_ARGS="--only topology,policy" the in-process part alone.
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+	@echo "bench: to publish a full run in the README: $(BIN)/python -m benchmarks.doc build/bench.json"
 
 # The soak (issue 16): the real daemon in the umockdev bed under the 10,000-step seeded storm
 # of tests/test_storm.py (SOAK), with real mounts, reloads, kill -9 and overruns; as root.

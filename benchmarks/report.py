@@ -86,6 +86,17 @@ class Report:
             "notes": self.notes,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """A report as :meth:`to_dict` wrote it (the figures' ``ratio`` is derived again)."""
+        figures = [Figure(**{k: v for k, v in f.items() if k != "ratio"}) for f in data["figures"]]
+        return cls(
+            figures=figures,
+            tables=[Table(**t) for t in data["tables"]],
+            skipped=dict(data.get("skipped", {})),
+            notes=dict(data.get("notes", {})),
+        )
+
     def write_json(self, path: Path, command: str, quick: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(command, quick), indent=2) + "\n")

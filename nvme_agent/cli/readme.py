@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from nvme_agent.cli import exits
@@ -82,15 +82,24 @@ def _replacement(body: str) -> Callable[[re.Match[str]], str]:
     return lambda m: f"{m.group(1)}{body}\n{m.group(3)}"
 
 
-def update(text: str) -> str:
-    """``text`` with every generated block rewritten; a missing block is an error."""
-    for name, make in BLOCKS.items():
+def fill_blocks(
+    text: str, blocks: Mapping[str, Callable[[], str]], where: str = "the README"
+) -> str:
+    """``text`` with each ``<!-- generated: NAME ... -->`` ... ``<!-- end: NAME -->`` block
+    rewritten by ``blocks[NAME]()``; a missing block is an error naming ``where``.  (The
+    README, RELIABILITY.md and the README's benchmark figures are kept this one way.)"""
+    for name, make in blocks.items():
         pattern = _block(name)
         if pattern.search(text) is None:
-            raise ValueError(f"no block <!-- generated: {name} ... --> in the README")
+            raise ValueError(f"no block <!-- generated: {name} ... --> in {where}")
         # A function replacement: the table's text is not a regex template.
         text = pattern.sub(_replacement(make()), text)
     return text
+
+
+def update(text: str) -> str:
+    """``text`` with every generated block rewritten; a missing block is an error."""
+    return fill_blocks(text, BLOCKS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

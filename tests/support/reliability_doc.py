@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 if __name__ == "__main__":  # run as a module of the checkout: import support.* as the tests do
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nvme_agent.cli.readme import fill_blocks
 from nvme_agent.outputs.message_ids import MESSAGES
 from support.storm import SHORT, SOAK, StormSpec, counts, schedule
 
@@ -486,26 +486,9 @@ BLOCKS: dict[str, Callable[[], str]] = {
 }
 
 
-def _block(name: str) -> re.Pattern[str]:
-    return re.compile(
-        rf"(<!-- generated: {re.escape(name)} [^\n]*-->\n)(.*?)(<!-- end: {re.escape(name)} -->)",
-        re.S,
-    )
-
-
-def _filled(body: str) -> Callable[[re.Match[str]], str]:
-    """A replacement for :func:`_block`'s match: the block's markers around ``body``."""
-    return lambda m: f"{m.group(1)}{body}\n{m.group(3)}"
-
-
 def update(text: str) -> str:
     """``text`` with every generated block rewritten; a missing block is an error."""
-    for name, make in BLOCKS.items():
-        pattern = _block(name)
-        if pattern.search(text) is None:
-            raise ValueError(f"no block <!-- generated: {name} ... --> in {DOC.name}")
-        text = pattern.sub(_filled(make()), text)
-    return text
+    return fill_blocks(text, BLOCKS, DOC.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
