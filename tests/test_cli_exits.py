@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.control import CannedDaemon
+from support.readable import SYSTEM_PYTHON, readable_source
 
 from nvme_agent.cli import exits
 from nvme_agent.cli import main as cli
@@ -203,12 +204,13 @@ def test_permission_denied_is_5(tmp_path: Path) -> None:
             ["check", str(policy)],
         ):
             done = subprocess.run(
-                [*NOBODY, sys.executable, "-m", "nvme_agent", *argv],
+                [*NOBODY, SYSTEM_PYTHON, "-m", "nvme_agent", *argv],
                 capture_output=True,
                 text=True,
                 timeout=60,
                 check=False,
                 cwd="/",
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": readable_source()},
             )
             assert done.returncode == Exit.DENIED, (argv, done.stderr)
             assert "Permission denied" in done.stderr, done.stderr

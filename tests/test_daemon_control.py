@@ -14,13 +14,13 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.inproc import NOBODY, InProcess, as_peer, two_groups
+from support.readable import readable_source
 
 from nvme_agent.service.access import Right
 from nvme_agent.service.answers import REASONS, Reason
@@ -104,7 +104,7 @@ def test_a_peer_without_rights_is_refused_by_the_socket_and_by_the_daemon(
 #: The CLI's own client (nvme_agent.service.control.request), run as the peer.
 CLI_CLIENT = f"""\
 import json, sys
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+sys.path.insert(0, {readable_source()!r})
 from nvme_agent.service.control import request
 print(json.dumps(request(sys.argv[1], json.loads(sys.argv[2]))))
 """
