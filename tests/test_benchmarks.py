@@ -82,3 +82,26 @@ def test_real_mount_figures_leave_nothing_behind(tmp_path: Path) -> None:
         assert "nvme-agent-bench" not in f.read()
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=False).stdout
     assert "nvme-agent-bench" not in loops
+
+
+def test_the_readme_shows_the_latest_run_as_benchmarks_doc_renders_it() -> None:
+    from benchmarks import doc
+
+    data = json.loads(doc.LATEST.read_text(encoding="utf-8"))
+    assert data["quick"] is False  # a smoke run's figures are never published
+    text = doc.README.read_text(encoding="utf-8")
+    assert doc.update(text, data) == text, "run: python -m benchmarks.doc"
+    for figure in data["figures"]:
+        assert f"| {figure['name']} |" in text
+
+
+def test_a_figure_read_back_renders_as_written() -> None:
+    from benchmarks.report import Figure, Report, Table
+
+    report = Report(
+        figures=[Figure("f", 2.0, "ms", "bare", 1.0, "<= 2x", True)],
+        tables=[Table("t", ["10"], ["a"], {"10": {"a": 1.5}}, "us")],
+        skipped={"mounts": "not root"},
+    )
+    again = Report.from_dict(json.loads(json.dumps(report.to_dict("cmd", quick=False))))
+    assert again.render() == report.render()
