@@ -14,7 +14,7 @@ from typing import TypedDict, Unpack
 
 import psutil
 import pytest
-from support.actions import Loop, loops, needs_loop
+from support.actions import Loop, guard, ledger, loops, needs_loop, root
 
 from nvme_agent.actions import messages, mountinfo
 from nvme_agent.actions.guard import Guard
@@ -26,24 +26,7 @@ from nvme_agent.policy.plan import MountSpec, Status, UnmountSpec
 from nvme_agent.policy.spec import OnBusy
 
 pytestmark = [pytest.mark.root, needs_loop]
-__all__ = ["loops"]  # the fixture, re-exported for pytest
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "mnt"
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> MountLedger:
-    return MountLedger(str(tmp_path / "state" / "mounts.json"))
-
-
-@pytest.fixture
-def guard(tmp_path: Path) -> Guard:
-    fstab = tmp_path / "fstab"
-    fstab.write_text("# empty test fstab\n")
-    return Guard(fstab=str(fstab))
+__all__ = ["guard", "ledger", "loops", "root"]  # fixtures, re-exported for pytest
 
 
 class MountOptions(TypedDict, total=False):

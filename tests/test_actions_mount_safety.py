@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypedDict, Unpack
 
 import pytest
-from support.actions import WAIT, Loop, Results, change, loops, needs_loop
+from support.actions import WAIT, Loop, Results, change, guard, ledger, loops, needs_loop, root
 
 from nvme_agent.actions import mountinfo, proc
 from nvme_agent.actions.guard import Guard
@@ -36,24 +36,7 @@ from nvme_agent.topology.changes import ChangeType
 from nvme_agent.topology.text import is_unsafe
 
 pytestmark = [pytest.mark.root, needs_loop]
-__all__ = ["loops"]  # the fixture, re-exported for pytest
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "mnt"
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> MountLedger:
-    return MountLedger(str(tmp_path / "state" / "mounts.json"))
-
-
-@pytest.fixture
-def guard(tmp_path: Path) -> Guard:
-    fstab = tmp_path / "fstab"
-    fstab.write_text("# empty test fstab\n")
-    return Guard(fstab=str(fstab))
+__all__ = ["guard", "ledger", "loops", "root"]  # fixtures, re-exported for pytest
 
 
 class SpecOptions(TypedDict, total=False):
@@ -274,8 +257,8 @@ def test_a_symlinked_parent_of_the_mount_root_is_refused(
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
-    for root in (tmp_path / "link" / "mnt", tmp_path / "link"):
-        spec = spec_for(loop, root, root / "data")
+    for linked in (tmp_path / "link" / "mnt", tmp_path / "link"):
+        spec = spec_for(loop, linked, linked / "data")
         with pytest.raises(ActionError, match=rf"{re.escape(str(tmp_path / 'link'))} is a symlink"):
             mount(spec, ledger, guard)
     assert mounts_of(loop) == []

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from support.manpages import render
 
 from nvme_agent.cli import exits, manpage
 from nvme_agent.cli import main as cli
@@ -115,26 +114,10 @@ def test_tricky_parser_rendering() -> None:
 
 def render_warnings(path: Path) -> tuple[str, str]:
     """(groff warnings, man's rendering stderr) for the page at ``path``."""
-    env = {**os.environ, "LC_ALL": "C.UTF-8", "MANWIDTH": "80"}
-    groff = subprocess.run(
-        ["groff", "-man", "-Tutf8", "-ww", "-z", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
-    man = subprocess.run(
-        ["man", "--warnings", "-l", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
-    assert man.returncode == 0, man.stderr
-    assert "COMMANDS" in re.sub(".\b", "", man.stdout)  # drop overstrike bold
-    return groff.stderr, man.stderr
+    page = render(path)
+    assert page.man_rc == 0, page.man_err
+    assert "COMMANDS" in page.text
+    return page.groff_err, page.man_err
 
 
 @pytest.mark.parametrize("which", ["nvme-agent", "tricky"])

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.manpages import render
 from support.policy import namespace, partition, topology
 
 from nvme_agent.cli import policyman
@@ -325,26 +324,10 @@ def test_the_page_renders_without_warnings(tmp_path: Path, page: str) -> None:
         pytest.skip("man/groff missing (make setup installs man-db and groff-base)")
     path = tmp_path / "nvme-agent.policy.5"
     path.write_text(page)
-    env = {**os.environ, "LC_ALL": "C.UTF-8", "MANWIDTH": "80"}
-    groff = subprocess.run(
-        ["groff", "-man", "-Tutf8", "-ww", "-z", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
-    man = subprocess.run(
-        ["man", "--warnings", "-l", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
-    assert groff.stderr == "" and groff.returncode == 0
-    assert man.returncode == 0 and man.stderr == ""
-    text = re.sub(".\b", "", man.stdout)
+    shown = render(path)
+    assert shown.groff_err == "" and shown.groff_rc == 0
+    assert shown.man_rc == 0 and shown.man_err == ""
+    text = shown.text
     assert "HOOK ENVIRONMENT" in text and "allowed_filesystems" in text
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from nvme_agent.actions import mountinfo
+from nvme_agent.actions.guard import Guard
+from nvme_agent.actions.ledger import MountLedger
 from nvme_agent.policy.plan import ActionResult
 from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import Identity, Namespace
@@ -102,6 +104,25 @@ def loops(tmp_path: Path) -> Iterator[Callable[..., Loop]]:
         for lp in made:
             subprocess.run(["losetup", "-d", lp.dev], check=False, capture_output=True)
             lp.image.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """The mount root of the action tests (made by the first mount)."""
+    return tmp_path / "mnt"
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> MountLedger:
+    return MountLedger(str(tmp_path / "state" / "mounts.json"))
+
+
+@pytest.fixture
+def guard(tmp_path: Path) -> Guard:
+    """A guard with an empty fstab of its own (the host's is not the tests' business)."""
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# empty test fstab\n")
+    return Guard(fstab=str(fstab))
 
 
 def loop_attached(dev: str) -> bool:
