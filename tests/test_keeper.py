@@ -125,3 +125,25 @@ def test_records_are_rendered_once_for_both_files(files: Files) -> None:
     assert previous is not None
     (saved,) = previous.history
     assert render_record(saved) == render_record(record)
+
+
+def test_a_start_reads_only_the_end_of_a_long_history(files: Files) -> None:
+    """The last batch is the end of the history: found there however long the file is (the
+    start reads a window of twice the batch, not the whole file)."""
+    old = History(files.root / "history.jsonl")
+    old.append_lines(
+        [render_record({"type": "x", "nsid": n, "rid": f"old-{n}"}) for n in range(5000)]
+    )
+    old.close()
+    books = Bookkeeping()
+    first = files.keeper()
+    first.checkpoint(books, snap(), 1)
+    batch(first, 1, 2)
+    first.commit(books, snap(namespace(1), namespace(2)), 1)
+    first.close()
+    again = files.keeper()
+    previous = again.previous()
+    assert previous is not None
+    assert again.record_late(previous.history) == 0  # both found in the window
+    assert [r["nsid"] for r in files.history()][-2:] == [1, 2]
+    assert len(files.history()) == 5002

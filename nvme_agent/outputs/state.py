@@ -282,13 +282,14 @@ class History:
         self._writes.succeeded()
         return True
 
-    def recorded_ids(self, wanted: Iterable[str]) -> set[str]:
+    def recorded_ids(self, wanted: Iterable[str], window: int | None = None) -> set[str]:
         """Which of the record ids ``wanted`` (``"rid"``) the newest records carry, in
         complete lines: what a run killed while appending a batch did write.  Reads the
-        current file and the one rotated last, from their ends, a window of ``max_bytes``."""
+        current file and the one rotated last, from their ends, ``window`` bytes in all
+        (default ``max_bytes``)."""
         wanted = set(wanted)
         found: set[str] = set()
-        budget = self.max_bytes
+        budget = self.max_bytes if window is None else window
         for file in (self.path, self.path.with_name(f"{self.path.name}.1")):
             if not wanted - found or budget <= 0:
                 break

@@ -105,10 +105,15 @@ class Keeper:
         """Append the records of the last run's last batch that the history lacks; how many."""
         if not saved:
             return 0
-        there = self.history.recorded_ids(r["rid"] for r in saved)
-        late = [r for r in saved if r["rid"] not in there]
+        lines = {r["rid"]: render_record(r) for r in saved}
+        # A batch is appended in one write, after any rotation, and nothing follows it
+        # before this start: its lines are at the very end of the history, so a window of
+        # twice their size (and a line's worth) holds them, however large the file is.
+        window = 2 * sum(len(line) + 1 for line in lines.values()) + 4096
+        there = self.history.recorded_ids(lines, window)
+        late = [line for rid, line in lines.items() if rid not in there]
         if late:
-            self.history.append_lines([render_record(r) for r in late])
+            self.history.append_lines(late)
         return len(late)
 
     def close(self) -> None:
