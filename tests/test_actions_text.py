@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import sys
 import unicodedata
 
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +24,7 @@ from nvme_agent.actions.runner import ActionRunner
 from nvme_agent.outputs.journal import TopologyLog
 from nvme_agent.outputs.logs import OneLineFormatter
 from nvme_agent.policy.plan import ExecSpec, MountSpec, Plan, SignalSpec, UnmountSpec
+from nvme_agent.topology import text
 from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import Controller, Filesystem, Identity, Namespace, Partition
 from nvme_agent.topology.text import escape, is_unsafe, one_line, strip_unsafe
@@ -51,6 +53,22 @@ def test_escape_is_one_safe_line_and_unambiguous(value: str) -> None:
     assert not out.startswith("<")
     assert unescape(out) == value
     assert one_line(out) == out  # a composed message of escaped parts is left alone
+
+
+@given(st.one_of(hostile, st.text()), st.booleans())
+def test_printable_text_skips_the_walk_to_the_same_answer(value: str, backslash: bool) -> None:
+    # The fast path trusts that str.isprintable() rejects every unsafe category: checked
+    # against the character-by-character walk over arbitrary code points.
+    walked = text._escape_each(value, backslash=backslash)
+    walked = "\\x3c" + walked[1:] if walked.startswith("<") else walked
+    assert text._escape_chars(value, backslash=backslash) == walked
+
+
+def test_every_unsafe_category_is_one_isprintable_rejects() -> None:
+    for cp in range(sys.maxunicode + 1):
+        ch = chr(cp)
+        if is_unsafe(ch):
+            assert not ch.isprintable(), f"U+{cp:04X}"
 
 
 @given(hostile)

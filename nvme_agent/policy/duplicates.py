@@ -45,12 +45,8 @@ class Carrier:
         return f"{self.devnode} (nsid {self.nsid}" + (")" if unknown else f", DISKSEQ {seq})")
 
 
-def _fs_key(fs: Filesystem | None) -> str | None:
-    """The UUID that identifies ``fs`` among mountable filesystems (lower case: tools
-    disagree on the case of hex), or None."""
-    if fs is None or not fs.uuid or fs.usage not in (None, "filesystem"):
-        return None
-    return fs.uuid.lower()
+def _mountable(fs: Filesystem | None) -> bool:
+    return fs is not None and bool(fs.uuid) and fs.usage in (None, "filesystem")
 
 
 def _order(ns: Namespace, part: Partition | None) -> tuple[bool, int, str, int, int]:
@@ -60,35 +56,15 @@ def _order(ns: Namespace, part: Partition | None) -> tuple[bool, int, str, int, 
     return (seq is None, seq or 0, ns.subsysnqn or "", ns.nsid, partn)
 
 
-def _index(snapshot: TopologySnapshot) -> dict[str, tuple[Carrier, ...]]:
-    table: dict[str, list[Carrier]] = {}
-    for ns in snapshot.namespaces:
-        key = _fs_key(ns.fs)
-        if key is not None and ns.devnode:
-            table.setdefault(key, []).append(Carrier(ns.devnode, ns.nsid, _order(ns, None)))
-        for part in ns.partitions:
-            key = _fs_key(part.fs)
-            if key is not None and part.devnode:
-                carrier = Carrier(part.devnode, ns.nsid, _order(ns, part))
-                table.setdefault(key, []).append(carrier)
-    return {k: tuple(v) for k, v in table.items()}
-
-
-#: The index of the last snapshot asked about: a burst of decisions shares one snapshot, and
-#: a scan of every namespace per mount would make a coldplug quadratic.  Holding the snapshot
-#: itself keeps the identity test sound (an id cannot be reused while the object lives).
-_memo: tuple[TopologySnapshot, dict[str, tuple[Carrier, ...]]] | None = None
-
-
-def shared(snapshot: TopologySnapshot) -> dict[str, tuple[Carrier, ...]]:
-    """The devices of ``snapshot`` that carry each filesystem UUID (mountable ones only)."""
-    global _memo
-    memo = _memo
-    if memo is not None and memo[0] is snapshot:
-        return memo[1]
-    index = _index(snapshot)
-    _memo = (snapshot, index)  # one assignment: a reader sees the old pair or the new one
-    return index
+def carriers(snapshot: TopologySnapshot, fs_uuid: str) -> list[Carrier]:
+    """The devices of ``snapshot`` with a mountable filesystem of UUID ``fs_uuid`` (from the
+    snapshot's table: the cost does not grow with the number of namespaces)."""
+    found: list[Carrier] = []
+    for ns, part in snapshot.carriers(fs_uuid):
+        fs, devnode = (ns.fs, ns.devnode) if part is None else (part.fs, part.devnode)
+        if devnode and _mountable(fs):
+            found.append(Carrier(devnode, ns.nsid, _order(ns, part)))
+    return found
 
 
 def mount_conflict(change: Change, facts: Facts, snapshot: TopologySnapshot) -> str | None:
@@ -96,7 +72,7 @@ def mount_conflict(change: Change, facts: Facts, snapshot: TopologySnapshot) -> 
     its filesystem, or None (see the module docstring)."""
     if not facts.fs_uuid or facts.fs_usage not in (None, "filesystem"):
         return None
-    others = shared(snapshot).get(facts.fs_uuid.lower(), ())
+    others = carriers(snapshot, facts.fs_uuid)
     mine = next((c for c in others if c.devnode == facts.devnode), None)
     rivals = [c for c in others if c.devnode != facts.devnode]
     if not rivals:

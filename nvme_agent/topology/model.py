@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar, overload
 
+from nvme_agent.topology.lookup import build_tables
+
 _T = TypeVar("_T")
 
 
@@ -325,16 +327,33 @@ class TopologySnapshot:
 
     controllers: tuple[Controller, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
-    # Lookup tables, built on first use: a snapshot is shared by every decision of a burst, so
-    # lookups must not scan all namespaces each time.  Not part of the value.
+    # Lookup tables (:mod:`~nvme_agent.topology.lookup`): handed over by the tracker, which
+    # keeps them up to date, or built on first use.  Not part of the value.
     _index: dict[str, Any] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
+    @classmethod
+    def indexed(
+        cls,
+        controllers: tuple[Controller, ...],
+        namespaces: tuple[Namespace, ...],
+        tables: Mapping[str, Any],
+    ) -> TopologySnapshot:
+        """A snapshot with its namespace tables given (never changed afterwards)."""
+        snap = cls(controllers=controllers, namespaces=namespaces)
+        snap._index.update(tables)
+        return snap
+
     def _table(self, name: str) -> Any:
         table = self._index.get(name)
         if table is None:
-            table = self._index[name] = _BUILDERS[name](self)
+            if name == "controller":
+                table = {c.name: c for c in reversed(self.controllers)}
+                self._index[name] = table
+            else:
+                self._index.update(build_tables(self.namespaces))
+                table = self._index[name]
         return table
 
     def namespace(self, nsid: int, subsysnqn: str | None = None) -> Namespace | None:
@@ -354,41 +373,16 @@ class TopologySnapshot:
         found: tuple[Namespace, Partition | None] | None = self._table("devnode").get(devnode)
         return found
 
+    def carriers(self, fs_uuid: str) -> tuple[tuple[Namespace, Partition | None], ...]:
+        """The namespaces (and partitions) whose filesystem has UUID ``fs_uuid`` (any case),
+        in snapshot order."""
+        found: tuple[tuple[Namespace, Partition | None], ...] = self._table("fs_uuid").get(
+            fs_uuid.lower(), ()
+        )
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "controllers": [c.to_dict() for c in self.controllers],
             "namespaces": [n.to_dict() for n in self.namespaces],
         }
-
-
-def _by_nsid(snap: TopologySnapshot) -> dict[int, Namespace]:
-    table: dict[int, Namespace] = {}
-    for ns in snap.namespaces:
-        table.setdefault(ns.nsid, ns)
-    return table
-
-
-def _by_key(snap: TopologySnapshot) -> dict[tuple[str | None, int], Namespace]:
-    table: dict[tuple[str | None, int], Namespace] = {}
-    for ns in snap.namespaces:
-        table.setdefault((ns.subsysnqn, ns.nsid), ns)
-    return table
-
-
-def _by_devnode(snap: TopologySnapshot) -> dict[str, tuple[Namespace, Partition | None]]:
-    table: dict[str, tuple[Namespace, Partition | None]] = {}
-    for ns in snap.namespaces:
-        if ns.devnode:
-            table.setdefault(ns.devnode, (ns, None))
-        for part in ns.partitions:
-            if part.devnode:
-                table.setdefault(part.devnode, (ns, part))
-    return table
-
-
-_BUILDERS: dict[str, Any] = {
-    "nsid": _by_nsid,
-    "key": _by_key,
-    "controller": lambda snap: {c.name: c for c in reversed(snap.controllers)},
-    "devnode": _by_devnode,
-}

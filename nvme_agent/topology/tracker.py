@@ -16,8 +16,9 @@ arrival order and answers each with zero or more :class:`Change`s.
 
 Duplicate and out-of-order input (the add of a known device, the remove of an unknown one, a
 partition before its disk) is absorbed here and logged at debug level, never raised.  Every
-update costs the same whatever the number of namespaces: lookups go through indexes, and the
-snapshot handed to the policy is rebuilt only after a change, once.
+update costs the same whatever the number of namespaces: lookups go through indexes, the
+snapshot handed to the policy is rebuilt only after a change, once, and its lookup tables are
+kept up to date here rather than rebuilt (:mod:`~nvme_agent.topology.lookup`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from nvme_agent.topology.diff import (
     path_changes,
     removal,
 )
+from nvme_agent.topology.lookup import Lookup
 from nvme_agent.topology.model import (
     Controller,
     Namespace,
@@ -91,6 +93,7 @@ class Topology:
         self._heads: dict[str, str] = {}  # multipath head name -> devpath
         self._pending_parts: dict[str, dict[str, Partition]] = {}
         self._generics: dict[str, str] = {}  # ng devpath -> ng name
+        self._lookup = Lookup()  # the snapshot's tables, kept namespace by namespace
         self._snapshot: TopologySnapshot | None = None
 
     # ----------------------------------------------------------------- queries
@@ -98,9 +101,10 @@ class Topology:
         """An immutable copy, namespaces ordered by (NQN, nsid); the same object until the
         topology changes, so a burst of decisions shares one."""
         if self._snapshot is None:
-            self._snapshot = TopologySnapshot(
-                controllers=tuple(self.controllers[k] for k in sorted(self.controllers)),
-                namespaces=tuple(self._ordered),
+            self._snapshot = TopologySnapshot.indexed(
+                tuple(self.controllers[k] for k in sorted(self.controllers)),
+                tuple(self._ordered),
+                self._lookup.share(),
             )
         return self._snapshot
 
@@ -480,6 +484,7 @@ class Topology:
             self._devices.pop(devpath, None)
             self._key_of.pop(devpath, None)
         ns = self.namespaces.pop(key)
+        self._lookup.put(ns, None)
         index = bisect.bisect_left(self._order, key)
         del self._order[index]
         del self._ordered[index]
@@ -498,6 +503,7 @@ class Topology:
             paths = tuple(self._disk_path(self._devices[d]) for d in group)
             names = tuple(dict.fromkeys(p.controller for p in paths if p.controller))
         ns = dataclasses.replace(device, paths=paths, controllers=names or device.controllers)
+        self._lookup.put(self.namespaces.get(key), ns)
         self.namespaces[key] = ns
         self._ordered[bisect.bisect_left(self._order, key)] = ns
         self._snapshot = None
