@@ -30,7 +30,11 @@ for subsystem in ("nvme", "nvme-subsystem", "block", "nvme-generic"):
             "public": {str(k): str(v) for k, v in device.properties.items()},
             "parents": [[s, n, dict(a)] for s, n, a in record.parents],
         })
-print(json.dumps(out))
+enumerated = {
+    r.devpath: [[s, n, dict(a)] for s, n, a in r.parents]
+    for r in intake.enumerate_records(context)
+}
+print(json.dumps({"devices": out, "enumerated": enumerated}))
 """
 
 
@@ -40,6 +44,7 @@ print(json.dumps(out))
 def test_records_from_real_devices_carry_every_property(multipath: bool) -> None:
     with Bed(multipath=multipath) as bed:
         bed.add_controller(ControllerConfig("nvme0", serial="SN1"), quiet=True)
+        bed.add_controller(ControllerConfig("nvme1", serial="SN1"), quiet=True)
         parts = (PartitionConfig(1, 64 << 20, fs="ext4", label="p1"),)
         bed.add_namespace(NamespaceConfig("nvme0", 1, fs="xfs", label="data"), quiet=True)
         bed.add_namespace(NamespaceConfig("nvme0", 2, partitions=parts), quiet=True)
@@ -51,7 +56,12 @@ def test_records_from_real_devices_carry_every_property(multipath: bool) -> None
             check=True,
             timeout=60,
         )
-    devices = json.loads(done.stdout)
+    answer = json.loads(done.stdout)
+    devices = answer["devices"]
+    # Coldplug takes a disk's parents from the records enumerated before it: the same
+    # answer as libudev's walk up sysfs, for every device.
+    assert answer["enumerated"] == {d["devpath"]: d["parents"] for d in devices}
+    assert any(answer["enumerated"].values())
     assert len(devices) >= 7  # controller, 2 disks, a partition, 2 generics (+ subsystem)
     for device in devices:
         assert device["fast"] == device["public"], device["devpath"]
