@@ -15,6 +15,7 @@ from nvme_agent.harness.layout import (
     NamespaceConfig,
     PartitionConfig,
 )
+from nvme_agent.topology.names import hidden_path
 
 pytestmark = pytest.mark.umockdev
 
@@ -87,8 +88,9 @@ def test_coldplug_enumeration_sees_the_layout(bed: Bed) -> None:
     subsystems = [r["subsystem"] for r in listener.coldplug]
     assert subsystems.count("nvme") == 1 and subsystems.count("nvme-subsystem") == 1
     disks = [r for r in listener.coldplug if r["devtype"] == "disk"]
-    hidden = [d for d in disks if d["attributes"].get("hidden") == "1"]
+    hidden = [d for d in disks if hidden_path(d["devpath"].rsplit("/", 1)[-1])]
     assert len(hidden) == (1 if bed.layout.multipath else 0)
+    assert all(d["attributes"] == {} for d in hidden)  # intake reads only their devpath
     visible = [d for d in disks if d["attributes"].get("hidden") == "0"]
     assert [d["properties"]["ID_FS_LABEL"] for d in visible] == ["data"]
 

@@ -18,6 +18,7 @@ from nvme_agent.harness.layout import (
     LayoutError,
     NamespaceConfig,
 )
+from nvme_agent.topology.names import hidden_path
 
 pytestmark = pytest.mark.umockdev
 
@@ -98,8 +99,9 @@ def test_fabrics_namespace_has_uuid_identity_and_no_pci_path(mp_bed: Bed) -> Non
     assert disk["attributes"]["uuid"]
     assert "ID_PATH" not in disk["properties"]  # path_id stops at /devices/virtual
     assert not any("/by-path/" in link for link in disk["properties"]["DEVLINKS"].split())
-    hidden = [r for r in Listener(mp_bed, count=0).coldplug if r["attributes"].get("hidden")]
-    assert [h["devpath"] for h in hidden if h["attributes"]["hidden"] == "1"] == [
+    coldplug = Listener(mp_bed, count=0).coldplug
+    hidden = [r for r in coldplug if hidden_path(r["devpath"].rsplit("/", 1)[-1])]
+    assert [h["devpath"] for h in hidden] == [
         "/devices/virtual/nvme-fabrics/ctl/nvme0/nvme0c0n1"
     ]
 
@@ -118,7 +120,9 @@ def _disks(records: list[dict[str, object]]) -> list[tuple[str, str]]:
         attrs = r["attributes"]
         assert isinstance(attrs, dict)
         if r["devtype"] == "disk":
-            out.append((str(r["devpath"]), str(attrs.get("hidden"))))
+            # intake reads nothing of a hidden path but its devpath (records.reads_sysfs)
+            hidden = hidden_path(str(r["devpath"]).rsplit("/", 1)[-1]) and attrs == {}
+            out.append((str(r["devpath"]), "1" if hidden else str(attrs.get("hidden"))))
     return sorted(out)
 
 

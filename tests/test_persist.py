@@ -19,6 +19,7 @@ from nvme_agent.policy import plan_key
 from nvme_agent.policy.plan import ExecSpec, Plan
 from nvme_agent.service.persist import StateWriter, merge
 from nvme_agent.service.recovery import Bookkeeping, StateError, from_state, namespace_json
+from nvme_agent.topology.lookup import Lookup
 from nvme_agent.topology.model import Namespace, TopologySnapshot
 
 HOOK = ExecSpec(argv=("/bin/true",))
@@ -186,19 +187,36 @@ class Held:
         elif kind == "ctrl":
             self.controllers = 1 + nsid % 3
 
+    #: With one, snapshots are made as the tracker makes them, with its log of what it
+    #: touched, so the writer takes the changes from the log instead of comparing.
+    lookup: Lookup | None = None
+    shown: dict[int, Namespace] = dataclasses.field(default_factory=dict)
+
     def topology(self) -> TopologySnapshot:
-        return snap(*(self.present[k] for k in sorted(self.present)), controllers=self.controllers)
+        plain = snap(*(self.present[k] for k in sorted(self.present)), controllers=self.controllers)
+        if self.lookup is None:
+            return plain
+        for nsid in sorted(set(self.shown) | set(self.present)):
+            old, new = self.shown.get(nsid), self.present.get(nsid)
+            if old is not new:
+                self.lookup.put(old, new)
+        self.shown = dict(self.present)
+        return TopologySnapshot.indexed(plain.controllers, plain.namespaces, self.lookup.share())
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.lists(st.lists(STEP, max_size=5), max_size=12), st.integers(0, 12))
+@given(st.lists(st.lists(STEP, max_size=5), max_size=12), st.integers(0, 12), st.booleans())
 def test_any_sequence_of_batches_reads_back_exactly(
-    tmp_path_factory: pytest.TempPathFactory, batches: list[list[tuple[str, int]]], every: int
+    tmp_path_factory: pytest.TempPathFactory,
+    batches: list[list[tuple[str, int]]],
+    every: int,
+    tracked: bool,
 ) -> None:
-    """``every``: a checkpoint after that many lines (0: never), as the daemon compacts."""
+    """``every``: a checkpoint after that many lines (0: never), as the daemon compacts;
+    ``tracked``: snapshots with the tracker's log of what changed."""
     files = StateFile(tmp_path_factory.mktemp("state") / "topology.json")
-    writer, held, lines = StateWriter(), Held(), 0
-    files.checkpoint(writer.checkpoint(held.books, snap(), held.generation))
+    writer, held, lines = StateWriter(), Held(lookup=Lookup() if tracked else None), 0
+    files.checkpoint(writer.checkpoint(held.books, held.topology(), held.generation))
     for batch in batches:
         for kind, nsid in batch:
             held.step(kind, nsid)

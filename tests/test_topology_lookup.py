@@ -72,7 +72,7 @@ ops = st.lists(st.tuples(st.booleans(), step), max_size=50)
 
 def kept(snap: TopologySnapshot) -> dict[str, dict[Any, Any]]:
     """The tables the tracker handed to ``snap`` (all four, from its creation)."""
-    tables = {k: v for k, v in snap._index.items() if k != "controller"}
+    tables = {k: v for k, v in snap._index.items() if k not in ("controller", "touched")}
     assert set(tables) == {"nsid", "key", "devnode", "fs_uuid"}
     return tables
 
@@ -102,14 +102,36 @@ def test_the_kept_tables_answer_what_a_scan_would(ops: list[tuple[bool, tuple[An
         topo.apply(controller(f"nvme{i}", NQNS[i % 2]))
     handed: list[tuple[TopologySnapshot, dict[str, Any]]] = []
     for is_partition, s in ops:
+        before = topo.snapshot()
         topo.apply(partition(s) if is_partition else disk(s))
         snap = topo.snapshot()
+        # What the log says was touched turns the earlier namespaces into these.
+        touched = snap.touched_since(before)
+        assert touched is not None
+        held = {ns.key: ns for ns in before.namespaces}
+        for key, ns in touched:
+            held.pop(key, None) if ns is None else held.__setitem__(key, ns)
+        assert held == {ns.key: ns for ns in snap.namespaces}
         assert kept(snap) == build_tables(snap.namespaces)  # the scan's order is the truth
         assert answers(snap) == answers(scanning(snap))
         handed.append((snap, {name: dict(table) for name, table in kept(snap).items()}))
     # Later changes never reached a snapshot handed out before them.
     for snap, then in handed:
         assert kept(snap) == then == build_tables(snap.namespaces)
+
+
+def test_the_log_answers_only_for_snapshots_of_one_log() -> None:
+    topo = Topology()
+    topo.apply(controller("nvme0", NQNS[0]))
+    first = topo.snapshot()
+    topo.apply(disk(("add", "nvme0", 1, 1, 1, "", "filesystem", 1)))
+    second = topo.snapshot()
+    assert [(key, ns is not None) for key, ns in second.touched_since(first) or []] == [
+        ((NQNS[0], 1), True)
+    ]
+    assert first.touched_since(second) is None  # backwards: the log cannot say
+    assert second.touched_since(scanning(first)) is None  # not the tracker's
+    assert second.touched_since(second) == []
 
 
 def test_a_changed_topology_copies_the_table_a_snapshot_holds() -> None:

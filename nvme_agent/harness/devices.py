@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvme_agent.topology.model import Properties
-from nvme_agent.topology.records import ATTRIBUTES, PARENT_ATTRIBUTES, DeviceRecord
+from nvme_agent.topology.records import ATTRIBUTES, PARENT_ATTRIBUTES, DeviceRecord, reads_sysfs
 
 QEMU_VENDOR = 0x1B36
 
@@ -71,9 +71,10 @@ class Device:
     def record(self, action: str, seqnum: int = 0, *, coldplug: bool = False) -> DeviceRecord:
         """The :class:`DeviceRecord` intake would build for this device and ``action``.
 
-        Mirrors :func:`nvme_agent.topology.intake.record_from_device`: only the attributes listed in
-        :data:`~nvme_agent.topology.records.ATTRIBUTES`, none on ``remove``, the ``nvme`` then
-        the ``nvme-subsystem`` ancestor.
+        Mirrors :func:`nvme_agent.topology.intake.record_from_device`: only the attributes
+        listed in :data:`~nvme_agent.topology.records.ATTRIBUTES`, none where intake reads
+        none (:func:`~nvme_agent.topology.records.reads_sysfs`), the ``nvme`` then the
+        ``nvme-subsystem`` ancestor.
         """
         props = {
             "ACTION": action,
@@ -86,9 +87,10 @@ class Device:
         if coldplug:
             props.pop("ACTION")
         wanted = ATTRIBUTES.get(self.subsystem, ())
-        attrs = {} if action == "remove" else _pick(self.attributes, wanted)
+        read = reads_sysfs(action, self.subsystem, self.sysname)
+        attrs = _pick(self.attributes, wanted) if read else {}
         parents: tuple[tuple[str, str, Properties], ...] = ()
-        if action != "remove":
+        if read:
             parents = tuple(
                 (
                     p.subsystem,

@@ -20,7 +20,13 @@ except ImportError:  # pragma: no cover - a pyudev without it
     udev_list_iterate = None
 
 from nvme_agent.topology.model import Properties
-from nvme_agent.topology.records import ATTRIBUTES, PARENT_ATTRIBUTES, SUBSYSTEMS, DeviceRecord
+from nvme_agent.topology.records import (
+    ATTRIBUTES,
+    PARENT_ATTRIBUTES,
+    SUBSYSTEMS,
+    DeviceRecord,
+    reads_sysfs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +121,14 @@ def record_from_device(
 ) -> DeviceRecord:
     """Build a :class:`DeviceRecord` from a ``pyudev.Device``.
 
-    Attributes and parents are read only for devices that still exist: a ``remove`` event
-    carries properties only, because its sysfs directory is already gone.  ``known``: the
+    Attributes and parents are read only where the tracker uses them
+    (:func:`~nvme_agent.topology.records.reads_sysfs`).  ``known``: the
     records of the enumeration so far, by devpath, where the parents are taken from.
     """
     action = action or device.action or "add"
     subsystem = device.subsystem or ""
     props = _properties(device)
-    if action == "remove":
+    if not reads_sysfs(action, subsystem, device.sys_name):
         attrs: dict[str, str] = {}
         parents: tuple[tuple[str, str, Properties], ...] = ()
     else:

@@ -10,6 +10,10 @@ to each new snapshot **copy-on-write**: a snapshot gets the live dict, and the n
 copies it (a C-level copy, microseconds) before touching it, so no snapshot ever sees a
 later change.
 
+The tracker also logs which namespace each change touched, so that a reader holding an
+earlier snapshot (the state writer) can ask what changed since it without comparing every
+namespace: :meth:`~nvme_agent.topology.model.TopologySnapshot.touched_since`.
+
 Each table answers what a scan of the snapshot in its order would: the first namespace (or
 device) in snapshot order for a name, or all of them in that order (``fs_uuid``).  The
 property tests compare every table with :func:`build_tables` after random record sequences.
@@ -30,6 +34,10 @@ _K = TypeVar("_K", bound=Hashable)
 #: partition, the partition's index).
 Order = tuple[tuple[str, int], int, int]
 Device = tuple["Namespace", "Partition | None"]
+Key = tuple[str, int]
+#: The change log starts over (in a new list: the snapshots that hold the old one keep it)
+#: once this long; a reader whose snapshot holds the old log compares everything, once.
+LOG_LIMIT = 1 << 16
 
 
 def fs_key(fs: Filesystem | None) -> str | None:
@@ -109,6 +117,8 @@ class Lookup:
             "devnode": _Table(),
             "fs_uuid": _Table(every=True),
         }
+        # (key, the namespace now or None): appended only, so a snapshot's prefix never moves.
+        self._log: list[tuple[Key, Namespace | None]] = []
 
     def put(self, old: Namespace | None, new: Namespace | None) -> None:
         """Namespace ``old`` (None: none before) is now ``new`` (None: gone); one key."""
@@ -118,10 +128,18 @@ class Lookup:
         if new is not None:
             for table, name, order, value in _entries(new):
                 self._tables[table].add(name, order, value)
+        touched = new if new is not None else old
+        if touched is not None:
+            if len(self._log) >= LOG_LIMIT:
+                self._log = []
+            self._log.append((touched.key, new))
 
-    def share(self) -> dict[str, dict[Any, Any]]:
-        """The tables as they are, for a snapshot: never changed afterwards."""
-        return {name: table.share() for name, table in self._tables.items()}
+    def share(self) -> dict[str, Any]:
+        """The tables as they are, for a snapshot: never changed afterwards; and the change
+        log with its length now (``"touched"``)."""
+        tables: dict[str, Any] = {name: table.share() for name, table in self._tables.items()}
+        tables["touched"] = (self._log, len(self._log))
+        return tables
 
 
 def build_tables(namespaces: Iterable[Namespace]) -> dict[str, dict[Any, Any]]:
@@ -137,4 +155,4 @@ def build_tables(namespaces: Iterable[Namespace]) -> dict[str, dict[Any, Any]]:
     return firsts | {"fs_uuid": {name: tuple(values) for name, values in every.items()}}
 
 
-__all__ = ["Device", "Lookup", "build_tables", "fs_key"]
+__all__ = ["Device", "Key", "Lookup", "build_tables", "fs_key"]

@@ -381,6 +381,20 @@ class TopologySnapshot:
         )
         return found
 
+    def touched_since(
+        self, earlier: TopologySnapshot
+    ) -> list[tuple[tuple[str, int], Namespace | None]] | None:
+        """(key, the namespace now or None when gone) of every namespace changed between
+        ``earlier`` and this snapshot, in order, possibly several times; None when the
+        tracker's log cannot say (a snapshot not made by the tracker, or a log started over):
+        then compare the namespaces."""
+        mine = self._index.get("touched")
+        theirs = earlier._index.get("touched")
+        if mine is None or theirs is None or mine[0] is not theirs[0] or theirs[1] > mine[1]:
+            return None
+        log: list[tuple[tuple[str, int], Namespace | None]] = mine[0][theirs[1] : mine[1]]
+        return log
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "controllers": [c.to_dict() for c in self.controllers],
