@@ -594,3 +594,34 @@ def test_explain_bundled_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     (unmount,) = ns1[1]["actions"]
     assert unmount["kind"] == "unmount" and unmount["device_gone"] is True
     assert ns1[0]["actions"][0]["target"] != ns1[2]["actions"][0]["target"]
+
+
+def test_a_spec_streams_as_asdict_would_and_holds_only_immutable_values() -> None:
+    from dataclasses import asdict, fields
+
+    from nvme_agent.policy.plan import (
+        ActionSpec,
+        ExecSpec,
+        GrowSpec,
+        MountSpec,
+        SignalSpec,
+        SystemdSpec,
+        UnmountSpec,
+        spec_to_dict,
+    )
+
+    specs: list[ActionSpec] = [
+        MountSpec(source="/dev/nvme0n1", target="/srv/a", mount_root="/srv", owner="u"),
+        UnmountSpec(source="/dev/nvme0n1", target="/srv/a", mount_root="/srv"),
+        ExecSpec(argv=("/bin/true", "x"), env=(("A", "1"), ("B", "2")), user="nobody"),
+        SystemdSpec(verb="start", unit="a.service"),
+        SignalSpec(pidfile="/run/a.pid"),
+        GrowSpec(source="/dev/nvme0n1", fstype="ext4", target="/srv/a"),
+    ]
+    for spec in specs:
+        assert spec_to_dict(spec) == asdict(spec)
+        for f in fields(spec):
+            value = getattr(spec, f.name)
+            flat = value if isinstance(value, tuple) else (value,)
+            items = [v for x in flat for v in (x if isinstance(x, tuple) else (x,))]
+            assert all(isinstance(v, str | int | float | bool | type(None)) for v in items), f
