@@ -222,7 +222,7 @@ class Compiler(Checker):
         super().__init__(doc)
         self.known_actions: dict[Any, Action] = {}
 
-    def policy(self) -> Policy:
+    def policy(self, digest: str = "") -> Policy:
         data = self.doc.data
         if data is None and not self.issues:
             self.report((), "the policy is empty; it needs at least 'version: 1'")
@@ -247,6 +247,7 @@ class Compiler(Checker):
             rules=rules,
             source=self.doc.origin,
             warnings=tuple(i for i in self.issues if i.severity == "warning"),
+            digest=digest,
         )
 
     # --- defaults ----------------------------------------------------------------------
@@ -679,6 +680,7 @@ class Compiler(Checker):
         return None if unit is None else SignalAction(signal=sig, unit=unit)
 
 
-def compile_document(doc: Document) -> Policy:
-    """Validate and compile ``doc``; raise :class:`PolicyError` listing every error."""
-    return Compiler(doc).policy()
+def compile_document(doc: Document, digest: str = "") -> Policy:
+    """Validate and compile ``doc`` (``digest``: of the text it was parsed from); raise
+    :class:`PolicyError` listing every error."""
+    return Compiler(doc).policy(digest)
