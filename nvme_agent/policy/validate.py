@@ -169,7 +169,13 @@ def mount_root_problem(root: str) -> str | None:
 
 def _under(path: str, root: str) -> bool:
     path, root = os.path.normpath(path), os.path.normpath(root)
-    return path != root and os.path.commonpath([path, root]) == root
+    if path == root:
+        return False
+    if path[:1] == root[:1] == "/" and path[:2] != "//" and root[:2] != "//":
+        # what commonpath says of two normal absolute paths, at a fraction of its cost (once
+        # per mount path of a policy)
+        return root == "/" or path.startswith(root + "/")
+    return os.path.commonpath([path, root]) == root
 
 
 def _probe(_field: str, _value: str) -> str:
