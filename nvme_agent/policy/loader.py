@@ -37,8 +37,9 @@ def paused_collector() -> Iterator[None]:
     generation, and a full one walks the whole heap of the process: in a daemon that knows a
     thousand namespaces, tens of milliseconds per reload (issue 13).  What the loader makes
     holds no cycles (aliases are copied, not shared) and goes with its last reference; the
-    bounds of :class:`Limits` bound what it can make meanwhile.  Collection resumes (if it was
-    on) when the load ends, however it ends.
+    bounds of :class:`Limits` bound what it can make meanwhile.  The pause is the process's
+    (the collector is global): other threads, the daemon's loop among them, collect again when
+    the load ends, however it ends, unless the collector was off before.
     """
     enabled = gc.isenabled()
     gc.disable()
