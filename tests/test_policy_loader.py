@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -239,6 +243,106 @@ def test_parse_yaml_reports_control_characters_and_lone_surrogates() -> None:
     assert (issue.line, issue.column) == (2, 4) and "not Unicode" in issue.message
 
 
+# --- the collector while a policy loads (issue 13) -----------------------------------------
+
+
+def many_rules(count: int) -> str:
+    lines = ["version: 1", "defaults: {mount_root: /run/media/nvme-agent}", "rules:"]
+    for i in range(count):
+        lines += [
+            f"  - name: r{i}",
+            f'    match: {{fs_label: "n{i}-*"}}',
+            f'    on_add: [{{mount: {{path: "/run/media/nvme-agent/r{i}/{{label}}"}}}}]',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+LOADS = {
+    "valid": many_rules(300),
+    "invalid": many_rules(300) + "  - match: {fs_typo: x}\n",
+    "syntax": many_rules(300) + "  - name: [x\n",
+    "anchors": "version: 1\nrules:\n  - &r {name: a, match: &m {fs_type: ext4}}\n"
+    "  - {<<: *r, name: b, match: *m}\n",
+}
+
+
+@pytest.fixture
+def collections() -> Iterator[list[int]]:
+    """The generations collected while the test runs, with the collector made eager (a
+    collection per allocation) so that any window it is allowed in sees one."""
+    seen: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    gc.callbacks.append(note)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(note)
+        gc.set_threshold(*thresholds)
+
+
+@pytest.mark.parametrize("name", sorted(LOADS))
+def test_no_collection_runs_while_a_policy_loads(
+    name: str, collections: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A large policy's objects set off full collections, each walking the daemon's whole
+    # heap; the loader pauses the collector from parsing to the compiled policy instead.
+    import nvme_agent.policy as policy_module
+
+    marks: list[int] = []
+    parse, compile_ = policy_module.parse_yaml, policy_module.compile_document
+
+    def parse_spy(*args: Any) -> Any:
+        marks.append(len(collections))
+        return parse(*args)
+
+    def compile_spy(*args: Any) -> Any:
+        try:
+            return compile_(*args)
+        finally:
+            marks.append(len(collections))
+
+    monkeypatch.setattr(policy_module, "parse_yaml", parse_spy)
+    monkeypatch.setattr(policy_module, "compile_document", compile_spy)
+    try:
+        load_policy_text(LOADS[name], "p.yaml")
+    except PolicyError:
+        assert name != "valid"
+    assert len(marks) == 2 and marks[0] == marks[1]  # no collection from parse to policy
+    assert gc.isenabled()
+    _ = [[1] for _ in range(3)]  # allocations: the eager collector runs again
+    assert len(collections) > marks[1]
+
+
+def test_a_collector_switched_off_stays_off_after_a_load() -> None:
+    gc.disable()
+    try:
+        load_policy_text(LOADS["valid"], "p.yaml")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("name", sorted(LOADS))
+def test_a_load_leaves_no_cyclic_garbage(name: str) -> None:
+    # Why pausing the collector costs nothing later: what a load makes and drops is freed
+    # by reference counting alone, whether the policy is valid or not.
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        with contextlib.suppress(PolicyError):
+            load_policy_text(LOADS[name], "p.yaml")
+        assert gc.collect() == 0, [type(o).__name__ for o in gc.garbage[:10]]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 # --- property tests ------------------------------------------------------------------------
 
 settings_ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -269,6 +373,7 @@ def test_arbitrary_yaml_fragments_raise_only_policy_error(text: str) -> None:
         load_policy_text(text, "fuzz.yaml")
     except PolicyError as exc:
         assert exc.errors and all(i.keypath for i in exc.errors)
+    assert gc.isenabled()  # the load paused the collector and gave it back
 
 
 CHUNKS = [b"[", b"]", b"{", b"}", b"*a", b"&a ", b":", b"\n", b"  ", b"..", b"/", b"-", b"\xff",

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nvme_agent.cli.main import main
 from nvme_agent.policy import (
@@ -18,6 +22,7 @@ from nvme_agent.policy import (
     load_policy_mapping,
     load_policy_text,
 )
+from nvme_agent.policy import validate as validate_module
 from nvme_agent.policy.spec import (
     ACTION_TYPES,
     Defaults,
@@ -624,3 +629,45 @@ def test_unreachable_counts_the_changes_a_rule_is_tried_by() -> None:
     assert [w.split(": ")[2] for w in unreachable] == ["rules[2]", "rules[3]"]
     assert "rules[1] before it matches every device" in unreachable[0]
     assert "rules[0] before it matches every device" in unreachable[1]
+
+
+# --- "below the mount root", without commonpath on the common path (issue 13) -------------
+
+_PATH_BITS = ["", "/", "//", "///", "a", "b", "ab", ".", "..", "a/", "/a", "x/..", "é"]
+
+
+def _under_as_before(path: str, root: str) -> bool:
+    """The check as it was: normpath both, then commonpath."""
+    path, root = os.path.normpath(path), os.path.normpath(root)
+    return path != root and os.path.commonpath([path, root]) == root
+
+
+def _verdict(check: Any, path: str, root: str) -> bool | str:
+    try:
+        return bool(check(path, root))
+    except ValueError:  # commonpath of a relative and an absolute path
+        return "ValueError"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    path=st.lists(st.sampled_from(_PATH_BITS), max_size=7).map("".join),
+    root=st.lists(st.sampled_from(_PATH_BITS), max_size=5).map("".join),
+)
+def test_below_the_root_says_what_commonpath_says(path: str, root: str) -> None:
+    # Hostile mount paths ("//", "..", a root prefix without its slash) included.
+    assert _verdict(validate_module._under, path, root) == _verdict(_under_as_before, path, root)
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "below"),
+    [
+        ("/run/media/x/a", "/run/media/x", True),
+        ("/run/media/xa", "/run/media/x", False),
+        ("/run/media/x", "/run/media/x", False),
+        ("/run/media/x/../y", "/run/media/x", False),
+        ("//run/media/x/a", "/run/media/x", True),
+    ],
+)
+def test_below_the_root_examples(path: str, root: str, below: bool) -> None:
+    assert validate_module._under(path, root) is below

@@ -24,7 +24,7 @@ from nvme_agent.policy.decide import REFUSED, decide, plan_key
 from nvme_agent.policy.errors import PolicyError, PolicyIssue
 from nvme_agent.policy.explain import RuleVerdict, explain
 from nvme_agent.policy.files import ROOT_ONLY, NotAPolicyFile, distrust, read_policy_file
-from nvme_agent.policy.loader import LIMITS, Document, Limits, parse_yaml
+from nvme_agent.policy.loader import LIMITS, Document, Limits, parse_yaml, paused_collector
 from nvme_agent.policy.spec import DEFAULT_MOUNT_ROOT, Defaults, Policy, Rule, Timeouts
 from nvme_agent.policy.validate import compile_document
 
@@ -58,14 +58,15 @@ def load_policy_text(text: str, origin: str = "<policy>", limits: Limits = LIMIT
     Raises only :class:`PolicyError`, whatever the text: the loader is bounded (size, depth,
     nodes, aliases; :class:`Limits`) and reports everything as issues.
     """
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     try:
-        policy = compile_document(parse_yaml(text, origin, limits))
+        with paused_collector():
+            return compile_document(parse_yaml(text, origin, limits), digest)
     except (RecursionError, MemoryError) as exc:
         # Defence in depth: the bounds keep both out of reach; a daemon must survive anyway.
         raise PolicyError(
             [PolicyIssue(origin, 1, 1, "(file)", f"too large to load ({type(exc).__name__})")]
         ) from exc
-    return dataclasses.replace(policy, digest=hashlib.sha256(text.encode()).hexdigest())
 
 
 def load_policy_bytes(raw: bytes, origin: str = "<policy>", limits: Limits = LIMITS) -> Policy:
