@@ -26,8 +26,6 @@ import time
 from collections.abc import Iterable
 from typing import IO
 
-import psutil
-
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import BASE_ENV
 from nvme_agent.policy.plan import ExecSpec
@@ -208,6 +206,8 @@ def _killpg(pgid: int, sig: signal.Signals) -> bool:
 
 def _group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group."""
+    import psutil  # lazily: see nvme_agent.actions.holders
+
     pids = []
     for p in psutil.process_iter(["pid", "status"]):
         try:

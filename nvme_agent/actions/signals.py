@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import stat
-
-import psutil
+from typing import TYPE_CHECKING
 
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.units import main_pid
 from nvme_agent.actions.unmount import parse_signal
 from nvme_agent.policy.plan import SignalSpec
 from nvme_agent.policy.trust import untrusted_reason
+
+if TYPE_CHECKING:
+    import psutil
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -45,6 +47,8 @@ def _from_pidfile(path: str) -> list[psutil.Process]:
     root's or belong to the user the process runs as, the directories above it too, and none
     of them writable by others (a sticky directory such as /tmp is fine).
     """
+    import psutil  # lazily: see nvme_agent.actions.holders
+
     real = os.path.realpath(path)
     pid, st = _read_pid(real)
     try:
@@ -73,6 +77,8 @@ def _from_pidfile(path: str) -> list[psutil.Process]:
 
 def _by_name(name: str) -> list[psutil.Process]:
     """Exact match on the process name, argv[0]'s or the executable's basename."""
+    import psutil  # lazily: see nvme_agent.actions.holders
+
     found = []
     for p in psutil.process_iter(["pid", "name", "cmdline", "exe"]):
         info = p.info
@@ -89,6 +95,8 @@ def _by_name(name: str) -> list[psutil.Process]:
 
 def run_signal(spec: SignalSpec, deadline: Deadline) -> Outcome:
     """Send the signal; SKIPPED when no process matched (nothing to notify)."""
+    import psutil  # lazily: see nvme_agent.actions.holders
+
     sig = parse_signal(spec.signal)
     chosen = [x for x in (spec.pidfile, spec.process, spec.unit) if x]
     if len(chosen) != 1:

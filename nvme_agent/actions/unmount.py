@@ -11,8 +11,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass, field
-
-import psutil
+from typing import TYPE_CHECKING
 
 from nvme_agent.actions import messages, mountinfo, safedirs
 from nvme_agent.actions.guard import Guard
@@ -22,6 +21,9 @@ from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
 from nvme_agent.actions.proc import run_tool, tool_error
 from nvme_agent.policy.plan import UnmountSpec
 from nvme_agent.topology.text import escape
+
+if TYPE_CHECKING:
+    import psutil
 
 log = logging.getLogger("nvme_agent.actions")
 
@@ -129,6 +131,8 @@ def _signal_holders(
     (a holder may release it without exiting); ``psutil.wait_procs`` paces the re-checks.
     A little of the budget is kept for sync and umount.
     """
+    import psutil  # only for a busy mount: see nvme_agent.actions.holders
+
     procs: list[psutil.Process] = []
     notes: list[str] = []
     for h in holders:

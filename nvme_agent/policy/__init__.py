@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -140,9 +139,15 @@ def load_policy_mapping(mapping: Mapping[str, Any], origin: str = "<mapping>") -
 
 def schema_text() -> str:
     """The JSON Schema of the policy file, as shipped in the package."""
+    # Imported here: importlib.resources pulls in tempfile, shutil and the compressors, which
+    # a daemon never needs (issue 13, RSS).
+    from importlib import resources
+
     return resources.files("nvme_agent.policy").joinpath("schema.json").read_text("utf-8")
 
 
 def default_policy_text() -> str:
     """The conservative default policy shipped in the package."""
+    from importlib import resources  # see schema_text
+
     return resources.files("nvme_agent").joinpath("data/default-policy.yaml").read_text("utf-8")

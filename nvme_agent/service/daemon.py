@@ -71,6 +71,7 @@ from nvme_agent.service.deadmounts import (
 )
 from nvme_agent.service.eject import ResultWaiters
 from nvme_agent.service.keeper import Keeper
+from nvme_agent.service.memory import release_free_memory
 from nvme_agent.service.operations import Operations
 from nvme_agent.service.reconcile import AppliedPlans
 from nvme_agent.service.recovery import (
@@ -243,6 +244,7 @@ class Daemon:
         self.events.publish({"type": "ready", "nsid": None, "status": self.status_line()})
         self._ready = True
         self._write_metrics()  # before READY=1: a scraper started after us finds the file
+        release_free_memory()  # what coldplug built and dropped: not kept for the daemon's life
         self.notifier.ready(self.status_line())
         await self._stop.wait()
         return await self._shutdown()
