@@ -3,8 +3,9 @@
 Idempotent: a device already mounted at its target is a success, a device mounted elsewhere
 or a target taken by another mount is a failure, and nothing is ever mounted twice.  The
 mount point is a directory the agent created (or, with ``allow_existing_dir``, an existing
-one) and is empty; the type is named to mount(8), allowed by the policy and what the device
-holds right now; the kernel gets the directory that was opened and checked, by descriptor.
+one) and is empty; the type is named to the kernel (by mount(2) directly or mount(8)), allowed
+by the policy and what the device holds right now; the kernel gets the directory that was
+opened and checked, by descriptor.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _allowed(spec: MountSpec, fstype: str) -> None:
 
 
 def _check_type(spec: MountSpec, deadline: Deadline, prober: Prober | None) -> str:
-    """The type to pass to ``mount -t``: planned, allowed, and what the device holds now.
+    """The type to mount as: planned, allowed, and what the device holds now.
 
     The plan was made from udev's view; the device may have been rewritten since (swapped
     under us).  Without ``-t`` mount(8) would probe and the kernel load any module it names.

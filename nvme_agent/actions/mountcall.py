@@ -14,6 +14,10 @@ Anything else (a filesystem option such as ``errors=remount-ro``, a userspace on
 ``nofail`` or ``x-*``, a helper) goes to mount(8) unchanged, as before: nothing is guessed,
 turned into kernel data or dropped.  The caller also hands a failed mount(2) to mount(8), so
 its behaviour on errors (its read-only retry, its messages) stays what it was.
+
+The deadline of the action cannot interrupt mount(2) in the worker thread; it could not
+interrupt mount(8) waiting in the kernel either (the killed child is waited for), and the
+mounts taken this way are of block filesystems whose kernel waits are uninterruptible anyway.
 """
 
 from __future__ import annotations
