@@ -1,11 +1,9 @@
 """Long-lived probe helpers (:mod:`~nvme_agent.actions.probehelper`): the mount-time reprobe
 without an exec of ``blkid`` per mount (issue 13).
 
-``size`` helpers run, one per concurrent probe, all started by :meth:`Prober.start` (or the
-first probe) so that the daemon's descriptors do not grow with its load; a dead one is
-replaced by the next probe.  A probe that finds no helper free (all busy, or being replaced)
-returns None and the caller runs ``blkid -p`` as before, so a slow device never makes another
-mount wait for it.  A helper that dies, answers
+Up to ``size`` helpers run, one per concurrent probe.  A probe that finds no helper free
+(all busy, or the first ones still starting) returns None and the caller runs ``blkid -p`` as
+before, so a slow device never makes another mount wait for it.  A helper that dies, answers
 garbage or misses the deadline is killed and replaced later; only a missed deadline fails the
 probe (the time is spent), anything else falls back to ``blkid -p``.
 """
@@ -72,13 +70,6 @@ class Prober:
         finally:
             helper.lock.release()
 
-    def start(self) -> None:
-        """Start the helpers now (a daemon does at start; else the first probe does)."""
-        with self._lock:
-            while not self._closed and len(self._helpers) < self.size:
-                if not self._start():
-                    return
-
     def close(self) -> None:
         """End every helper (their input closes: they exit; killed if they do not)."""
         with self._lock:
@@ -89,8 +80,8 @@ class Prober:
             _end(proc)
 
     def _take(self) -> _Helper | None:
-        """A free helper, locked for the caller; None when none is (the pool is filled up:
-        the new helpers serve the next probes)."""
+        """A free helper, locked for the caller; None when none is (one more is started if the
+        pool is not full: it serves the next probe)."""
         with self._lock:
             if self._closed:
                 return None
@@ -98,8 +89,8 @@ class Prober:
             for helper in self._helpers:
                 if helper.lock.acquire(blocking=False):
                     return helper
-            while len(self._helpers) < self.size and self._start():
-                pass
+            if len(self._helpers) < self.size:
+                self._start()
         return None
 
     def _bury(self) -> None:
@@ -112,7 +103,7 @@ class Prober:
             self._dying.append(helper.proc)
         self._dying = [p for p in self._dying if p.poll() is None]
 
-    def _start(self) -> bool:
+    def _start(self) -> None:
         try:
             proc = subprocess.Popen(
                 self.argv,
@@ -124,9 +115,8 @@ class Prober:
             )
         except OSError as exc:
             log.warning("cannot start the probe helper (blkid -p is used): %s", exc)
-            return False
+            return
         self._helpers.append(_Helper(proc))
-        return True
 
     def _ask(self, helper: _Helper, devnode: str, deadline: Deadline) -> Probe | None:
         proc = helper.proc

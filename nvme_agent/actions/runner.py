@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shlex
 import threading
 import time
@@ -151,9 +150,8 @@ class ActionRunner:
         self._running: dict[str, _Job] = {}
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="nvme-action")
-        # A probe helper per worker, up to one per CPU (none in dry runs): probes are CPU and
-        # device bound, and each helper is a process.
-        self.prober = None if dry_run else Prober(min(max_workers, os.cpu_count() or 1))
+        # One probe helper per worker at most, started by the first mounts (none in dry runs).
+        self.prober = None if dry_run else Prober(max_workers)
 
     # -- public API ------------------------------------------------------------------------
 

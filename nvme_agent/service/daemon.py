@@ -214,8 +214,6 @@ class Daemon:
             ledger=self.ledger,
             on_result=self._result_from_thread,
         )
-        if self.runner.prober is not None:
-            self.runner.prober.start()  # now: its descriptors are there from the start
         await self.events.start()
         await self.control.start()
         intake = self._intake if self._intake is not None else UdevIntake()
