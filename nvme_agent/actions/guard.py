@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 from nvme_agent.actions import mountinfo
 from nvme_agent.actions.outcome import ActionError, Deadline
-from nvme_agent.actions.probehelper import AMBIVALENT, NOTHING
-from nvme_agent.actions.prober import Probe, Prober
 from nvme_agent.actions.proc import run_tool, tool_error
 from nvme_agent.topology.text import escape
 
@@ -84,36 +82,29 @@ def probe_ids(devnode: str, timeout: float = 10.0) -> dict[str, str]:
     return ids
 
 
-def probe_fstype(devnode: str, deadline: Deadline, prober: Prober | None = None) -> str:
-    """What the device holds *now*, by blkid's low-level probe (no cache, no udev database):
-    through a probe helper of ``prober`` when one is free, else by ``blkid -p``.
+#: ``blkid -p`` exit statuses (blkid(8)).
+_BLKID_NOTHING = 2
+_BLKID_AMBIVALENT = 8
+
+
+def probe_fstype(devnode: str, deadline: Deadline) -> str:
+    """What the device holds *now*, by blkid's low-level probe (no cache, no udev database).
 
     Raises :class:`ActionError` when the probe finds nothing, finds several signatures
     (ambivalent: the kernel might see another type than the plan), or fails.
     """
-    answer = prober.probe(devnode, deadline) if prober is not None else None
-    if answer is None:
-        answer = _blkid_p(devnode, deadline)
-    if answer.rc == NOTHING:
-        raise ActionError(f"{devnode} holds no filesystem signature now")
-    if answer.rc == AMBIVALENT:
-        raise ActionError(f"{devnode} carries several filesystem signatures (ambivalent probe)")
-    if answer.rc != 0:
-        raise ActionError(f"probing {devnode} failed: {answer.error or f'status {answer.rc}'}")
-    if not answer.fstype:
-        raise ActionError(f"{devnode} holds no filesystem type blkid could name")
-    return answer.fstype
-
-
-def _blkid_p(devnode: str, deadline: Deadline) -> Probe:
     proc = run_tool(["blkid", "-p", "-o", "export", devnode], deadline)
+    if proc.returncode == _BLKID_NOTHING:
+        raise ActionError(f"{devnode} holds no filesystem signature now")
+    if proc.returncode == _BLKID_AMBIVALENT:
+        raise ActionError(f"{devnode} carries several filesystem signatures (ambivalent probe)")
     if proc.returncode != 0:
-        return Probe(proc.returncode, error=tool_error(proc))
+        raise ActionError(f"probing {devnode} failed: {tool_error(proc)}")
     for line in proc.stdout.splitlines():
         key, sep, value = line.partition("=")
         if sep and key == "TYPE" and value:
-            return Probe(0, value)
-    return Probe(0)
+            return value
+    raise ActionError(f"{devnode} holds no filesystem type blkid could name")
 
 
 def whole_disk(dev: str, sysfs: str = SYSFS_DEV_BLOCK) -> str | None:

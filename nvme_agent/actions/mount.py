@@ -22,7 +22,6 @@ from nvme_agent.actions import messages, mountcall, mountinfo, safedirs
 from nvme_agent.actions.guard import Guard, probe_fstype, probe_ids
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
-from nvme_agent.actions.prober import Prober
 from nvme_agent.actions.proc import run_tool, tool_error
 from nvme_agent.actions.unmount import umount_entry
 from nvme_agent.policy.plan import MountSpec
@@ -105,13 +104,13 @@ def _allowed(spec: MountSpec, fstype: str) -> None:
         )
 
 
-def _check_type(spec: MountSpec, deadline: Deadline, prober: Prober | None) -> str:
+def _check_type(spec: MountSpec, deadline: Deadline) -> str:
     """The type to mount as: planned, allowed, and what the device holds now.
 
     The plan was made from udev's view; the device may have been rewritten since (swapped
     under us).  Without ``-t`` mount(8) would probe and the kernel load any module it names.
     """
-    found = probe_fstype(spec.source, deadline, prober)
+    found = probe_fstype(spec.source, deadline)
     planned = spec.fstype or found
     _allowed(spec, planned)
     if not compatible(planned, found):
@@ -252,29 +251,16 @@ def _drop_dirs(
 
 
 def _prepare_and_mount(
-    spec: MountSpec,
-    target: str,
-    created: list[str],
-    fd: int,
-    deadline: Deadline,
-    prober: Prober | None,
+    spec: MountSpec, target: str, dev: str, created: list[str], fd: int, deadline: Deadline
 ) -> str | None:
-    """The checks on the opened mount point and the device, then the mount."""
+    """The checks on the opened mount point and the device, then mount(8)."""
     _check_mount_point(fd, target, ours=target in created, allow_existing=spec.allow_existing_dir)
-    fstype = _check_type(spec, deadline, prober)
+    fstype = _check_type(spec, deadline)
     return _run_mount(spec, fstype, fd, deadline)
 
 
-def do_mount(
-    spec: MountSpec,
-    *,
-    ledger: MountLedger,
-    guard: Guard,
-    deadline: Deadline,
-    prober: Prober | None = None,
-) -> Outcome:
-    """Mount ``spec.source`` at ``spec.target`` (see the module docstring); ``prober``'s
-    helpers reprobe the device when one is free (else ``blkid -p``)."""
+def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: Deadline) -> Outcome:
+    """Mount ``spec.source`` at ``spec.target`` (see the module docstring)."""
     target = os.path.normpath(spec.target)
     safedirs.components(spec.mount_root, spec.target)
     if not spec.source.startswith("/"):
@@ -305,7 +291,7 @@ def do_mount(
     )
     created = [d for d in known if d not in created] + created
     try:
-        failure = _prepare_and_mount(spec, target, created, fd, deadline, prober)
+        failure = _prepare_and_mount(spec, target, dev, created, fd, deadline)
     except ActionError:
         _drop_dirs(spec, target, dev, created, ledger)
         raise

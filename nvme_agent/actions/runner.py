@@ -44,7 +44,6 @@ from nvme_agent.actions.hooks import KILL_GRACE, run_exec
 from nvme_agent.actions.ledger import MountLedger
 from nvme_agent.actions.mount import do_mount
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
-from nvme_agent.actions.prober import Prober
 from nvme_agent.actions.signals import run_signal
 from nvme_agent.actions.units import run_systemctl
 from nvme_agent.actions.unmount import do_unmount
@@ -150,8 +149,6 @@ class ActionRunner:
         self._running: dict[str, _Job] = {}
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="nvme-action")
-        # One probe helper per worker at most, started by the first mounts (none in dry runs).
-        self.prober = None if dry_run else Prober(max_workers)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -222,8 +219,6 @@ class ActionRunner:
                 self._report(job.plan, index, spec, self._cancelled(job), 0.0)
         done = self.wait_idle(timeout)
         self._pool.shutdown(wait=done)
-        if self.prober is not None:
-            self.prober.close()
         return done
 
     # -- workers ---------------------------------------------------------------------------
@@ -287,11 +282,7 @@ class ActionRunner:
         try:
             if isinstance(spec, MountSpec):
                 return do_mount(
-                    spec,
-                    ledger=self.ledger,
-                    guard=self.guard,
-                    deadline=Deadline(spec.timeout),
-                    prober=self.prober,
+                    spec, ledger=self.ledger, guard=self.guard, deadline=Deadline(spec.timeout)
                 )
             if isinstance(spec, UnmountSpec):
                 return do_unmount(
