@@ -1,9 +1,10 @@
 """What a mount may land on, what it may mount as, and what an unmount may hit (issue 11.3-5).
 
-Real ext4 and xfs on loop devices, real mount(8) and umount(8).  Where the test needs to see
-inside mount(8), a wrapper found first in the actions' PATH records the arguments and
-libmount's debug output (``LIBMOUNT_DEBUG``), or holds umount on a FIFO while the test swaps
-a path component.  Root only.
+Real ext4 and xfs on loop devices, real mount(2) (called directly for options that are VFS
+flags), mount(8) and umount(8).  Where the test needs to see inside mount(8), a wrapper found
+first in the actions' PATH records the arguments and libmount's debug output
+(``LIBMOUNT_DEBUG``), or holds umount on a FIFO while the test swaps a path component; the
+direct mount(2) calls are recorded on their way to the kernel.  Root only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TypedDict, Unpack
 import pytest
 from support.actions import WAIT, Loop, Results, change, guard, ledger, loops, needs_loop, root
 
-from nvme_agent.actions import mountinfo, proc
+from nvme_agent.actions import mountcall, mountinfo, proc
 from nvme_agent.actions.guard import Guard
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.mount import do_mount
@@ -43,6 +44,7 @@ class SpecOptions(TypedDict, total=False):
     """The :class:`MountSpec` fields these tests vary (``fstype``: the loop's unless given)."""
 
     fstype: str | None
+    options: tuple[str, ...]
     allow_existing_dir: bool
     allowed_fstypes: tuple[str, ...]
 
@@ -136,11 +138,20 @@ def test_a_leftover_directory_of_the_agent_is_its_own_unless_something_was_put_i
 # --- 11.4: the type is named, allowed, and what the device holds right now -----------------
 
 
+#: Options mounted by mount(2) directly, and options only mount(8) takes (a filesystem one).
+WAYS = {
+    "mount2": ("nodev", "nosuid", "noatime"),
+    "mount8": ("nodev", "nosuid", "noatime", "errors=remount-ro"),
+}
+
+
 @dataclass
 class Recorder:
-    """mount(8) and umount(8) wrappers first in the actions' PATH."""
+    """mount(8) and umount(8) wrappers first in the actions' PATH; the direct mount(2) calls
+    (source, target, type, flags) in ``mount2``."""
 
     bindir: Path
+    mount2: list[tuple[str, str, str, int]]
 
     def argv(self, tool: str) -> list[list[str]]:
         path = self.bindir / f"{tool}.argv"
@@ -170,7 +181,15 @@ def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Recorder:
         )
         script.chmod(0o755)
     monkeypatch.setitem(proc.BASE_ENV, "PATH", f"{bindir}:{proc.BASE_ENV['PATH']}")
-    return Recorder(bindir)
+    recorder = Recorder(bindir, [])
+    real = mountcall.mount
+
+    def recorded(source: str, target: str, fstype: str, flags: int) -> None:
+        recorder.mount2.append((source, target, fstype, flags))
+        real(source, target, fstype, flags)
+
+    monkeypatch.setattr(mountcall, "mount", recorded)
+    return recorder
 
 
 def test_a_directory_made_just_before_a_kill_9_is_still_the_agents_after_restart(
@@ -184,12 +203,13 @@ def test_a_directory_made_just_before_a_kill_9_is_still_the_agents_after_restart
     class Killed(Exception):
         pass
 
-    def mount_killed_after_mkdir(argv: list[str], *args: object, **kw: object) -> object:
+    def mount_killed_after_mkdir(*args: object, **kw: object) -> object:
         assert target.is_dir()  # mkdir happened, the mount is what the kill interrupts
         raise Killed
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("nvme_agent.actions.mount.run_tool", mount_killed_after_mkdir)
+        mp.setattr(mountcall, "mount", mount_killed_after_mkdir)
         with pytest.raises(Killed):
             mount(spec_for(loop, root, target), ledger, guard)
     assert target.is_dir()
@@ -202,14 +222,26 @@ def test_a_directory_made_just_before_a_kill_9_is_still_the_agents_after_restart
     assert not target.exists()
 
 
+@pytest.mark.parametrize("way", sorted(WAYS))
 def test_mount_always_names_the_type_and_never_lets_mount_probe(
-    loops: Callable[..., Loop], root: Path, ledger: MountLedger, guard: Guard, recorder: Recorder
+    loops: Callable[..., Loop],
+    root: Path,
+    ledger: MountLedger,
+    guard: Guard,
+    recorder: Recorder,
+    way: str,
 ) -> None:
     loop = loops("ext4")
-    out = mount(spec_for(loop, root, root / "d", fstype=None), ledger, guard)
+    out = mount(spec_for(loop, root, root / "d", fstype=None, options=WAYS[way]), ledger, guard)
     assert out.status is Status.OK, out
-    (argv,) = recorder.argv("mount")
-    assert argv[argv.index("-t") + 1] == "ext4"
+    if way == "mount2":
+        assert recorder.argv("mount") == []
+        ((_, _, fstype, _),) = recorder.mount2
+        assert fstype == "ext4"
+    else:
+        assert recorder.mount2 == []
+        (argv,) = recorder.argv("mount")
+        assert argv[argv.index("-t") + 1] == "ext4"
 
 
 def test_a_type_outside_the_allow_list_is_refused_at_mount_time(
@@ -241,6 +273,19 @@ def test_mount_hands_mount2_the_opened_directory_not_a_path(
 ) -> None:
     loop = loops("ext4")
     assert mount(spec_for(loop, root, root / "d"), ledger, guard).status is Status.OK
+    ((source, target, _, _),) = recorder.mount2
+    assert source == loop.dev and re.fullmatch(r"/proc/self/fd/\d+", target), target
+    assert recorder.argv("mount") == []  # the default options need no mount(8)
+    assert mounts_of(loop) == [str(root / "d")]
+
+
+def test_mount8_gets_the_opened_directory_not_a_path(
+    loops: Callable[..., Loop], root: Path, ledger: MountLedger, guard: Guard, recorder: Recorder
+) -> None:
+    loop = loops("ext4")
+    spec = spec_for(loop, root, root / "d", options=WAYS["mount8"])
+    assert mount(spec, ledger, guard).status is Status.OK
+    assert recorder.mount2 == []
     (argv,) = recorder.argv("mount")
     assert "--no-canonicalize" in argv
     syscalls = re.findall(r"mount\(2\) \[source=[^,]*, target=([^,]*),", recorder.debug("mount"))

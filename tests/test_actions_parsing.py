@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nvme_agent.actions import mountinfo, safedirs
 from nvme_agent.actions.guard import Guard, parse_fstab
@@ -34,6 +36,39 @@ def test_mountinfo_unescapes_and_finds_the_top_of_a_stack() -> None:
     assert mountinfo.top_mount_at(entries, "/srv/nvme") is None
     with pytest.raises(ValueError, match="malformed"):
         mountinfo.parse_line("1 2 3")
+
+
+def _escaped(path: str) -> str:
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
+
+
+mount_points = st.sampled_from(["/", "/srv/a b", "/srv/x\\y", "/t\tn\nl", "/srv/a"])
+devices = st.sampled_from(["254:0", "259:3", "259:5", "7:1"])
+
+
+@given(
+    st.lists(st.tuples(devices, mount_points), max_size=12),
+    st.frozensets(devices, max_size=2),
+    st.frozensets(mount_points, max_size=2),
+)
+def test_parsing_some_lines_finds_what_a_full_parse_finds(
+    mounts: list[tuple[str, str]], devs: frozenset[str], at: frozenset[str]
+) -> None:
+    text = "".join(
+        f"{20 + i} 1 {dev} / {_escaped(mp)} rw,nodev shared:{i} - ext4 /dev/x\\040{i} rw\n"
+        for i, (dev, mp) in enumerate(mounts)
+    )
+    full = mountinfo.parse(text)
+    assert [e.mountpoint for e in full] == [mp for _, mp in mounts]
+    some = mountinfo.parse_some(text, devs=devs, at=at)
+    assert some == [e for e in full if e.dev in devs or e.mountpoint in at]
+    for mp in at:
+        assert mountinfo.top_mount_at(some, mp) == mountinfo.top_mount_at(full, mp)
+
+
+def test_parsing_some_lines_still_refuses_a_malformed_one() -> None:
+    with pytest.raises(ValueError, match="malformed"):
+        mountinfo.parse_some(MOUNTINFO + "1 2 3\n", at={"/"})
 
 
 def test_fstab_parsing_and_target_guard(tmp_path: Path) -> None:

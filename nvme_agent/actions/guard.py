@@ -157,7 +157,7 @@ class Guard:
     def root_devices(self) -> set[str]:
         """``major:minor`` of the root filesystem's device and of the disk that holds it."""
         devs: set[str] = set()
-        for entry in mountinfo.read(self.mountinfo_path):
+        for entry in mountinfo.read_some(at={"/"}, path=self.mountinfo_path):
             if entry.mountpoint == "/":
                 devs.add(entry.dev)
                 disk = whole_disk(entry.dev, self.sysfs)

@@ -3,8 +3,9 @@
 Idempotent: a device already mounted at its target is a success, a device mounted elsewhere
 or a target taken by another mount is a failure, and nothing is ever mounted twice.  The
 mount point is a directory the agent created (or, with ``allow_existing_dir``, an existing
-one) and is empty; the type is named to mount(8), allowed by the policy and what the device
-holds right now; the kernel gets the directory that was opened and checked, by descriptor.
+one) and is empty; the type is named to the kernel (by mount(2) directly or mount(8)), allowed
+by the policy and what the device holds right now; the kernel gets the directory that was
+opened and checked, by descriptor.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pwd
 import time
 from collections.abc import Callable
 
-from nvme_agent.actions import messages, mountinfo, safedirs
+from nvme_agent.actions import messages, mountcall, mountinfo, safedirs
 from nvme_agent.actions.guard import Guard, probe_fstype, probe_ids
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
@@ -104,7 +105,7 @@ def _allowed(spec: MountSpec, fstype: str) -> None:
 
 
 def _check_type(spec: MountSpec, deadline: Deadline) -> str:
-    """The type to pass to ``mount -t``: planned, allowed, and what the device holds now.
+    """The type to mount as: planned, allowed, and what the device holds now.
 
     The plan was made from udev's view; the device may have been rewritten since (swapped
     under us).  Without ``-t`` mount(8) would probe and the kernel load any module it names.
@@ -142,14 +143,37 @@ def _check_mount_point(fd: int, target: str, *, ours: bool, allow_existing: bool
 
 
 def _run_mount(spec: MountSpec, fstype: str, fd: int, deadline: Deadline) -> str | None:
+    """Mount onto the directory ``fd``; None on success, else the error text.
+
+    The target is ``/proc/self/fd/N``: the kernel resolves the magic link to the very
+    directory that was opened and checked.  mount(2) is called directly when mount(8) would
+    add nothing (see :mod:`~nvme_agent.actions.mountcall`); otherwise, and after a failed
+    mount(2), mount(8) runs as it always did.
+    """
+    options = _options(spec)
+    target = f"/proc/self/fd/{fd}"
+    flags = mountcall.direct_flags(fstype, options)
+    direct: str | None = None
+    if flags is not None:
+        try:
+            mountcall.mount(spec.source, target, fstype, flags)
+            return None
+        except OSError as exc:
+            direct = f"mount(2): {exc.strerror or exc}"
+    failure = _run_mount8(spec.source, fstype, options, fd, deadline)
+    return failure if failure is None or direct is None else f"{direct}; {failure}"
+
+
+def _run_mount8(
+    source: str, fstype: str, options: list[str], fd: int, deadline: Deadline
+) -> str | None:
     """Run mount(8) onto the directory ``fd``; None on success, else the error text.
 
     ``--no-canonicalize``: mount(8) would otherwise turn ``/proc/self/fd/N`` back into a
-    path and hand that to mount(2), reopening the window between check and use.  With it,
-    the kernel resolves the magic link to the very directory that was opened and checked.
+    path and hand that to mount(2), reopening the window between check and use.
     """
-    argv = ["mount", "--no-canonicalize", "-t", fstype, "-o", ",".join(_options(spec))]
-    argv += [spec.source, f"/proc/self/fd/{fd}"]
+    argv = ["mount", "--no-canonicalize", "-t", fstype, "-o", ",".join(options)]
+    argv += [source, f"/proc/self/fd/{fd}"]
     try:
         proc = run_tool(argv, deadline, pass_fds=(fd,))
     except ActionError as exc:
@@ -159,7 +183,7 @@ def _run_mount(spec: MountSpec, fstype: str, fd: int, deadline: Deadline) -> str
 
 def _already(spec: MountSpec, target: str, dev: str, ledger: MountLedger) -> Outcome | None:
     """The outcome when the device or the target is already mounted, else None."""
-    table = mountinfo.read()
+    table = mountinfo.read_some(devs={dev}, at={target})
     mounts = mountinfo.mounts_of(table, dev)
     if any(e.mountpoint == target for e in mounts):
         ours = ledger.get(target)
@@ -274,7 +298,7 @@ def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: De
     finally:
         os.close(fd)
 
-    mounted = mountinfo.top_mount_at(mountinfo.read(), target)
+    mounted = mountinfo.top_mount_at(mountinfo.read_some(at={target}), target)
     if mounted is None or mounted.dev != dev:
         _drop_dirs(spec, target, dev, created, ledger)
         return Outcome.failed(

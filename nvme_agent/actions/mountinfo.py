@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Set
 from dataclasses import dataclass
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -14,6 +15,8 @@ _OCTAL = re.compile(r"\\([0-7]{3})")
 
 def unescape(field: str) -> str:
     """Undo the kernel's ``\\040``-style escaping of space, tab, newline and backslash."""
+    if "\\" not in field:  # nearly every field: no regex pass for it
+        return field
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
@@ -69,6 +72,32 @@ def read(path: str = MOUNTINFO) -> list[MountEntry]:
     """The current mount table of this process's mount namespace."""
     with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         return parse(fh.read())
+
+
+def parse_some(
+    text: str, *, devs: Set[str] = frozenset(), at: Set[str] = frozenset()
+) -> list[MountEntry]:
+    """The entries of a mountinfo text whose device is in ``devs`` or whose mount point is in
+    ``at``, in kernel order; other lines are only split, not parsed (a full parse costs about
+    10 us a line, and a mount reads the table three times)."""
+    out: list[MountEntry] = []
+    for line in text.splitlines():
+        fields = line.split(" ", 5)
+        if len(fields) < 6:
+            if line.strip():
+                parse_line(line)  # raises, as a full parse would
+            continue
+        if fields[2] in devs or unescape(fields[4]) in at:
+            out.append(parse_line(line))
+    return out
+
+
+def read_some(
+    *, devs: Set[str] = frozenset(), at: Set[str] = frozenset(), path: str = MOUNTINFO
+) -> list[MountEntry]:
+    """:func:`parse_some` of the current mount table of this process's mount namespace."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+        return parse_some(fh.read(), devs=devs, at=at)
 
 
 def device_number(path: str) -> str | None:
