@@ -182,11 +182,11 @@ def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Recorder:
         script.chmod(0o755)
     monkeypatch.setitem(proc.BASE_ENV, "PATH", f"{bindir}:{proc.BASE_ENV['PATH']}")
     recorder = Recorder(bindir, [])
-    real = mountcall.mount
+    real_mount = mountcall.mount
 
     def recorded(source: str, target: str, fstype: str, flags: int) -> None:
         recorder.mount2.append((source, target, fstype, flags))
-        real(source, target, fstype, flags)
+        real_mount(source, target, fstype, flags)
 
     monkeypatch.setattr(mountcall, "mount", recorded)
     return recorder

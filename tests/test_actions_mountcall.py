@@ -31,7 +31,7 @@ __all__ = ["guard", "ledger", "loops", "root"]  # fixtures, re-exported for pyte
 known = st.sampled_from(sorted(mountcall.FLAGS))
 #: Option texts a policy may carry (the validator only refuses spaces, commas and a few names).
 any_option = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters=" ,\t\n\r"), min_size=1
+    st.characters(exclude_categories=["Cs"], exclude_characters=" ,\t\n\r"), min_size=1
 )
 
 

@@ -94,7 +94,7 @@ def _killed_mount(
 
     with monkeypatch.context() as patch:
         patch.setattr(mount_module, "run_tool", dies)
-        patch.setattr(mount_module.mountcall, "mount", dies_in_mount2)
+        patch.setattr(mountcall, "mount", dies_in_mount2)
         with pytest.raises(Killed):
             do_mount(spec, ledger=MountLedger(str(ledger_path)), guard=guard, deadline=Deadline(60))
     way = "mount2" if spec.options == PATHS["mount2"] else "mount8"

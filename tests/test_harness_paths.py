@@ -101,9 +101,7 @@ def test_fabrics_namespace_has_uuid_identity_and_no_pci_path(mp_bed: Bed) -> Non
     assert not any("/by-path/" in link for link in disk["properties"]["DEVLINKS"].split())
     coldplug = Listener(mp_bed, count=0).coldplug
     hidden = [r for r in coldplug if hidden_path(r["devpath"].rsplit("/", 1)[-1])]
-    assert [h["devpath"] for h in hidden] == [
-        "/devices/virtual/nvme-fabrics/ctl/nvme0/nvme0c0n1"
-    ]
+    assert [h["devpath"] for h in hidden] == ["/devices/virtual/nvme-fabrics/ctl/nvme0/nvme0c0n1"]
 
 
 # --------------------------------------------------------------------------- two controllers

@@ -16,7 +16,7 @@ from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 WORKERS = 8
 WAIT = 30.0
 
-paths = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
+paths = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40)
 
 
 @given(

@@ -293,9 +293,11 @@ def test_no_collection_runs_while_a_policy_loads(
     # A large policy's objects set off full collections, each walking the daemon's whole
     # heap; the loader pauses the collector from parsing to the compiled policy instead.
     import nvme_agent.policy as policy_module
+    from nvme_agent.policy.loader import parse_yaml
+    from nvme_agent.policy.validate import compile_document
 
     marks: list[int] = []
-    parse, compile_ = policy_module.parse_yaml, policy_module.compile_document
+    parse, compile_ = parse_yaml, compile_document
 
     def parse_spy(*args: Any) -> Any:
         marks.append(len(collections))
