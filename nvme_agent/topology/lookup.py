@@ -1,34 +1,37 @@
-"""The snapshot's lookup tables, kept up to date namespace by namespace.
+"""The snapshot's lookup tables: by nsid, key and device node built on first use, and the
+one a decision needs on every change, by filesystem UUID, kept up to date by the tracker.
 
 A :class:`~nvme_agent.topology.model.TopologySnapshot` answers "which namespace has NSID n",
 "which device is /dev/nvme0n3" and "which devices carry filesystem UUID u" through tables.
-Built from scratch, each is a pass over every namespace: at 3,000 namespaces that is
-milliseconds, paid by the first decision after every change, so deciding on one hot-added
-namespace cost more the more namespaces the guest had (issue 13).  The tracker keeps the
-tables here instead, changing only the entries of the namespace that changed, and hands them
-to each new snapshot **copy-on-write**: a snapshot gets the live dict, and the next change
-copies it (a C-level copy, microseconds) before touching it, so no snapshot ever sees a
-later change.
+Built from scratch, a table is a pass over every namespace: at 3,000 namespaces that is
+milliseconds.  The first three serve commands (``status``, ``eject``) and a start, and are
+built on first use.  The last serves every mount decision (two devices of one filesystem are
+never both mounted), so building it per snapshot made deciding on one hot-added namespace
+cost more the more namespaces the guest had (issue 13).  The tracker keeps it here, changing
+only the entries of the namespace that changed, as a frozen **base** dict and a small
+**overlay** of the names changed since: a snapshot gets the base and a copy of the overlay,
+and the overlay is folded into a new base once it is as long as the square root of the base
+(a full copy every so many changes, never one per change).  No snapshot sees a later change.
 
 The tracker also logs which namespace each change touched, so that a reader holding an
 earlier snapshot (the state writer) can ask what changed since it without comparing every
 namespace: :meth:`~nvme_agent.topology.model.TopologySnapshot.touched_since`.
 
-Each table answers what a scan of the snapshot in its order would: the first namespace (or
+Every table answers what a scan of the snapshot in its order would: the first namespace (or
 device) in snapshot order for a name, or all of them in that order (``fs_uuid``).  The
-property tests compare every table with :func:`build_tables` after random record sequences.
+property tests compare the kept table with :func:`build_tables` after random record
+sequences.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the model builds its tables from scratch with this module
     from nvme_agent.topology.model import Filesystem, Namespace, Partition
 
-_K = TypeVar("_K", bound=Hashable)
 
 #: Where an entry stands in snapshot order: (namespace key, 0 for the disk / 1 for a
 #: partition, the partition's index).
@@ -68,66 +71,87 @@ def _entries(ns: Namespace) -> Iterator[tuple[str, Hashable, Order, Any]]:
             yield "fs_uuid", uuid, order, (ns, part)
 
 
-class _Table(Generic[_K]):
-    """Entries under each name, in snapshot order; ``visible`` maps each name to the first
-    value (or, with ``every``, a tuple of all of them) and is shared copy-on-write."""
+class _Gone:
+    """An overlay's mark of a name that is in the base no more."""
 
-    def __init__(self, every: bool = False) -> None:
-        self.every = every
-        self.visible: dict[_K, Any] = {}
-        self._entries: dict[_K, list[tuple[Order, Any]]] = {}
-        self._shared = False
 
-    def add(self, name: _K, order: Order, value: Any) -> None:
+_GONE = _Gone()
+
+
+class Layered:
+    """A read-only table: ``overlay`` over ``base``; neither is changed after it is made."""
+
+    __slots__ = ("base", "overlay")
+
+    def __init__(self, base: dict[Any, Any], overlay: dict[Any, Any]) -> None:
+        self.base = base
+        self.overlay = overlay
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        value = self.overlay.get(name, self)
+        if value is self:
+            return self.base.get(name, default)
+        return default if value is _GONE else value
+
+    def to_dict(self) -> dict[Any, Any]:
+        merged = dict(self.base)
+        for name, value in self.overlay.items():
+            if value is _GONE:
+                merged.pop(name, None)
+            else:
+                merged[name] = value
+        return merged
+
+
+class _Carriers:
+    """Filesystem UUID -> the devices carrying it in snapshot order, kept entry by entry."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, list[tuple[Order, Device]]] = {}
+        self._base: dict[str, tuple[Device, ...]] = {}
+        self._overlay: dict[str, Any] = {}
+
+    def add(self, name: str, order: Order, value: Device) -> None:
         entries = self._entries.setdefault(name, [])
         bisect.insort(entries, (order, value), key=lambda e: e[0])
         self._show(name, entries)
 
-    def remove(self, name: _K, order: Order) -> None:
+    def remove(self, name: str, order: Order) -> None:
         entries = self._entries[name]
         del entries[next(i for i, e in enumerate(entries) if e[0] == order)]
         if not entries:
             del self._entries[name]
         self._show(name, entries)
 
-    def share(self) -> dict[_K, Any]:
-        self._shared = True
-        return self.visible
+    def share(self) -> Layered:
+        return Layered(self._base, dict(self._overlay))
 
-    def _show(self, name: _K, entries: list[tuple[Order, Any]]) -> None:
-        if self._shared:
-            self.visible = dict(self.visible)
-            self._shared = False
-        if not entries:
-            self.visible.pop(name, None)
-        elif self.every:
-            self.visible[name] = tuple(value for _, value in entries)
-        else:
-            self.visible[name] = entries[0][1]
+    def _show(self, name: str, entries: list[tuple[Order, Device]]) -> None:
+        self._overlay[name] = tuple(v for _, v in entries) if entries else _GONE
+        if len(self._overlay) ** 2 > max(len(self._base), 1024):
+            # Fold into a new base (the old one may be a snapshot's): O(n) once per
+            # sqrt(n) changes.
+            self._base = Layered(self._base, self._overlay).to_dict()
+            self._overlay = {}
 
 
 class Lookup:
-    """The tables of the namespaces the tracker holds; told of every namespace it publishes
-    or drops."""
+    """The filesystem UUID table of the namespaces the tracker holds and the log of what it
+    touched; told of every namespace it publishes or drops."""
 
     def __init__(self) -> None:
-        self._tables: dict[str, _Table[Any]] = {
-            "nsid": _Table(),
-            "key": _Table(),
-            "devnode": _Table(),
-            "fs_uuid": _Table(every=True),
-        }
+        self._carriers = _Carriers()
         # (key, the namespace now or None): appended only, so a snapshot's prefix never moves.
         self._log: list[tuple[Key, Namespace | None]] = []
 
     def put(self, old: Namespace | None, new: Namespace | None) -> None:
         """Namespace ``old`` (None: none before) is now ``new`` (None: gone); one key."""
         if old is not None:
-            for table, name, order, _ in _entries(old):
-                self._tables[table].remove(name, order)
+            for name, order, _ in _carried(old):
+                self._carriers.remove(name, order)
         if new is not None:
-            for table, name, order, value in _entries(new):
-                self._tables[table].add(name, order, value)
+            for name, order, value in _carried(new):
+                self._carriers.add(name, order, value)
         touched = new if new is not None else old
         if touched is not None:
             if len(self._log) >= LOG_LIMIT:
@@ -135,11 +159,16 @@ class Lookup:
             self._log.append((touched.key, new))
 
     def share(self) -> dict[str, Any]:
-        """The tables as they are, for a snapshot: never changed afterwards; and the change
-        log with its length now (``"touched"``)."""
-        tables: dict[str, Any] = {name: table.share() for name, table in self._tables.items()}
-        tables["touched"] = (self._log, len(self._log))
-        return tables
+        """For a snapshot: the filesystem UUID table as it is (``"fs_uuid"``, never changed
+        afterwards) and the change log with its length now (``"touched"``)."""
+        return {"fs_uuid": self._carriers.share(), "touched": (self._log, len(self._log))}
+
+
+def _carried(ns: Namespace) -> Iterator[tuple[str, Order, Device]]:
+    """(filesystem UUID, order, device) of every device of ``ns`` with a filesystem UUID."""
+    for table, name, order, value in _entries(ns):
+        if table == "fs_uuid":
+            yield str(name), order, value
 
 
 def build_tables(namespaces: Iterable[Namespace]) -> dict[str, dict[Any, Any]]:
@@ -155,4 +184,4 @@ def build_tables(namespaces: Iterable[Namespace]) -> dict[str, dict[Any, Any]]:
     return firsts | {"fs_uuid": {name: tuple(values) for name, values in every.items()}}
 
 
-__all__ = ["Device", "Key", "Lookup", "build_tables", "fs_key"]
+__all__ = ["Device", "Key", "Layered", "Lookup", "build_tables", "fs_key"]

@@ -327,8 +327,9 @@ class TopologySnapshot:
 
     controllers: tuple[Controller, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
-    # Lookup tables (:mod:`~nvme_agent.topology.lookup`): handed over by the tracker, which
-    # keeps them up to date, or built on first use.  Not part of the value.
+    # Lookup tables (:mod:`~nvme_agent.topology.lookup`): the filesystem UUID table and the
+    # change log handed over by the tracker, the rest built on first use.  Not part of the
+    # value.
     _index: dict[str, Any] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
@@ -352,7 +353,8 @@ class TopologySnapshot:
                 table = {c.name: c for c in reversed(self.controllers)}
                 self._index[name] = table
             else:
-                self._index.update(build_tables(self.namespaces))
+                for built, value in build_tables(self.namespaces).items():
+                    self._index.setdefault(built, value)  # a table handed over stays
                 table = self._index[name]
         return table
 
