@@ -412,6 +412,9 @@ def _daemon_phase(report: Report, rig: Rig, base: Run, cycles: int, reload_rules
         reload = _reload_under_load(agent, sender, tap, rig.cycles, big)
         sender.close()
         tap.close()
+    except BaseException:
+        sys.stderr.write(agent.tail())  # what the daemon said, before its log goes
+        raise
     finally:
         agent.stop()
     _latency_figures(report, base, measured)

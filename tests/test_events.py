@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -162,6 +163,52 @@ def test_stuck_subscriber_is_dropped_without_blocking_publish(
         r.getMessage() for r in caplog.records if "dropping event subscriber" in r.getMessage()
     ]
     assert len(notices) == 1 and f"pid={os.getpid()}" in notices[0]
+
+
+def test_a_subscriber_reading_all_the_while_keeps_up_with_one_long_burst(sockdir: Path) -> None:
+    # A rescan of a thousand namespaces publishes thousands of records in one loop callback,
+    # so the writer callback cannot run meanwhile.  A subscriber that reads all the while
+    # (`nvme-agent watch`, in another process) must not be taken for a stuck one: here it
+    # reads between publishes, in this very thread, and the loop never runs in between.
+    path = str(sockdir / "events.sock")
+    record = {"type": "action-result", "nsid": 1, "message": "x" * 1000}
+
+    async def main() -> tuple[bool, int, int]:
+        s = EventStream(path, group=None, max_buffer=64 * 1024)
+        await s.start()
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(path)
+        await wait_until(lambda: s.subscriber_count == 1)
+        sock.setblocking(False)
+        got = 0
+
+        def read_all() -> None:
+            nonlocal got
+            with contextlib.suppress(BlockingIOError):
+                while chunk := sock.recv(1 << 20):
+                    got += chunk.count(b"\n")
+
+        # Fill the kernel's buffer: the stream starts holding lines back (its own buffer).
+        (sub,) = s._subs.values()
+        sent = 0
+        while not sub.buf:
+            s.publish(record)
+            sent += 1
+        held = sent  # about what the kernel holds for this socket
+        for _ in range(20):  # 10x the kernel's buffer, far past max_buffer
+            read_all()
+            for _ in range(held // 2):
+                s.publish(record)
+                sent += 1
+        kept = s.subscriber_count == 1
+        await wait_until(lambda: not sub.buf)  # the loop runs again: the writer flushes
+        read_all()
+        sock.close()
+        await s.close()
+        return kept, sent, got
+
+    kept, sent, got = asyncio.run(main())
+    assert kept and got == sent
 
 
 def _run_watch(path: str, *args: str) -> tuple[int, str, str]:

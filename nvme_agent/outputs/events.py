@@ -245,6 +245,13 @@ class EventStream:
             record = {**record, "time": timestamp()}
         line = (json.dumps(record, default=str) + "\n").encode()
         for sub in list(self._subs.values()):
+            if sub.buf and len(sub.buf) + len(line) > self.max_buffer:
+                # The writer callback runs only when the loop is back: within one long
+                # batch (a rescan of a thousand namespaces) a subscriber that reads all the
+                # while would look stuck.  What it made room for goes now.
+                self._flush(sub)
+                if sub.fd not in self._subs:
+                    continue
             if len(sub.buf) + len(line) > self.max_buffer:
                 self._drop(sub)
                 continue
