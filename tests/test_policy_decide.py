@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from nvme_agent.cli.commands import explain as explain_cmd
 from nvme_agent.cli.output import Reporter
 from nvme_agent.policy import REFUSED, decide, explain, load_policy_text
 from nvme_agent.policy.plan import (
+    ActionSpec,
     ExecSpec,
     GrowSpec,
     MountSpec,
@@ -20,6 +22,7 @@ from nvme_agent.policy.plan import (
     SignalSpec,
     SystemdSpec,
     UnmountSpec,
+    spec_to_dict,
 )
 from nvme_agent.policy.templates import MAX_COMPONENT_BYTES
 from nvme_agent.topology.changes import Change, ChangeType
@@ -597,19 +600,6 @@ def test_explain_bundled_scenario(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_a_spec_streams_as_asdict_would_and_holds_only_immutable_values() -> None:
-    from dataclasses import asdict, fields
-
-    from nvme_agent.policy.plan import (
-        ActionSpec,
-        ExecSpec,
-        GrowSpec,
-        MountSpec,
-        SignalSpec,
-        SystemdSpec,
-        UnmountSpec,
-        spec_to_dict,
-    )
-
     specs: list[ActionSpec] = [
         MountSpec(source="/dev/nvme0n1", target="/srv/a", mount_root="/srv", owner="u"),
         UnmountSpec(source="/dev/nvme0n1", target="/srv/a", mount_root="/srv"),
