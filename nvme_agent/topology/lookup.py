@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the model builds its tables from scratch with this module
 #: partition, the partition's index).
 Order = tuple[tuple[str, int], int, int]
 Device = tuple["Namespace", "Partition | None"]
+#: (subsystem NQN or "", nsid): what identifies a namespace slot (``Namespace.key``).
 Key = tuple[str, int]
 #: The change log starts over (in a new list: the snapshots that hold the old one keep it)
 #: once this long; a reader whose snapshot holds the old log compares everything, once.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar, overload
 
-from nvme_agent.topology.lookup import build_tables
+from nvme_agent.topology.lookup import Key, build_tables
 
 _T = TypeVar("_T")
 
@@ -383,9 +383,7 @@ class TopologySnapshot:
         )
         return found
 
-    def touched_since(
-        self, earlier: TopologySnapshot
-    ) -> list[tuple[tuple[str, int], Namespace | None]] | None:
+    def touched_since(self, earlier: TopologySnapshot) -> list[tuple[Key, Namespace | None]] | None:
         """(key, the namespace now or None when gone) of every namespace changed between
         ``earlier`` and this snapshot, in order, possibly several times; None when the
         tracker's log cannot say (a snapshot not made by the tracker, or a log started over):
@@ -394,7 +392,7 @@ class TopologySnapshot:
         theirs = earlier._index.get("touched")
         if mine is None or theirs is None or mine[0] is not theirs[0] or theirs[1] > mine[1]:
             return None
-        log: list[tuple[tuple[str, int], Namespace | None]] = mine[0][theirs[1] : mine[1]]
+        log: list[tuple[Key, Namespace | None]] = mine[0][theirs[1] : mine[1]]
         return log
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from nvme_agent.topology.diff import (
     path_changes,
     removal,
 )
-from nvme_agent.topology.lookup import Lookup
+from nvme_agent.topology.lookup import Key, Lookup
 from nvme_agent.topology.model import (
     Controller,
     Namespace,
@@ -68,8 +68,6 @@ from nvme_agent.topology.records import DeviceRecord, clean_value
 
 log = logging.getLogger(__name__)
 
-#: (subsystem NQN or "", nsid): what identifies a namespace slot.
-Key = tuple[str, int]
 
 _SUPERSEDED = "superseded: remove event lost"
 
