@@ -16,9 +16,10 @@ from support.policy import NQN, added, controller, namespace, partition, removed
 
 from nvme_agent.outputs.state import JsonFragments, StateFile
 from nvme_agent.policy import plan_key
-from nvme_agent.policy.plan import ExecSpec, Plan
+from nvme_agent.policy.plan import ActionResult, ExecSpec, Plan, Status
 from nvme_agent.service.persist import StateWriter, merge
 from nvme_agent.service.recovery import Bookkeeping, StateError, from_state, namespace_json
+from nvme_agent.topology.changes import Change
 from nvme_agent.topology.lookup import Lookup
 from nvme_agent.topology.model import Namespace, TopologySnapshot
 
@@ -150,9 +151,18 @@ def test_the_fragment_cache_keeps_only_what_it_was_last_given() -> None:
     assert fragments.rendered == 3  # a was forgotten, so rendered again
 
 
+def finished(change: Change) -> ActionResult:
+    ns = change.namespace
+    assert ns is not None
+    key, kind = plan_key(change), change.type.value
+    return ActionResult(key, "exec", Status.OK, ns.nsid, "nvme0", "r", kind)
+
+
 # --- whatever happened, the files say what the daemon held -------------------------------
 STEP = st.tuples(
-    st.sampled_from(["add", "remove", "resize", "handle", "unhandle", "eject", "reload", "ctrl"]),
+    st.sampled_from(
+        ["add", "remove", "resize", "handle", "unhandle", "finish", "eject", "reload", "ctrl"]
+    ),
     st.integers(1, 6),
 )
 
@@ -165,6 +175,7 @@ class Held:
     present: dict[int, Namespace] = dataclasses.field(default_factory=dict)
     controllers: int = 1
     generation: int = 1
+    running: list[Change] = dataclasses.field(default_factory=list)
 
     def step(self, kind: str, nsid: int) -> None:
         """One STEP; one that does not apply now (removing what is not there) does nothing."""
@@ -180,6 +191,9 @@ class Held:
             handle(self.books, ns)
         elif kind == "unhandle" and ns is not None:
             self.books.plan_submitted(Plan(added(ns), plan_key(added(ns)), actions=(HOOK,)), "x")
+            self.running.append(added(ns))
+        elif kind == "finish" and self.running:  # the oldest running plan's action reports
+            self.books.result(finished(self.running.pop(0)))
         elif kind == "eject" and ns is not None:
             self.books.ejected(ns)
         elif kind == "reload":

@@ -76,6 +76,7 @@ class StateWriter:
         """The whole state as JSON text, with a fresh ``log_id`` for the lines that follow
         (``history``: see :meth:`line`)."""
         self.log_id = secrets.token_hex(8)
+        books.take_handled_touched()  # the checkpoint holds them all
         text = books.state_text(snapshot, generation, self.fragments)
         self._last = _Persisted(
             snapshot=snapshot,
@@ -106,9 +107,7 @@ class StateWriter:
             parts.append(f'"history": {history}')
         if snapshot is not last.snapshot:
             parts += self._topology(last, snapshot)
-        if books.handled != last.handled:
-            parts += _handled(last.handled, books.handled)
-            last.handled = dict(books.handled)
+        parts += _handled(last.handled, books.handled, books.take_handled_touched())
         ejected = books.ejected_rows()
         if ejected != last.ejected:
             parts.append(f'"ejected": {json.dumps(ejected)}')
@@ -159,9 +158,23 @@ def _namespace_changes(
     return changed, gone
 
 
-def _handled(before: Mapping[DiskKey, str], now: Mapping[DiskKey, str]) -> list[str]:
-    set_ = [[k.subsysnqn, k.nsid, k.diskseq, d] for k, d in now.items() if before.get(k) != d]
-    dropped = [[k.subsysnqn, k.nsid, k.diskseq] for k in before if k not in now]
+def _handled(
+    before: dict[DiskKey, str], now: Mapping[DiskKey, str], touched: Iterable[DiskKey]
+) -> list[str]:
+    """The ``handled``/``unhandled`` parts for the ``touched`` keys whose entry differs from
+    ``before`` (which is brought up to date), in key order."""
+    set_: list[list[Any]] = []
+    dropped: list[list[Any]] = []
+    for k in sorted(touched, key=DiskKey.sort_key):
+        digest, was = now.get(k), before.get(k)
+        if digest == was:
+            continue  # set and dropped again within the batch
+        if digest is None:
+            del before[k]
+            dropped.append([k.subsysnqn, k.nsid, k.diskseq])
+        else:
+            before[k] = digest
+            set_.append([k.subsysnqn, k.nsid, k.diskseq, digest])
     parts: list[str] = []
     if set_:
         parts.append(f'"handled": {json.dumps(set_)}')

@@ -79,10 +79,13 @@ class Drift:
 
 
 class AppliedPlans:
-    """The add plan that ran for each present target (mutable; the daemon's one)."""
+    """The add plan that ran for each present target (mutable; the daemon's one).
+
+    Kept per disk, then per partition name (``None``: the disk itself), so that a
+    namespace's removal forgets its targets without a look at every other disk's."""
 
     def __init__(self) -> None:
-        self._by_target: dict[Target, Applied] = {}
+        self._by_disk: dict[DiskKey, dict[str | None, Applied]] = {}
 
     def noted(self, plan: Plan, policy: Policy) -> None:
         """``plan`` was submitted under ``policy``: an add plan (or a change's) becomes the
@@ -95,28 +98,42 @@ class AppliedPlans:
         if change.type in ADD_KINDS or change.type is ChangeType.NAMESPACE_CHANGED:
             if change.type is ChangeType.NAMESPACE_CHANGED and change.partition is None:
                 target = Target(target.disk)
-            self._by_target[target] = Applied(policy, plan.rule, plan.actions)
+            self._put(target, Applied(policy, plan.rule, plan.actions))
         elif change.type in REMOVE_KINDS:
             if change.partition is not None or change.reason == RECONCILE_REASON:
-                self._by_target.pop(target, None)  # a reconcile undoes one target only
+                self._forget(target)  # a reconcile undoes one target only
             else:
-                for t in [t for t in self._by_target if t.disk == target.disk]:
-                    del self._by_target[t]
+                self._by_disk.pop(target.disk, None)
+
+    def _put(self, target: Target, applied: Applied) -> None:
+        self._by_disk.setdefault(target.disk, {})[target.partition] = applied
+
+    def _forget(self, target: Target) -> None:
+        parts = self._by_disk.get(target.disk)
+        if parts is not None:
+            parts.pop(target.partition, None)
+            if not parts:
+                del self._by_disk[target.disk]
 
     def assume(self, snapshot: TopologySnapshot, policy: Policy) -> None:
         """Targets present without a record (handled by an earlier run under this very
         policy, so not planned again) count as applied under ``policy``."""
         for change in present_changes(snapshot):
             target = Target.of(change)
-            if target is not None and target not in self._by_target:
-                self._by_target[target] = Applied(policy)
+            if target is not None and self.get(target) is None:
+                self._put(target, Applied(policy))
 
     def get(self, target: Target) -> Applied | None:
-        return self._by_target.get(target)
+        parts = self._by_disk.get(target.disk)
+        return parts.get(target.partition) if parts is not None else None
 
     def copy(self) -> dict[Target, Applied]:
         """A copy for a worker thread."""
-        return dict(self._by_target)
+        return {
+            Target(disk, part): applied
+            for disk, parts in self._by_disk.items()
+            for part, applied in parts.items()
+        }
 
 
 @dataclass(frozen=True, slots=True)

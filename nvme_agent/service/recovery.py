@@ -114,7 +114,10 @@ class Bookkeeping:
     """The handled, ejected and outstanding sets of one daemon (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.handled: dict[DiskKey, str] = {}
+        self.handled: dict[DiskKey, str] = {}  # changed only through _handle and _unhandle
+        #: The keys of ``handled`` set or dropped since :meth:`take_handled_touched`: the
+        #: state writer's line costs what a batch changed, not a look at every handled disk.
+        self._handled_touched: set[DiskKey] = set()
         self._ejected: dict[tuple[str, int], DiskKey] = {}
         self._outstanding: Counter[str] = Counter()
         self._awaiting: dict[str, tuple[DiskKey, str]] = {}
@@ -152,7 +155,7 @@ class Bookkeeping:
             key = DiskKey.of(ns)
             digest = handled.get(key)
             if digest == policy_digest:
-                self.handled[key] = digest
+                self._handle(key, digest)
                 continue
             why = "policy changed since" if digest else "add plan interrupted by"
             again.append(dataclasses.replace(change, reason=f"{why} the last run"))
@@ -166,16 +169,16 @@ class Bookkeeping:
             return
         key = DiskKey.of(ns)
         if plan.change.type in REMOVE_KINDS:
-            self.handled.pop(key, None)
+            self._unhandle(key)
         elif plan.change.type in ADD_KINDS:
             if plan.actions:
                 # A partition's plan shares its namespace's key: until it has run, the
                 # namespace is not handled, even if the disk's own plan had nothing to do.
-                self.handled.pop(key, None)
+                self._unhandle(key)
                 self._outstanding[plan.key] += len(plan.actions)
                 self._awaiting[plan.key] = (key, policy_digest)
             elif not self._outstanding[plan.key]:
-                self.handled[key] = policy_digest
+                self._handle(key, policy_digest)
 
     def result(self, result: ActionResult) -> bool:
         """Note an action's result; True when a disk became handled (persist the state)."""
@@ -188,8 +191,22 @@ class Bookkeeping:
         awaited = self._awaiting.pop(result.plan_key, None)
         if awaited is None:
             return False
-        self.handled[awaited[0]] = awaited[1]
+        self._handle(*awaited)
         return True
+
+    def _handle(self, key: DiskKey, digest: str) -> None:
+        if self.handled.get(key) != digest:
+            self.handled[key] = digest
+            self._handled_touched.add(key)
+
+    def _unhandle(self, key: DiskKey) -> None:
+        if self.handled.pop(key, None) is not None:
+            self._handled_touched.add(key)
+
+    def take_handled_touched(self) -> set[DiskKey]:
+        """The keys of ``handled`` set or dropped since the last call (then forgotten)."""
+        touched, self._handled_touched = self._handled_touched, set()
+        return touched
 
     # ------------------------------------------------------------------ eject
     def ejected(self, ns: Namespace) -> None:
