@@ -13,7 +13,8 @@ from nvme_agent.harness.agent import environ_without_bed
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
 from nvme_agent.topology import intake
-from nvme_agent.topology.records import PARENT_ATTRIBUTES
+from nvme_agent.topology.model import Properties
+from nvme_agent.topology.records import PARENT_ATTRIBUTES, DeviceRecord
 
 #: Runs inside the bed: each device's properties both ways, and its record's parents.
 CHILD = """
@@ -30,11 +31,16 @@ for subsystem in ("nvme", "nvme-subsystem", "block", "nvme-generic"):
             "public": {str(k): str(v) for k, v in device.properties.items()},
             "parents": [[s, n, dict(a)] for s, n, a in record.parents],
         })
-enumerated = {
-    r.devpath: [[s, n, dict(a)] for s, n, a in r.parents]
-    for r in intake.enumerate_records(context)
-}
-print(json.dumps({"devices": out, "enumerated": enumerated}))
+records = intake.enumerate_records(context)
+enumerated = {r.devpath: [[s, n, dict(a)] for s, n, a in r.parents] for r in records}
+cache = intake.ParentCache()
+cache.reset(records)
+cached = {}
+for subsystem in ("nvme", "nvme-subsystem", "block", "nvme-generic"):
+    for device in context.list_devices(subsystem=subsystem):
+        record = intake.record_from_device(device, "add", cache=cache)
+        cached[record.devpath] = [[s, n, dict(a)] for s, n, a in record.parents]
+print(json.dumps({"devices": out, "enumerated": enumerated, "cached": cached}))
 """
 
 
@@ -62,6 +68,8 @@ def test_records_from_real_devices_carry_every_property(multipath: bool) -> None
     # answer as libudev's walk up sysfs, for every device.
     assert answer["enumerated"] == {d["devpath"]: d["parents"] for d in devices}
     assert any(answer["enumerated"].values())
+    # A live event's parents come from the intake's cache of what it has seen: the same.
+    assert answer["cached"] == answer["enumerated"]
     assert len(devices) >= 7  # controller, 2 disks, a partition, 2 generics (+ subsystem)
     for device in devices:
         assert device["fast"] == device["public"], device["devpath"]
@@ -101,3 +109,48 @@ def test_property_bytes_that_are_not_utf8_never_stop_intake() -> None:
     pairs = [(b"ID_FS_LABEL", b"caf\xe9\xff"), (b"DEVNAME", b"/dev/nvme0n1")]
     props = intake._properties(_Device(pairs))
     assert props == {"ID_FS_LABEL": "caf\ufffd\ufffd", "DEVNAME": "/dev/nvme0n1"}
+
+
+class _Unreadable:
+    """A live disk whose sysfs ancestry must not be walked: the cache has the answer."""
+
+    device_path = "/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1"
+    action, subsystem, sys_name, device_type, sequence_number = "add", "block", "nvme0n1", "disk", 7
+
+    def __init__(self) -> None:
+        self.properties = {"DEVTYPE": "disk"}
+        self.attributes = {"nsid": b"1"}
+
+    def find_parent(self, subsystem: str) -> object:
+        raise AssertionError("libudev's parent walk was used")
+
+
+def _ctrl(action: str, subsysnqn: str) -> DeviceRecord:
+    devpath = "/devices/pci0000:00/0000:00:04.0/nvme/nvme0"
+    return DeviceRecord.build(action, devpath, "nvme", attributes={"subsysnqn": subsysnqn})
+
+
+def test_the_parent_cache_answers_only_with_known_values_of_present_devices() -> None:
+    cache = intake.ParentCache()
+    disk = _Unreadable.device_path
+    assert cache.parents(disk) is None  # nothing seen: read sysfs
+    cache.note(_ctrl("add", "(efault)"))
+    assert cache.parents(disk) is None  # still connecting: not an answer
+    cache.note(_ctrl("change", "nqn.a"))
+    assert cache.parents(disk) == (("nvme", "nvme0", Properties.of({"subsysnqn": "nqn.a"})),)
+    assert cache.parents("/devices/pci0000:00/0000:00:05.0/nvme/nvme1/nvme1n1") is None
+    cache.note(_ctrl("remove", ""))
+    assert cache.parents(disk) is None  # gone with its remove
+    cache.note(_ctrl("add", "nqn.b"))
+    cache.reset([])
+    assert cache.parents(disk) is None  # a re-enumeration replaces what was seen
+
+
+def test_a_live_disk_takes_its_parents_from_the_cache_not_sysfs() -> None:
+    cache = intake.ParentCache()
+    cache.note(_ctrl("add", "nqn.a"))
+    record = intake.record_from_device(_Unreadable(), cache=cache)
+    assert record.parent("nvme") == ("nvme0", Properties.of({"subsysnqn": "nqn.a"}))
+    assert record.attr("nsid") == "1"
+    with pytest.raises(AssertionError, match="walk was used"):  # what the cache spared
+        intake.record_from_device(_Unreadable(), cache=intake.ParentCache())

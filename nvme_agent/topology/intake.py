@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import pyudev
@@ -25,6 +25,7 @@ from nvme_agent.topology.records import (
     PARENT_ATTRIBUTES,
     SUBSYSTEMS,
     DeviceRecord,
+    clean_value,
     reads_sysfs,
 )
 
@@ -93,6 +94,39 @@ def _parents_among(
     return tuple(nearest[sub] for sub in PARENT_ATTRIBUTES if sub in nearest)
 
 
+class ParentCache:
+    """The NVMe controllers and subsystems seen so far (enumerated, then from events), by
+    devpath: a live disk's parents are taken from here instead of libudev's walk up sysfs,
+    two parent lookups per event (issue 13).
+
+    A subsystem NQN is fixed for the life of a controller or subsystem device, and a device
+    that goes away is forgotten with its remove (a lost one with the re-enumeration after an
+    overrun).  A value that is not known yet (``(efault)`` while a fabrics controller
+    connects) is not kept as an answer: such a disk's parents are read from sysfs.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[str, DeviceRecord] = {}
+
+    def reset(self, records: Iterable[DeviceRecord]) -> None:
+        self._records = {r.devpath: r for r in records if r.subsystem in PARENT_ATTRIBUTES}
+
+    def note(self, record: DeviceRecord) -> None:
+        if record.subsystem not in PARENT_ATTRIBUTES:
+            return
+        if record.action == "remove":
+            self._records.pop(record.devpath, None)
+        else:
+            self._records[record.devpath] = record
+
+    def parents(self, devpath: str) -> tuple[tuple[str, str, Properties], ...] | None:
+        """The parents of the device at ``devpath``; ``None`` when they must be read."""
+        found = _parents_among(devpath, self._records)
+        if not found or any(clean_value(a.get("subsysnqn")) is None for _, _, a in found):
+            return None
+        return found
+
+
 def _properties(device: Any) -> dict[str, str]:
     """Every udev property of ``device`` in one pass over libudev's list.
 
@@ -118,12 +152,14 @@ def record_from_device(
     *,
     coldplug: bool = False,
     known: Mapping[str, DeviceRecord] | None = None,
+    cache: ParentCache | None = None,
 ) -> DeviceRecord:
     """Build a :class:`DeviceRecord` from a ``pyudev.Device``.
 
     Attributes and parents are read only where the tracker uses them
     (:func:`~nvme_agent.topology.records.reads_sysfs`).  ``known``: the
-    records of the enumeration so far, by devpath, where the parents are taken from.
+    records of the enumeration so far, by devpath, where the parents are taken from;
+    ``cache``: the intake's, tried before sysfs.
     """
     action = action or device.action or "add"
     subsystem = device.subsystem or ""
@@ -133,7 +169,11 @@ def record_from_device(
         parents: tuple[tuple[str, str, Properties], ...] = ()
     else:
         attrs = _read_attributes(device, ATTRIBUTES.get(subsystem, ()))
-        parents = _parents(device) if known is None else _parents_among(device.device_path, known)
+        if known is not None:
+            parents = _parents_among(device.device_path, known)
+        else:
+            cached = cache.parents(device.device_path) if cache is not None else None
+            parents = cached if cached is not None else _parents(device)
     seqnum = device.sequence_number if not coldplug else 0
     return DeviceRecord.build(
         action,
@@ -191,6 +231,7 @@ class UdevIntake:
             self.monitor.set_receive_buffer_size(receive_buffer)
         except OSError as exc:  # without CAP_NET_ADMIN the size is capped by rmem_max
             log.warning("cannot enlarge the udev receive buffer to %d: %s", receive_buffer, exc)
+        self.parents = ParentCache()
 
     def start(self) -> list[DeviceRecord]:
         """Bind the monitor, then enumerate: the coldplug records."""
@@ -198,7 +239,9 @@ class UdevIntake:
         return self.enumerate()
 
     def enumerate(self) -> list[DeviceRecord]:
-        return enumerate_records(self.context)
+        records = enumerate_records(self.context)
+        self.parents.reset(records)
+        return records
 
     def fileno(self) -> int:
         fd: int = self.monitor.fileno()
@@ -218,6 +261,9 @@ class UdevIntake:
             if device is None:
                 return
             try:
-                yield record_from_device(device)
+                record = record_from_device(device, cache=self.parents)
             except (OSError, pyudev.DeviceNotFoundError) as exc:
                 log.warning("cannot read %s: %s", getattr(device, "device_path", device), exc)
+                continue
+            self.parents.note(record)
+            yield record
