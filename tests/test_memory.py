@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from nvme_agent.harness.agent import AgentProcess
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig
+from nvme_agent.heap import release_free_memory
 from nvme_agent.policy import load_policy_text
-from nvme_agent.service.memory import release_free_memory
 
 REPO = Path(__file__).resolve().parents[1]
 

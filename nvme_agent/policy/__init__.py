@@ -19,11 +19,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nvme_agent.heap import paused_collector
 from nvme_agent.policy.decide import REFUSED, decide, plan_key
 from nvme_agent.policy.errors import PolicyError, PolicyIssue
 from nvme_agent.policy.explain import RuleVerdict, explain
 from nvme_agent.policy.files import ROOT_ONLY, NotAPolicyFile, distrust, read_policy_file
-from nvme_agent.policy.loader import LIMITS, Document, Limits, parse_yaml, paused_collector
+from nvme_agent.policy.loader import LIMITS, Document, Limits, parse_yaml
 from nvme_agent.policy.spec import DEFAULT_MOUNT_ROOT, Defaults, Policy, Rule, Timeouts
 from nvme_agent.policy.validate import compile_document
 
@@ -59,6 +60,8 @@ def load_policy_text(text: str, origin: str = "<policy>", limits: Limits = LIMIT
     """
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     try:
+        # What a load builds holds no cycles (aliases are copied) and Limits bounds it: a
+        # collection meanwhile would walk the daemon's heap for nothing (nvme_agent.heap).
         with paused_collector():
             return compile_document(parse_yaml(text, origin, limits), digest)
     except (RecursionError, MemoryError) as exc:

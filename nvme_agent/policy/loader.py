@@ -9,9 +9,6 @@ that cannot be constructed all become ``file:line:column`` issues on the documen
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -20,34 +17,12 @@ from nvme_agent.policy.composer import Composer, Limits, Stop
 from nvme_agent.policy.document import Document, Path, Position, position_of
 from nvme_agent.policy.errors import PolicyIssue
 
-__all__ = ["LIMITS", "Document", "Limits", "Path", "Position", "parse_yaml", "paused_collector"]
+__all__ = ["LIMITS", "Document", "Limits", "Path", "Position", "parse_yaml"]
 
 LIMITS = Limits()
 #: libyaml's parser (the same events as PyYAML's, an order of magnitude faster), when PyYAML
 #: was built with it.  Only its events are used, not its composer.
 _CParser: Any = getattr(yaml, "CSafeLoader", None)
-
-
-@contextlib.contextmanager
-def paused_collector() -> Iterator[None]:
-    """No cyclic garbage collection while a policy is loaded.
-
-    Loading a large policy makes tens of thousands of objects that live until it is compiled
-    (the document, its marks, the compiled rules).  They set off collections of every
-    generation, and a full one walks the whole heap of the process: in a daemon that knows a
-    thousand namespaces, tens of milliseconds per reload (issue 13).  What the loader makes
-    holds no cycles (aliases are copied, not shared) and goes with its last reference; the
-    bounds of :class:`Limits` bound what it can make meanwhile.  The pause is the process's
-    (the collector is global): other threads, the daemon's loop among them, collect again when
-    the load ends, however it ends, unless the collector was off before.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _char(value: object) -> str:

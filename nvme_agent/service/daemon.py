@@ -36,6 +36,7 @@ from pathlib import Path
 
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.runner import ActionRunner
+from nvme_agent.heap import paused_collector, release_free_memory, settle_after_start
 from nvme_agent.outputs.events import EventStream
 from nvme_agent.outputs.journal import (
     MSG_DAEMON_READY,
@@ -71,7 +72,6 @@ from nvme_agent.service.deadmounts import (
 )
 from nvme_agent.service.eject import ResultWaiters
 from nvme_agent.service.keeper import Keeper
-from nvme_agent.service.memory import release_free_memory
 from nvme_agent.service.operations import Operations
 from nvme_agent.service.reconcile import AppliedPlans
 from nvme_agent.service.recovery import (
@@ -113,6 +113,10 @@ class DaemonConfig:
     group: str | None = GROUP
     #: A Prometheus textfile (node_exporter's textfile collector) to keep current, or None.
     metrics_file: Path | None = None
+    #: The daemon is the process (``nvme-agent run``): once started it may settle the
+    #: process's heap (:func:`~nvme_agent.heap.settle_after_start`: a collection, then
+    #: ``gc.freeze``), which a caller that embeds it must decide for itself.
+    owns_process: bool = False
 
     @property
     def events_socket(self) -> str:
@@ -219,7 +223,8 @@ class Daemon:
         await self.control.start()
         intake = self._intake if self._intake is not None else UdevIntake()
         self._intake = intake
-        self._coldplug(intake.start())
+        with paused_collector():  # the topology it builds lives; nothing to collect meanwhile
+            self._coldplug(intake.start())
         # READY=1 means "what was present at start is handled": units ordered after us see the
         # mounts.  Udev events meanwhile wait in the (enlarged) netlink buffer.
         if not await self.runner.drain(self.config.ready_timeout):
@@ -244,7 +249,11 @@ class Daemon:
         self.events.publish({"type": "ready", "nsid": None, "status": self.status_line()})
         self._ready = True
         self._write_metrics()  # before READY=1: a scraper started after us finds the file
-        release_free_memory()  # what coldplug built and dropped: not kept for the daemon's life
+        # What coldplug built and dropped is not kept for the daemon's life.
+        if self.config.owns_process:
+            settle_after_start()
+        else:
+            release_free_memory()
         self.notifier.ready(self.status_line())
         await self._stop.wait()
         return await self._shutdown()

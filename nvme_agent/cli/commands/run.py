@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         ready_timeout=args.ready_timeout,
         metrics_file=args.metrics_file,
+        owns_process=True,
     )
     try:
         return asyncio.run(run_daemon(config))
