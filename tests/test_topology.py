@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from nvme_agent.harness.layout import ControllerConfig, Layout, NamespaceConfig, PartitionConfig
+from nvme_agent.harness.scenario import coldplug_order
 from nvme_agent.topology.changes import Change, ChangeType
 from nvme_agent.topology.model import Properties
 from nvme_agent.topology.records import DeviceRecord
@@ -202,3 +206,46 @@ def test_burst_of_256_adds_is_recorded_in_order() -> None:
         out += topo.apply(disk("add", i, f"nvme0n{i}", seq=1000 + i))
     assert [c.nsid for c in out] == list(range(1, 257))
     assert len(topo.snapshot().namespaces) == 256
+
+
+def _layout_coldplug(multipath: bool) -> list[DeviceRecord]:
+    layout = Layout(multipath=multipath)
+    layout.add_controller(ControllerConfig("nvme0", "ORDER0"))
+    layout.add_controller(ControllerConfig("nvme1", "ORDER0"))
+    parts = (PartitionConfig(1, 64 << 20, fs="ext4", label="p"),)
+    for nsid in range(1, 7):
+        layout.attach(NamespaceConfig("nvme0", nsid, fs="xfs", partitions=parts[: nsid % 2]))
+        if nsid % 3 == 0:
+            layout.add_path("nvme1", nsid)
+    return [d.record("add", coldplug=True) for d in coldplug_order(layout)]
+
+
+def _built(records: list[DeviceRecord]) -> tuple[Topology, int]:
+    """The topology of ``records`` and how many times it (re)built a namespace."""
+    topology, count = Topology(), [0]
+    publish = topology._publish
+
+    def counting(key: Any) -> Any:
+        count[0] += 1
+        return publish(key)
+
+    topology._publish = counting  # type: ignore[method-assign]
+    topology.apply_all(records)
+    return topology, count[0]
+
+
+def test_coldplug_builds_each_disk_once_with_its_generic_whatever_the_order() -> None:
+    # Generics are enumerated before the disks (records.COLDPLUG_ORDER): each disk is
+    # built once with its generic, the same topology as when the generic comes after it.
+    for multipath in (True, False):
+        records = _layout_coldplug(multipath)
+        kinds = [r.subsystem for r in records]
+        assert kinds.index("block") > max(i for i, k in enumerate(kinds) if k == "nvme-generic")
+        generic_last = [r for r in records if r.subsystem != "nvme-generic"] + [
+            r for r in records if r.subsystem == "nvme-generic"
+        ]
+        (first, builds), (last, builds_after) = _built(records), _built(generic_last)
+        snap = first.snapshot()
+        assert snap.to_dict() == last.snapshot().to_dict()
+        assert len(snap.namespaces) == 6 and all(ns.generic for ns in snap.namespaces)
+        assert builds_after - builds >= len(snap.namespaces)  # one rebuild per generic spared

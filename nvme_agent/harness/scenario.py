@@ -38,6 +38,7 @@ from nvme_agent.policy import Policy
 from nvme_agent.policy.loader import parse_yaml
 from nvme_agent.topology.changes import Change
 from nvme_agent.topology.model import TopologySnapshot
+from nvme_agent.topology.records import COLDPLUG_ORDER
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -115,7 +116,7 @@ class Scenario:
 
 def coldplug_order(layout: Layout) -> list[Device]:
     """The order :func:`nvme_agent.topology.intake.enumerate_records` yields devices in."""
-    order = ("nvme-subsystem", "nvme", "block", "nvme-generic")
+    order = COLDPLUG_ORDER
     devices = [d for d in layout.devices() if d.subsystem in order]
     return sorted(
         devices,

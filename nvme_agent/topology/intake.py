@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - a pyudev without it
 from nvme_agent.topology.model import Properties
 from nvme_agent.topology.records import (
     ATTRIBUTES,
+    COLDPLUG_ORDER,
     PARENT_ATTRIBUTES,
     SUBSYSTEMS,
     DeviceRecord,
@@ -34,9 +35,6 @@ log = logging.getLogger(__name__)
 #: Netlink receive buffer.  A rescan of hundreds of namespaces emits several events each;
 #: the kernel default (~200 KiB) overruns.  libudev uses SO_RCVBUFFORCE, so root gets it all.
 RECEIVE_BUFFER = 128 * 1024 * 1024
-
-#: Order in which coldplug enumerates: parents before children.
-_COLDPLUG_ORDER = ("nvme-subsystem", "nvme", "block", "nvme-generic")
 
 
 class Overrun(Exception):
@@ -196,7 +194,7 @@ def enumerate_records(context: Any) -> list[DeviceRecord]:
     """
     records: list[DeviceRecord] = []
     known: dict[str, DeviceRecord] = {}  # controllers and subsystems: the disks' parents
-    for subsystem in _COLDPLUG_ORDER:
+    for subsystem in COLDPLUG_ORDER:
         devices = list(context.list_devices(subsystem=subsystem))
         if subsystem == "block":
             # Disks before partitions, so no partition waits for its disk.
