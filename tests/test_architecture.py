@@ -13,8 +13,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nvme_agent"
 
 #: Lowest first.  The pipeline (topology -> policy -> actions -> outputs) and what drives it.
 LAYERS = ("topology", "policy", "actions", "outputs", "service", "harness", "cli")
-#: Package-level files: ``__init__`` (the version) is below everything, ``__main__`` above.
-ROOT_LAYER = {"__init__": -1, "__main__": len(LAYERS)}
+#: Package-level files: ``__init__`` (the version) and ``heap`` are below everything,
+#: ``__main__`` above.
+ROOT_LAYER = {"__init__": -1, "heap": -1, "__main__": len(LAYERS)}
 
 
 def layer_of(module: str) -> int:
