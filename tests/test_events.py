@@ -311,3 +311,35 @@ def test_a_connected_subscriber_gets_events_published_before_the_loop_turns(
         return record
 
     assert timed(asyncio.run(main())) == {"type": "reload-failed", "nsid": None}
+
+
+def test_a_record_with_more_to_follow_goes_out_with_the_next_or_when_the_loop_turns(
+    sockdir: Path,
+) -> None:
+    path = str(sockdir / "events.sock")
+
+    async def main() -> tuple[bytes, list[bytes], list[bytes]]:
+        s = EventStream(path, group=None)
+        await s.start()
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        client.setblocking(False)
+        s.publish({"type": "namespace-added", "nsid": 1}, more=True)
+        held = b""
+        with contextlib.suppress(BlockingIOError):
+            held = client.recv(65536)  # nothing yet: the line waits for the plan
+        s.publish({"type": "plan", "nsid": 1})
+        client.settimeout(WAIT)
+        reader = client.makefile("rb")
+        together = [reader.readline(), reader.readline()]
+        s.publish({"type": "namespace-added", "nsid": 2}, more=True)  # and nothing follows
+        await asyncio.sleep(0)  # the loop turns
+        alone = [reader.readline()]
+        client.close()
+        await s.close()
+        return held, together, alone
+
+    held, together, alone = asyncio.run(main())
+    assert held == b""
+    assert [json.loads(x)["type"] for x in together] == ["namespace-added", "plan"]
+    assert [json.loads(x)["nsid"] for x in alone] == [2]

@@ -89,6 +89,7 @@ class EventStream:
         self._inode: tuple[int, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting = select.poll()  # is a connection waiting? without a failed accept()
+        self._held: list[bytes] = []  # lines published with more=True, not sent yet
 
     @property
     def listening(self) -> bool:
@@ -239,11 +240,14 @@ class EventStream:
         if not sub.buf and self._loop is not None:
             self._loop.remove_writer(sub.fd)
 
-    def publish(self, record: dict[str, Any]) -> None:
+    def publish(self, record: dict[str, Any], *, more: bool = False) -> None:
         """Send one record as a JSON line to every subscriber; never blocks.
 
-        A record without a ``"time"`` gets the current one.  Call from the event loop
-        thread (see :meth:`publish_threadsafe`).
+        A record without a ``"time"`` gets the current one.  ``more``: another record
+        follows at once (a change's plan after the change): its line is held and goes out
+        with the next one, one write per subscriber (one wake-up of each reader instead of
+        two), at the latest when the loop turns.  Call from the event loop thread (see
+        :meth:`publish_threadsafe`).
         """
         self._accept_pending()
         if not self._subs:
@@ -251,30 +255,48 @@ class EventStream:
         if "time" not in record:
             record = {**record, "time": timestamp()}
         line = (json.dumps(record, default=str) + "\n").encode()
+        if more and self._loop is not None:
+            if not self._held:
+                self._loop.call_soon(self._send_held)
+            self._held.append(line)
+            return
+        if self._held:
+            self._held.append(line)
+            self._send_held()
+            return
+        self._send(line, 1)
+
+    def _send_held(self) -> None:
+        if self._held:
+            lines, self._held = self._held, []
+            self._send(b"".join(lines), len(lines))
+
+    def _send(self, data: bytes, records: int) -> None:
+        """``data`` (``records`` whole lines) to every subscriber, or into its buffer."""
         for sub in list(self._subs.values()):
-            if sub.buf and len(sub.buf) + len(line) > self.max_buffer:
+            if sub.buf and len(sub.buf) + len(data) > self.max_buffer:
                 # The writer callback runs only when the loop is back: within one long
                 # batch (a rescan of a thousand namespaces) a subscriber that reads all the
                 # while would look stuck.  What it made room for goes now.
                 self._flush(sub)
                 if sub.fd not in self._subs:
                     continue
-            if len(sub.buf) + len(line) > self.max_buffer:
+            if len(sub.buf) + len(data) > self.max_buffer:
                 self._drop(sub)
                 continue
-            sub.sent += 1
+            sub.sent += records
             if sub.buf:
-                sub.buf += line  # the writer callback is already armed
+                sub.buf += data  # the writer callback is already armed
                 continue
             try:
-                n = sub.sock.send(line)
+                n = sub.sock.send(data)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError:
                 self._close_sub(sub)
                 continue
-            if n < len(line):
-                sub.buf += line[n:]
+            if n < len(data):
+                sub.buf += data[n:]
                 assert self._loop is not None
                 self._loop.add_writer(sub.fd, self._flush, sub)
 
@@ -299,6 +321,7 @@ class EventStream:
         """Flush what fits without blocking, disconnect subscribers, stop listening and
         remove the socket file (if it is still ours)."""
         self.refusals.flush(everything=True)
+        self._send_held()
         for sub in list(self._subs.values()):
             if sub.buf:
                 with contextlib.suppress(OSError):

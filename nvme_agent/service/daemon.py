@@ -407,7 +407,8 @@ class Daemon:
         self.tlog.change(change, summary)
         record = change.to_dict()
         record["time"] = timestamp()
-        self.events.publish(self.keeper.record(record))  # the history: with the batch's state
+        # The history: with the batch's state.  On the stream it goes out with the plan.
+        self.events.publish(self.keeper.record(record), more=True)
         if self.books.removal_already_ran(change):
             log.info("nsid %s was ejected before removal: its remove plan already ran", change.nsid)
             return
