@@ -30,7 +30,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,7 @@ from nvme_agent.service.deadmounts import (
 from nvme_agent.service.eject import ResultWaiters
 from nvme_agent.service.keeper import Keeper
 from nvme_agent.service.operations import Operations
+from nvme_agent.service.pacing import AtMostEvery, OncePerIteration
 from nvme_agent.service.reconcile import AppliedPlans
 from nvme_agent.service.recovery import (
     Bookkeeping,
@@ -93,6 +94,8 @@ log = logging.getLogger(__name__)
 FALLBACK_POLICY = "version: 1\nrules: []\n"
 #: The metrics file is rewritten at most this often (seconds), and only after a change.
 METRICS_INTERVAL = 1.0
+#: ``STATUS=`` is sent at most this often (seconds), and only after a change.
+STATUS_INTERVAL = 0.25
 
 
 @dataclass
@@ -192,7 +195,8 @@ class Daemon:
         self._ready = False
         self._status_sent = ""
         self._state_changed = OncePerIteration(self.persist)
-        self._status_changed = OncePerIteration(self._flush_status)  # only when it differs
+        # STATUS= only when it differs, and at most every STATUS_INTERVAL seconds.
+        self._status_changed = AtMostEvery(self._flush_status, STATUS_INTERVAL)
         self._metrics_due: asyncio.TimerHandle | None = None
         self._metrics_failures = FailureLog(f"writing metrics file {config.metrics_file}")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -276,6 +280,7 @@ class Daemon:
         self.keeper.close()
         if self._metrics_due is not None:
             self._metrics_due.cancel()
+        self._status_changed.cancel()
         self._write_metrics()
         await self.control.close()
         await self.events.close()
@@ -613,27 +618,6 @@ def _printable(text: str) -> str:
     """``text`` with control characters escaped: what a disk names (a label, a serial) must
     not start a log line of its own on stderr."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
-class OncePerIteration:
-    """Runs ``action`` at most once per loop iteration, however often it is asked for: a
-    burst of hundreds of events must not become hundreds of state-file writes or datagrams
-    to the service manager."""
-
-    def __init__(self, action: Callable[[], None]) -> None:
-        self.action = action
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._pending = False
-
-    def __call__(self) -> None:
-        if self._pending or self.loop is None:
-            return
-        self._pending = True
-        self.loop.call_soon(self._run)
-
-    def _run(self) -> None:
-        self._pending = False
-        self.action()
 
 
 async def run_daemon(config: DaemonConfig) -> int:
