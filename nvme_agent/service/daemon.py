@@ -253,12 +253,13 @@ class Daemon:
         self.events.publish({"type": "ready", "nsid": None, "status": self.status_line()})
         self._ready = True
         self._write_metrics()  # before READY=1: a scraper started after us finds the file
-        # What coldplug built and dropped is not kept for the daemon's life.
+        self.notifier.ready(self.status_line())
+        # Housekeeping, not readiness (units ordered after us need not wait for it): what
+        # coldplug built and dropped is not kept for the daemon's life.
         if self.config.owns_process:
             settle_after_start()
         else:
             release_free_memory()
-        self.notifier.ready(self.status_line())
         await self._stop.wait()
         return await self._shutdown()
 
