@@ -8,7 +8,10 @@ The monitor listens to the ``udev`` source (events after rule processing, so blk
 from __future__ import annotations
 
 import errno
+import fcntl
+import functools
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -229,6 +232,10 @@ class UdevIntake:
             self.monitor.set_receive_buffer_size(receive_buffer)
         except OSError as exc:  # without CAP_NET_ADMIN the size is capped by rmem_max
             log.warning("cannot enlarge the udev receive buffer to %d: %s", receive_buffer, exc)
+        # drain() receives without polling first: an empty socket must answer EAGAIN at once
+        # (libudev opens it non-blocking; this makes sure of it).
+        fd = self.monitor.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         self.parents = ParentCache()
 
     def start(self) -> list[DeviceRecord]:
@@ -246,10 +253,18 @@ class UdevIntake:
         return fd
 
     def drain(self) -> Iterator[DeviceRecord]:
-        """Every record readable now, without blocking.  Raises :class:`Overrun` on ENOBUFS."""
+        """Every record readable now, without blocking.  Raises :class:`Overrun` on ENOBUFS.
+
+        Each one is taken with pyudev's non-blocking receive (what ``poll`` calls once a
+        poll(2) said readable): ``poll(timeout=0)`` built a poll object and asked the kernel
+        once more per record, and once more to find the socket empty (issue 13).
+        """
+        receive = getattr(self.monitor, "_receive_device", None)
+        if receive is None:  # not the pyudev this was written against
+            receive = functools.partial(self.monitor.poll, timeout=0)
         while True:
             try:
-                device = self.monitor.poll(timeout=0)
+                device = receive()
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     raise Overrun("udev netlink receive buffer overrun") from exc

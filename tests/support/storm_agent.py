@@ -4,11 +4,11 @@ Usage: ``storm_agent.py run ARGS...`` with ``NVME_AGENT_TEST_OVERRUN=PATH`` in t
 
 In the umockdev bed the daemon's netlink socket is an AF_UNIX datagram socket, which never
 answers ``ENOBUFS``: the kernel's overrun has to be imitated.  This stands in for the kernel
-only, at the boundary the daemon reads from (the pyudev monitor's ``poll``): when the file at
-``PATH`` exists and holds a number N, the next N events the monitor delivers are read and
-thrown away (the kernel dropped them), then ``poll`` raises ``OSError(ENOBUFS)`` once, as
-``recvmsg`` does after a drop, and the file is renamed ``PATH.done``.  Everything else is the
-product's own code: the CLI, the daemon, the real intake and its re-enumeration.
+only, at the boundary the daemon reads from (the pyudev monitor's non-blocking receive): when
+the file at ``PATH`` exists and holds a number N, the next N events the monitor delivers are
+read and thrown away (the kernel dropped them), then the receive raises ``OSError(ENOBUFS)``
+once, as ``recvmsg`` does after a drop, and the file is renamed ``PATH.done``.  Everything
+else is the product's own code: the CLI, the daemon, the real intake and its re-enumeration.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ class OverrunMonitor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._monitor, name)
 
-    def poll(self, timeout: float | None = None) -> Any:
+    def _receive_device(self) -> Any:
         if self._left is None and self._trigger.exists():
             self._left = int(self._trigger.read_text())
         if self._left is None:
-            return self._monitor.poll(timeout)
+            return self._monitor._receive_device()
         while self._left > 0:
-            if self._monitor.poll(timeout=0) is None:
+            if self._monitor._receive_device() is None:
                 return None  # the rest has not arrived yet: the loop calls again
             self._left -= 1
         self._left = None
