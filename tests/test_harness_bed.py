@@ -91,7 +91,8 @@ def test_coldplug_enumeration_sees_the_layout(bed: Bed) -> None:
     hidden = [d for d in disks if hidden_path(d["devpath"].rsplit("/", 1)[-1])]
     assert len(hidden) == (1 if bed.layout.multipath else 0)
     assert all(d["attributes"] == {} for d in hidden)  # intake reads only their devpath
-    visible = [d for d in disks if d["attributes"].get("hidden") == "0"]
+    visible = [d for d in disks if d not in hidden]
+    assert all(d["attributes"]["nsid"] == "1" for d in visible)
     assert [d["properties"]["ID_FS_LABEL"] for d in visible] == ["data"]
 
 
@@ -109,7 +110,8 @@ def test_real_hardware_identifiers(mp_bed: Bed) -> None:
     )
     listener = Listener(mp_bed, count=0)
     listener.finish()
-    (disk,) = [r for r in listener.coldplug if r["attributes"].get("hidden") == "0"]
+    disks = [r for r in listener.coldplug if r["devtype"] == "disk"]
+    (disk,) = [d for d in disks if not hidden_path(d["devpath"].rsplit("/", 1)[-1])]
     assert disk["attributes"]["uuid"] == "6a2b0f4e-1f5c-4a5e-9c1e-1234567890ab"
     assert disk["attributes"]["wwid"] == "uuid.6a2b0f4e-1f5c-4a5e-9c1e-1234567890ab"
     assert len(disk["attributes"]["nguid"]) == 32

@@ -118,9 +118,11 @@ def _disks(records: list[dict[str, object]]) -> list[tuple[str, str]]:
         attrs = r["attributes"]
         assert isinstance(attrs, dict)
         if r["devtype"] == "disk":
-            # intake reads nothing of a hidden path but its devpath (records.reads_sysfs)
-            hidden = hidden_path(str(r["devpath"]).rsplit("/", 1)[-1]) and attrs == {}
-            out.append((str(r["devpath"]), "1" if hidden else str(attrs.get("hidden"))))
+            # intake reads nothing of a hidden path but its devpath (records.reads_sysfs),
+            # and a visible disk's identifiers
+            hidden = hidden_path(str(r["devpath"]).rsplit("/", 1)[-1]) is not None
+            assert (attrs == {}) if hidden else ("nsid" in attrs), r
+            out.append((str(r["devpath"]), "1" if hidden else "0"))
     return sorted(out)
 
 

@@ -3,16 +3,18 @@ one pass over libudev's list, and of a disk's ancestors only what the tracker re
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from nvme_agent.harness.agent import environ_without_bed
 from nvme_agent.harness.bed import Bed, unavailable_reason
 from nvme_agent.harness.layout import ControllerConfig, NamespaceConfig, PartitionConfig
-from nvme_agent.topology import intake
+from nvme_agent.topology import intake, records
 from nvme_agent.topology.model import Properties
 from nvme_agent.topology.records import PARENT_ATTRIBUTES, DeviceRecord
 
@@ -154,3 +156,25 @@ def test_a_live_disk_takes_its_parents_from_the_cache_not_sysfs() -> None:
     assert record.attr("nsid") == "1"
     with pytest.raises(AssertionError, match="walk was used"):  # what the cache spared
         intake.record_from_device(_Unreadable(), cache=intake.ParentCache())
+
+
+def test_intake_reads_exactly_the_attributes_the_topology_is_built_from() -> None:
+    # Each attribute is a sysfs file read per event: none unread by the builders, none
+    # they read missing (records.attributes_read is the one list).
+    used: set[str] = set()
+    for path in Path(records.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "attr"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                used.add(str(node.args[0].value))
+    listed = {a for names in records.ATTRIBUTES.values() for a in names}
+    assert used == listed | set(records.PARTITION_ATTRIBUTES)
+    assert records.attributes_read("block", "partition") == ("size", "partition")
+    assert "nsid" in records.attributes_read("block", "disk")
+    assert "partition" in records.attributes_read("block", None)  # DEVTYPE unknown: either
+    assert records.attributes_read("nvme", None) == records.ATTRIBUTES["nvme"]

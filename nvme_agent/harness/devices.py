@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvme_agent.topology.model import Properties
-from nvme_agent.topology.records import ATTRIBUTES, PARENT_ATTRIBUTES, DeviceRecord, reads_sysfs
+from nvme_agent.topology.records import (
+    PARENT_ATTRIBUTES,
+    DeviceRecord,
+    attributes_read,
+    reads_sysfs,
+)
 
 QEMU_VENDOR = 0x1B36
 
@@ -72,7 +77,7 @@ class Device:
         """The :class:`DeviceRecord` intake would build for this device and ``action``.
 
         Mirrors :func:`nvme_agent.topology.intake.record_from_device`: only the attributes
-        listed in :data:`~nvme_agent.topology.records.ATTRIBUTES`, none where intake reads
+        listed by :func:`~nvme_agent.topology.records.attributes_read`, none where intake reads
         none (:func:`~nvme_agent.topology.records.reads_sysfs`), the ``nvme`` then the
         ``nvme-subsystem`` ancestor.
         """
@@ -86,7 +91,7 @@ class Device:
             props["SEQNUM"] = str(seqnum)
         if coldplug:
             props.pop("ACTION")
-        wanted = ATTRIBUTES.get(self.subsystem, ())
+        wanted = attributes_read(self.subsystem, self.devtype)
         read = reads_sysfs(action, self.subsystem, self.sysname)
         attrs = _pick(self.attributes, wanted) if read else {}
         parents: tuple[tuple[str, str, Properties], ...] = ()

@@ -24,11 +24,11 @@ except ImportError:  # pragma: no cover - a pyudev without it
 
 from nvme_agent.topology.model import Properties
 from nvme_agent.topology.records import (
-    ATTRIBUTES,
     COLDPLUG_ORDER,
     PARENT_ATTRIBUTES,
     SUBSYSTEMS,
     DeviceRecord,
+    attributes_read,
     clean_value,
     reads_sysfs,
 )
@@ -169,7 +169,7 @@ def record_from_device(
         attrs: dict[str, str] = {}
         parents: tuple[tuple[str, str, Properties], ...] = ()
     else:
-        attrs = _read_attributes(device, ATTRIBUTES.get(subsystem, ()))
+        attrs = _read_attributes(device, attributes_read(subsystem, device.device_type))
         if known is not None:
             parents = _parents_among(device.device_path, known)
         else:

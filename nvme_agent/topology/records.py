@@ -14,8 +14,10 @@ from typing import Any
 from nvme_agent.topology.model import Properties
 from nvme_agent.topology.names import hidden_path
 
-#: sysfs attributes read for each subsystem at intake.  A ``remove`` event has none: by the
-#: time it arrives the sysfs directory is gone, so the topology must remember what it saw.
+#: sysfs attributes read at intake, by subsystem (a block device: a disk's), and only those
+#: the topology is built from: each is a file read per event (issue 13).  A ``remove`` event
+#: has none: by the time it arrives the sysfs directory is gone, so the topology must remember
+#: what it saw.
 ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
     "block": (
         "nsid",
@@ -26,8 +28,6 @@ ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
         "size",
         "queue/logical_block_size",
         "ro",
-        "hidden",
-        "partition",
         "diskseq",
     ),
     "nvme": (
@@ -40,9 +40,21 @@ ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
         "address",
         "state",
     ),
-    "nvme-subsystem": ("subsysnqn", "serial", "model", "firmware_rev", "iopolicy"),
+    "nvme-subsystem": ("subsysnqn",),
     "nvme-generic": (),
 }
+#: Of a partition, its own: the namespace's identifiers are not in its sysfs directory.
+PARTITION_ATTRIBUTES: tuple[str, ...] = ("size", "partition")
+
+
+def attributes_read(subsystem: str, devtype: str | None) -> tuple[str, ...]:
+    """The sysfs attributes intake reads of a device (:data:`ATTRIBUTES`)."""
+    if subsystem != "block" or devtype == "disk":
+        return ATTRIBUTES.get(subsystem, ())
+    if devtype == "partition":
+        return PARTITION_ATTRIBUTES
+    return ATTRIBUTES["block"] + ("partition",)  # DEVTYPE unknown: either
+
 
 #: sysfs attributes read of a device's NVMe ancestors (``DeviceRecord.parents``): only what the
 #: tracker uses.  Read for every event of every disk, so nothing more.
