@@ -33,10 +33,9 @@ for subsystem in ("nvme", "nvme-subsystem", "block", "nvme-generic"):
             "public": {str(k): str(v) for k, v in device.properties.items()},
             "parents": [[s, n, dict(a)] for s, n, a in record.parents],
         })
-records = intake.enumerate_records(context)
-enumerated = {r.devpath: [[s, n, dict(a)] for s, n, a in r.parents] for r in records}
 cache = intake.ParentCache()
-cache.reset(records)
+records = intake.enumerate_records(context, cache)
+enumerated = {r.devpath: [[s, n, dict(a)] for s, n, a in r.parents] for r in records}
 cached = {}
 for subsystem in ("nvme", "nvme-subsystem", "block", "nvme-generic"):
     for device in context.list_devices(subsystem=subsystem):
@@ -144,8 +143,8 @@ def test_the_parent_cache_answers_only_with_known_values_of_present_devices() ->
     cache.note(_ctrl("remove", ""))
     assert cache.parents(disk) is None  # gone with its remove
     cache.note(_ctrl("add", "nqn.b"))
-    cache.reset([])
-    assert cache.parents(disk) is None  # a re-enumeration replaces what was seen
+    cache.clear()
+    assert cache.parents(disk) is None  # a re-enumeration (which clears it) replaces it
 
 
 def test_a_live_disk_takes_its_parents_from_the_cache_not_sysfs() -> None:

@@ -12,7 +12,7 @@ import fcntl
 import functools
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pyudev
@@ -109,8 +109,13 @@ class ParentCache:
     def __init__(self) -> None:
         self._records: dict[str, DeviceRecord] = {}
 
-    def reset(self, records: Iterable[DeviceRecord]) -> None:
-        self._records = {r.devpath: r for r in records if r.subsystem in PARENT_ATTRIBUTES}
+    @property
+    def seen(self) -> Mapping[str, DeviceRecord]:
+        """The controllers' and subsystems' records, by devpath."""
+        return self._records
+
+    def clear(self) -> None:
+        self._records = {}
 
     def note(self, record: DeviceRecord) -> None:
         if record.subsystem not in PARENT_ATTRIBUTES:
@@ -189,14 +194,16 @@ def record_from_device(
     )
 
 
-def enumerate_records(context: Any) -> list[DeviceRecord]:
+def enumerate_records(context: Any, parents: ParentCache | None = None) -> list[DeviceRecord]:
     """Coldplug: every device of interest that exists now, parents first.
 
-    Does not depend on ``is_initialized`` or tags: those need the udev database, which is
-    absent in containers and test beds.
+    ``parents`` is filled afresh with the controllers and subsystems enumerated, which are
+    the disks' parents.  Does not depend on ``is_initialized`` or tags: those need the udev
+    database, which is absent in containers and test beds.
     """
     records: list[DeviceRecord] = []
-    known: dict[str, DeviceRecord] = {}  # controllers and subsystems: the disks' parents
+    parents = parents if parents is not None else ParentCache()
+    parents.clear()
     for subsystem in COLDPLUG_ORDER:
         devices = list(context.list_devices(subsystem=subsystem))
         if subsystem == "block":
@@ -206,13 +213,12 @@ def enumerate_records(context: Any) -> list[DeviceRecord]:
             devices.sort(key=lambda d: d.device_path)
         for device in devices:
             try:
-                record = record_from_device(device, "add", coldplug=True, known=known)
+                record = record_from_device(device, "add", coldplug=True, known=parents.seen)
             except (OSError, pyudev.DeviceNotFoundError) as exc:
                 log.debug("device %s vanished during enumeration: %s", device, exc)
                 continue
             records.append(record)
-            if subsystem in PARENT_ATTRIBUTES:
-                known[record.devpath] = record
+            parents.note(record)
     return records
 
 
@@ -244,9 +250,7 @@ class UdevIntake:
         return self.enumerate()
 
     def enumerate(self) -> list[DeviceRecord]:
-        records = enumerate_records(self.context)
-        self.parents.reset(records)
-        return records
+        return enumerate_records(self.context, self.parents)
 
     def fileno(self) -> int:
         fd: int = self.monitor.fileno()
