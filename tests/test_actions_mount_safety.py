@@ -10,6 +10,7 @@ direct mount(2) calls are recorded on their way to the kernel.  Root only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -501,3 +502,65 @@ def test_a_busy_result_names_a_hostile_holder_escaped(
     assert res.status is Status.FAILED
     assert f"[{holder.pid}]" in res.message and "\\x0a" in res.message
     assert not any(is_unsafe(c) for c in res.message + (res.error or ""))
+
+
+def test_the_type_probe_starts_only_once_fsck_is_done(
+    loops: Callable[..., Loop],
+    root: Path,
+    ledger: MountLedger,
+    guard: Guard,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """blkid runs while the mount point is made (issue 13), but never beside fsck: fsck may
+    change what the device holds, and the probe must see what is mounted."""
+    loop = loops("ext4")
+    bindir, log = tmp_path / "bin", tmp_path / "order.log"
+    bindir.mkdir()
+    for tool in ("e2fsck", "blkid"):
+        real = shutil.which(tool)
+        assert real is not None
+        (bindir / tool).write_text(
+            "#!/bin/sh\n"
+            f"echo {tool}-start >> {log}\n"
+            f'{real} "$@"\nrc=$?\n'
+            f"echo {tool}-end >> {log}\n"
+            "exit $rc\n"
+        )
+        (bindir / tool).chmod(0o755)
+    monkeypatch.setitem(proc.BASE_ENV, "PATH", f"{bindir}:{proc.BASE_ENV['PATH']}")
+    spec = dataclasses.replace(spec_for(loop, root, root / "f"), fsck=True)
+    out = mount(spec, ledger, guard)
+    assert out.status is Status.OK, out
+    assert "fsck: clean" in out.message
+    assert log.read_text().split() == ["e2fsck-start", "e2fsck-end", "blkid-start", "blkid-end"]
+    assert unmount(spec, ledger, guard).status is Status.OK
+
+
+def test_an_error_while_the_mount_point_is_made_leaves_no_probe_running(
+    loops: Callable[..., Loop],
+    root: Path,
+    ledger: MountLedger,
+    guard: Guard,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nvme_agent.actions import guard as guard_module
+
+    loop = loops("ext4")
+    started: list[proc.ToolRun] = []
+    real_start = guard_module.start_probe
+
+    def start(devnode: str, deadline: Deadline) -> proc.ToolRun:
+        started.append(real_start(devnode, deadline))
+        return started[-1]
+
+    def make_dirs_fails(*args: object, **kw: object) -> object:
+        raise ActionError("the mount root went away")
+
+    monkeypatch.setattr("nvme_agent.actions.mount.start_probe", start)
+    monkeypatch.setattr("nvme_agent.actions.mount.safedirs.make_dirs", make_dirs_fails)
+    with pytest.raises(ActionError, match="the mount root went away"):
+        mount(spec_for(loop, root, root / "g"), ledger, guard)
+    (probe,) = started
+    assert probe.returncode is not None  # killed or finished, and reaped either way
+    assert mounts_of(loop) == []

@@ -74,12 +74,12 @@ def test_changes_made_during_a_write_share_the_next_one(
     release = threading.Event()
     changed = threading.Semaphore(0)
 
-    def write(entries: list[LedgerEntry]) -> None:
-        writes.append(len(entries))
+    def write(lines: list[str]) -> None:
+        writes.append(len(lines))
         if len(writes) == 1:
             first_write.set()
             assert release.wait(WAIT)  # held until every other worker has made its change
-        real_write(entries)
+        real_write(lines)
 
     def count_change() -> int:
         number = real_changed()
@@ -115,11 +115,11 @@ def test_a_failed_write_fails_the_change_and_the_next_write_carries_it(
     real_write = ledger._write
     calls: list[int] = []
 
-    def write(entries: list[LedgerEntry]) -> None:
-        calls.append(len(entries))
+    def write(lines: list[str]) -> None:
+        calls.append(len(lines))
         if len(calls) == 1:
             raise OSError(28, "No space left on device")
-        real_write(entries)
+        real_write(lines)
 
     monkeypatch.setattr(ledger, "_write", write)
     with pytest.raises(OSError, match="No space"):
@@ -127,3 +127,43 @@ def test_a_failed_write_fails_the_change_and_the_next_write_carries_it(
     assert not path.exists()
     ledger.record_mount(LedgerEntry("/srv/nvme/b", "/dev/nvme0n2", "259:2"))
     assert _on_disk(path) == {"/srv/nvme/a", "/srv/nvme/b"}
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["record", "unmounted", "forget"]),
+        st.sampled_from([f"/srv/nvme/{n}" for n in range(4)]),
+        st.integers(0, 2),
+    ),
+    max_size=12,
+)
+
+
+@given(_ops)
+def test_the_file_is_every_entry_encoded_afresh_after_any_changes(
+    ops: list[tuple[str, str, int]],
+) -> None:
+    """Each entry's line is encoded when it changes, not at every write (issue 13): whatever
+    the changes, the file says what encoding every entry anew would say, and reads back."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mounts.json"
+        ledger = MountLedger(str(path))
+        for op, target, n in ops:
+            if op == "record":
+                dirs = tuple(f"{target}/d{i}" for i in range(n))
+                entry = LedgerEntry(target, f"/dev/nvme0n{n}", f"259:{n}", "ext4", dirs)
+                ledger.record_mount(entry)
+            elif op == "unmounted":
+                ledger.mark_unmounted(target, tuple(f"{target}/left{i}" for i in range(n)))
+            else:
+                ledger.forget(target)
+        if not ops:
+            return
+        fresh = [e.to_dict() for e in ledger.entries()]
+        if path.exists():
+            assert json.loads(path.read_text())["mounts"] == fresh
+            assert MountLedger(str(path)).entries() == ledger.entries()
+        else:
+            assert fresh == []

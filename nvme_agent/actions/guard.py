@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nvme_agent.actions import mountinfo
 from nvme_agent.actions.outcome import ActionError, Deadline
-from nvme_agent.actions.proc import run_tool, tool_error
+from nvme_agent.actions.proc import ToolRun, run_tool, tool_error
 from nvme_agent.topology.text import escape
 
 log = logging.getLogger("nvme_agent.actions")
@@ -64,14 +63,8 @@ def parse_fstab(text: str) -> list[FstabEntry]:
 def probe_ids(devnode: str, timeout: float = 10.0) -> dict[str, str]:
     """UUID/LABEL/PARTUUID/PARTLABEL/TYPE of a block device from ``blkid`` (no cache)."""
     try:
-        proc = subprocess.run(
-            ["blkid", "-c", "/dev/null", "-o", "export", devnode],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = run_tool(["blkid", "-c", "/dev/null", "-o", "export", devnode], Deadline(timeout))
+    except ActionError as exc:
         log.warning("blkid %s failed: %s", escape(devnode), exc)
         return {}
     ids: dict[str, str] = {}
@@ -87,13 +80,23 @@ _BLKID_NOTHING = 2
 _BLKID_AMBIVALENT = 8
 
 
-def probe_fstype(devnode: str, deadline: Deadline) -> str:
-    """What the device holds *now*, by blkid's low-level probe (no cache, no udev database).
+def start_probe(devnode: str, deadline: Deadline) -> ToolRun:
+    """Start blkid's low-level probe of what the device holds *now* (no cache, no udev
+    database); :func:`probed_fstype` reads its answer.
+
+    It runs in a child process, not through libblkid in the daemon: the probe parses what
+    the disk carries, and a crash or a hang there must not take the daemon with it.
+    """
+    return ToolRun(["blkid", "-p", "-o", "export", devnode], deadline)
+
+
+def probed_fstype(probe: ToolRun, devnode: str) -> str:
+    """The filesystem type :func:`start_probe` found.
 
     Raises :class:`ActionError` when the probe finds nothing, finds several signatures
     (ambivalent: the kernel might see another type than the plan), or fails.
     """
-    proc = run_tool(["blkid", "-p", "-o", "export", devnode], deadline)
+    proc = probe.result()
     if proc.returncode == _BLKID_NOTHING:
         raise ActionError(f"{devnode} holds no filesystem signature now")
     if proc.returncode == _BLKID_AMBIVALENT:

@@ -68,6 +68,11 @@ class LedgerEntry:
         )
 
 
+def _line(entry: LedgerEntry) -> str:
+    # One entry a line, by the C encoder (an indented dump is the slow Python one).
+    return json.dumps(entry.to_dict(), sort_keys=True)
+
+
 def set_aside(path: str) -> str:
     """Rename a bad file of ours to ``<path>.corrupt.<time>``, never replacing an earlier one.
 
@@ -94,6 +99,9 @@ class MountLedger:
         self.path = path
         self._lock = threading.Lock()
         self._entries: dict[str, LedgerEntry] = {}
+        # Each entry's line of the file, encoded once when it changes: a write joins them
+        # instead of encoding every entry again (a burst of n mounts encoded n^2 entries).
+        self._lines: dict[str, str] = {}
         # Group commit: _changes counts changes to _entries; _durable is the count the file
         # holds; one writer at a time holds _writing.
         self._writing = threading.Lock()
@@ -125,6 +133,7 @@ class MountLedger:
                 log.error("mount ledger %s unreadable (%s); moved aside to %s", path, exc, aside)
             return
         self._entries = {e.target: e for e in entries}
+        self._lines = {e.target: _line(e) for e in entries}
 
     def _commit(self, change: int) -> None:
         """Return once the file holds change number ``change`` (or a later state)."""
@@ -134,18 +143,17 @@ class MountLedger:
             if self._durable >= change:
                 return  # another worker's write, begun after our change, carried it
             with self._lock:
-                entries, upto = list(self._entries.values()), self._changes
-            self._write(entries)
+                lines, upto = list(self._lines.values()), self._changes
+            self._write(lines)
             self._durable = upto
 
-    def _write(self, entries: list[LedgerEntry]) -> None:
+    def _write(self, lines: list[str]) -> None:
         assert self.path is not None
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, mode=0o700, exist_ok=True)
         tmp = f"{self.path}.tmp.{os.getpid()}.{threading.get_ident()}"
-        # One entry a line, each by the C encoder (an indented dump is the slow Python one).
-        lines = ",\n".join(json.dumps(e.to_dict(), sort_keys=True) for e in entries)
-        text = f'{{"version": {_VERSION}, "mounts": [\n{lines}\n]}}\n'
+        body = ",\n".join(lines)
+        text = f'{{"version": {_VERSION}, "mounts": [\n{body}\n]}}\n'
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -185,8 +193,19 @@ class MountLedger:
                 )
             ]
 
+    def _set(self, entry: LedgerEntry) -> int:
+        """Put ``entry`` in (under ``_lock``); the change's number for :meth:`_commit`."""
+        self._entries[entry.target] = entry
+        self._lines[entry.target] = _line(entry)
+        return self._changed()
+
+    def _drop(self, target: str) -> int:
+        """Take ``target``'s entry out (under ``_lock``); the change's number."""
+        del self._entries[target]
+        del self._lines[target]
+        return self._changed()
+
     def _changed(self) -> int:
-        """Count a change of ``_entries`` (under ``_lock``); its number for :meth:`_commit`."""
         self._changes += 1
         return self._changes
 
@@ -194,8 +213,7 @@ class MountLedger:
         """Remember a mount the agent made (replacing a leftover entry at the same target);
         durable when this returns."""
         with self._lock:
-            self._entries[entry.target] = entry
-            change = self._changed()
+            change = self._set(entry)
         self._commit(change)
 
     def mark_unmounted(self, target: str, remaining_dirs: tuple[str, ...]) -> None:
@@ -205,15 +223,14 @@ class MountLedger:
             if entry is None:
                 return
             if remaining_dirs:
-                self._entries[target] = replace(entry, mounted=False, created_dirs=remaining_dirs)
+                change = self._set(replace(entry, mounted=False, created_dirs=remaining_dirs))
             else:
-                del self._entries[target]
-            change = self._changed()
+                change = self._drop(target)
         self._commit(change)
 
     def forget(self, target: str) -> None:
         with self._lock:
-            if self._entries.pop(target, None) is None:
+            if target not in self._entries:
                 return
-            change = self._changed()
+            change = self._drop(target)
         self._commit(change)

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 
 from nvme_agent.actions import messages, mountcall, mountinfo, safedirs
-from nvme_agent.actions.guard import Guard, probe_fstype, probe_ids
+from nvme_agent.actions.guard import Guard, probe_ids, probed_fstype, start_probe
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
-from nvme_agent.actions.proc import run_tool, tool_error
+from nvme_agent.actions.proc import ToolRun, run_tool, tool_error
 from nvme_agent.actions.unmount import umount_entry
 from nvme_agent.policy.plan import MountSpec
 from nvme_agent.topology.text import escape
@@ -104,13 +104,13 @@ def _allowed(spec: MountSpec, fstype: str) -> None:
         )
 
 
-def _check_type(spec: MountSpec, deadline: Deadline) -> str:
-    """The type to mount as: planned, allowed, and what the device holds now.
+def _check_type(spec: MountSpec, probe: ToolRun) -> str:
+    """The type to mount as: planned, allowed, and what the device holds now (``probe``).
 
     The plan was made from udev's view; the device may have been rewritten since (swapped
     under us).  Without ``-t`` mount(8) would probe and the kernel load any module it names.
     """
-    found = probe_fstype(spec.source, deadline)
+    found = probed_fstype(probe, spec.source)
     planned = spec.fstype or found
     _allowed(spec, planned)
     if not compatible(planned, found):
@@ -251,11 +251,16 @@ def _drop_dirs(
 
 
 def _prepare_and_mount(
-    spec: MountSpec, target: str, dev: str, created: list[str], fd: int, deadline: Deadline
+    spec: MountSpec,
+    target: str,
+    created: list[str],
+    fd: int,
+    probe: ToolRun,
+    deadline: Deadline,
 ) -> str | None:
-    """The checks on the opened mount point and the device, then mount(8)."""
+    """The checks on the opened mount point and the device, then the mount."""
     _check_mount_point(fd, target, ours=target in created, allow_existing=spec.allow_existing_dir)
-    fstype = _check_type(spec, deadline)
+    fstype = _check_type(spec, probe)
     return _run_mount(spec, fstype, fd, deadline)
 
 
@@ -286,17 +291,21 @@ def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: De
     # kill -9) are still ours.
     known = [] if leftover is None else list(leftover.created_dirs)
     claim = _claimer(spec, target, dev, known, ledger)
-    fd, created = safedirs.make_dirs(
-        spec.mount_root, target, mode=spec.mode, uid=uid, gid=gid, claim=claim
-    )
-    created = [d for d in known if d not in created] + created
-    try:
-        failure = _prepare_and_mount(spec, target, dev, created, fd, deadline)
-    except ActionError:
-        _drop_dirs(spec, target, dev, created, ledger)
-        raise
-    finally:
-        os.close(fd)
+    # blkid probes the device while the directories are made and claimed (issue 13): both
+    # wait on I/O, and the probe is read only once the mount point is ready.  It starts after
+    # fsck, which may change what the device holds.
+    with start_probe(spec.source, deadline) as probe:
+        fd, created = safedirs.make_dirs(
+            spec.mount_root, target, mode=spec.mode, uid=uid, gid=gid, claim=claim
+        )
+        created = [d for d in known if d not in created] + created
+        try:
+            failure = _prepare_and_mount(spec, target, created, fd, probe, deadline)
+        except ActionError:
+            _drop_dirs(spec, target, dev, created, ledger)
+            raise
+        finally:
+            os.close(fd)
 
     mounted = mountinfo.top_mount_at(mountinfo.read_some(at={target}), target)
     if mounted is None or mounted.dev != dev:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from types import TracebackType
 
 from nvme_agent.actions.outcome import ActionError, Deadline
 
@@ -13,6 +14,68 @@ BASE_ENV: dict[str, str] = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
 }
+
+
+class ToolRun:
+    """A tool started now and collected later, so that other work overlaps its run.
+
+    Use it as a context manager: leaving the block without :meth:`result` (an error in the
+    work between) kills the tool and reaps it, so no child outlives the action.
+    """
+
+    def __init__(self, argv: Sequence[str], deadline: Deadline, pass_fds: Sequence[int] = ()):
+        self.argv = list(argv)
+        self.deadline = deadline
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                env=dict(BASE_ENV),
+                cwd="/",
+                pass_fds=tuple(pass_fds),
+            )
+        except FileNotFoundError as exc:
+            raise ActionError(f"{self.argv[0]} is not installed") from exc
+
+    @property
+    def returncode(self) -> int | None:
+        """The tool's exit status once it was collected or reaped; None before."""
+        return self._proc.returncode
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        """Wait for the tool within the deadline; stdout/stderr captured as text.
+
+        Raises :class:`ActionError` when it runs out of time (it is killed first).
+        """
+        try:
+            out, err = self._proc.communicate(timeout=self.deadline.remaining())
+        except subprocess.TimeoutExpired as exc:
+            self._reap()
+            raise ActionError(
+                f"{' '.join(self.argv)} did not finish within {self.deadline.seconds:g}s (killed)"
+            ) from exc
+        return subprocess.CompletedProcess(self.argv, self._proc.returncode, out, err)
+
+    def _reap(self) -> None:
+        if self._proc.returncode is None:
+            self._proc.kill()
+        self._proc.communicate()
+
+    def __enter__(self) -> ToolRun:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._proc.returncode is None:
+            self._reap()
 
 
 def run_tool(
@@ -25,25 +88,8 @@ def run_tool(
 
     Raises :class:`ActionError` when the tool is missing or runs out of time (it is killed).
     """
-    try:
-        return subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            env=dict(BASE_ENV),
-            cwd="/",
-            timeout=deadline.remaining(),
-            pass_fds=tuple(pass_fds),
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise ActionError(f"{argv[0]} is not installed") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ActionError(
-            f"{' '.join(argv)} did not finish within {deadline.seconds:g}s (killed)"
-        ) from exc
+    with ToolRun(argv, deadline, pass_fds) as run:
+        return run.result()
 
 
 def tool_error(proc: subprocess.CompletedProcess[str]) -> str:
