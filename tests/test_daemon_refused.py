@@ -39,5 +39,6 @@ def test_a_refused_plan_with_a_hostile_fs_type_is_one_escaped_warning(tmp_path: 
     assert len(warnings) == 1, out.getvalue()
     assert "nsid=3" in warnings[0] and "/dev/nvme0n3" in warnings[0]
     assert "is not in allowed_filesystems (xfs)" in warnings[0]
-    assert "ext4\\nnvme-agent[info]: all is well" in warnings[0]  # escaped, in its own line
+    # escaped by the one escaping function (topology.text), in its own line
+    assert "ext4\\x0anvme-agent[info]: all is well" in warnings[0]
     assert daemon.metrics.value("plans_refused") == 1

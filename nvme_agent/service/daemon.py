@@ -510,7 +510,9 @@ class Daemon:
         self.metrics.count("plans_refused")
         fields = change_fields(change) | {"NVME_RULE": plan.rule or "", "NVME_PLAN_KEY": plan.key}
         self.tlog.event(
-            _printable(f"{change.summary()} on {change.devnode or '?'}: nothing done, {line}"),
+            # The journal makes the message one line (topology.text.one_line); the device
+            # node is escaped here so that a backslash in it stays unambiguous.
+            f"{change.summary()} on {escape(change.devnode or '?')}: nothing done, {line}",
             MSG_PLAN_REFUSED,
             PRIORITY_WARNING,
             fields,
@@ -613,12 +615,6 @@ class Daemon:
             loop.call_later(interval, ping)
 
         ping()
-
-
-def _printable(text: str) -> str:
-    """``text`` with control characters escaped: what a disk names (a label, a serial) must
-    not start a log line of its own on stderr."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 async def run_daemon(config: DaemonConfig) -> int:
