@@ -20,6 +20,7 @@ Phases, on one bed with the sysfs tree written beforehand without events ("quiet
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,17 @@ class ProfiledAgent(AgentProcess):
 class Rig:
     """One bed with ``count`` namespaces' worth of recorded datagrams."""
 
-    def __init__(self, bed: Bed, tmp: Path, count: int, profile: Path | None = None) -> None:
+    def __init__(
+        self,
+        bed: Bed,
+        tmp: Path,
+        count: int,
+        profile: Path | None = None,
+        state_root: Path | None = None,
+    ) -> None:
         self.bed = bed
         self.tmp = tmp
+        self.state_root = state_root
         self.profile = profile
         self.env = bed.env(environ_without_bed())
         bed.add_controller(ControllerConfig("nvme0", serial="SNBENCH"))
@@ -205,8 +214,19 @@ class Rig:
         if self.profile is not None:
             self.profile.mkdir(parents=True, exist_ok=True)
             profile = self.profile / f"daemon-{name}.prof"
-        agent = ProfiledAgent(policy, self.env, dry_run=True, workdir=workdir, profile=profile)
+        agent = ProfiledAgent(
+            policy,
+            self.env,
+            dry_run=True,
+            workdir=workdir,
+            state_dir=self.state_dir(name),
+            profile=profile,
+        )
         return agent.start(TIMEOUT)
+
+    def state_dir(self, name: str) -> Path | None:
+        """A daemon's state directory (ledger, history) below ``state_root``, if given."""
+        return self.state_root / name if self.state_root is not None else None
 
 
 def _starts(prefix: str) -> Callable[[Any], bool]:
@@ -347,6 +367,31 @@ def scratch_parent() -> str | None:
     return None
 
 
+def durable_parent() -> str | None:
+    """Where the daemons' state directories go (the ledger and the history, fsynced): a disk
+    like the ``/var/lib`` of a real system.  ``/var/tmp`` is kept across reboots, so it is
+    not a tmpfs on a usual system; None (the runtime directory's parent) when it is."""
+    candidate = "/var/tmp"
+    if os.path.isdir(candidate) and fs_type(candidate) != "tmpfs":
+        return candidate
+    return None
+
+
+@contextlib.contextmanager
+def state_root(report: Report) -> Iterator[Path | None]:
+    """A directory for the daemons' state directories on :func:`durable_parent`, noted in the
+    report and removed afterwards."""
+    parent = durable_parent()
+    report.notes["daemon state directory"] = (
+        f"{parent} ({fs_type(parent)})" if parent else "the runtime directory's parent"
+    )
+    if parent is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="nvme-agent-bench-state-", dir=parent) as root:
+        yield Path(root)
+
+
 def _rss(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / MiB
 
@@ -385,9 +430,10 @@ def run(
     )
     with (
         tempfile.TemporaryDirectory(prefix="nvme-agent-bench-", dir=parent) as tmp,
+        state_root(report) as states,
         Bed(multipath=True, timeout=BED_TIMEOUT) as bed,
     ):
-        rig = Rig(bed, Path(tmp), burst, profile)
+        rig = Rig(bed, Path(tmp), burst, profile, states)
         rig.record()
         base = rig.bare_monitor(cycles)
         _daemon_phase(report, rig, base, cycles, reload_rules)

@@ -19,7 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.daemon import BED_TIMEOUT, TIMEOUT, ProfiledAgent, Rig, plan_for, scratch_parent
+from benchmarks.daemon import (
+    BED_TIMEOUT,
+    TIMEOUT,
+    ProfiledAgent,
+    Rig,
+    plan_for,
+    scratch_parent,
+    state_root,
+)
 from benchmarks.inprocess import policy_text
 from benchmarks.report import Figure, Report, summary
 from benchmarks.wire import PLAN, RESULT, EventTap, Sender
@@ -82,24 +90,26 @@ def run(report: Report, *, count: int, cycles: int) -> None:
     try:
         with (
             tempfile.TemporaryDirectory(prefix="nvme-agent-bench-", dir=scratch_parent()) as tmp,
+            state_root(report) as states,
             Bed(multipath=True, timeout=BED_TIMEOUT) as bed,
             RealBacking(Path(tmp) / "images", str(mount_root)) as backing,
         ):
-            _measure(report, bed, backing, Path(tmp), mount_root, count, cycles)
+            rig = Rig(bed, Path(tmp), count, state_root=states)
+            _measure(report, rig, backing, Path(tmp), mount_root, count, cycles)
     finally:
         shutil.rmtree(mount_root, ignore_errors=True)
 
 
 def _measure(
     report: Report,
-    bed: Bed,
+    rig: Rig,
     backing: RealBacking,
     tmp: Path,
     mount_root: Path,
     count: int,
     cycles: int,
 ) -> None:
-    rig = Rig(bed, tmp, count)
+    bed = rig.bed
     rig.configs = [
         backing.back(dataclasses.replace(cfg, size_bytes=SIZE), lambda _event, _text: None)
         for cfg in rig.configs
@@ -114,7 +124,9 @@ def _measure(
     before = set(bed.listeners())
     workdir = tmp / "agent"
     workdir.mkdir()
-    agent = ProfiledAgent(policy, rig.env, dry_run=False, workdir=workdir).start(TIMEOUT)
+    agent = ProfiledAgent(
+        policy, rig.env, dry_run=False, workdir=workdir, state_dir=rig.state_dir("agent")
+    ).start(TIMEOUT)
     try:
         tap = EventTap(agent.events_socket)
         sender = Sender(rig.listener(before))

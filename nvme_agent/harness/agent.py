@@ -109,15 +109,19 @@ class AgentProcess:
         *,
         dry_run: bool = True,
         workdir: Path | None = None,
+        state_dir: Path | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
+        """``state_dir``: the ledger's and the history's directory (``workdir/state`` unless
+        given), which a real system keeps on disk, apart from its runtime directory."""
         self._tmp = (
             tempfile.TemporaryDirectory(prefix="nvme-agent-sim-") if workdir is None else None
         )
         base = Path(self._tmp.name) if self._tmp is not None else workdir
         assert base is not None
         self.base = base
-        self.paths = RuntimePaths(runtime_dir=base / "run", state_dir=base / "state")
+        state = state_dir if state_dir is not None else base / "state"
+        self.paths = RuntimePaths(runtime_dir=base / "run", state_dir=state)
         self.runtime_dir = self.paths.runtime_dir
         self.state_dir = self.paths.state_dir
         self.policy = policy
