@@ -126,7 +126,8 @@ class Rig:
         ]
         self.burst: list[bytes] = []
         self.cycles: list[Cycle] = []
-        self.mount_root = MOUNT_ROOT  # dry run: never created, nothing is mounted
+        # A dry run's: never created, nothing is mounted (the mount figures set their own).
+        self.mount_root = MOUNT_ROOT
 
     # ------------------------------------------------------------------ sysfs without events
     def quiet_attach(self, configs: list[NamespaceConfig]) -> None:
@@ -207,7 +208,8 @@ class Rig:
         path.chmod(0o644)
         return path
 
-    def start_agent(self, name: str, policy: Path) -> AgentProcess:
+    def start_agent(self, name: str, policy: Path, *, dry_run: bool = True) -> AgentProcess:
+        """A daemon in ``tmp/name``, its state directory below ``state_root`` if given."""
         workdir = self.tmp / name
         workdir.mkdir()
         profile = None
@@ -217,16 +219,12 @@ class Rig:
         agent = ProfiledAgent(
             policy,
             self.env,
-            dry_run=True,
+            dry_run=dry_run,
             workdir=workdir,
-            state_dir=self.state_dir(name),
+            state_dir=self.state_root / name if self.state_root is not None else None,
             profile=profile,
         )
         return agent.start(TIMEOUT)
-
-    def state_dir(self, name: str) -> Path | None:
-        """A daemon's state directory (ledger, history) below ``state_root``, if given."""
-        return self.state_root / name if self.state_root is not None else None
 
 
 def _starts(prefix: str) -> Callable[[Any], bool]:

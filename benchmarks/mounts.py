@@ -22,13 +22,11 @@ from typing import Any
 from benchmarks.daemon import (
     BED_TIMEOUT,
     TIMEOUT,
-    ProfiledAgent,
     Rig,
     plan_for,
     scratch_parent,
     state_root,
 )
-from benchmarks.inprocess import policy_text
 from benchmarks.report import Figure, Report, summary
 from benchmarks.wire import PLAN, RESULT, EventTap, Sender
 from nvme_agent.harness.bed import Bed, unavailable_reason
@@ -95,7 +93,7 @@ def run(report: Report, *, count: int, cycles: int) -> None:
             RealBacking(Path(tmp) / "images", str(mount_root)) as backing,
         ):
             rig = Rig(bed, Path(tmp), count, state_root=states)
-            _measure(report, rig, backing, Path(tmp), mount_root, count, cycles)
+            _measure(report, rig, backing, mount_root, count, cycles)
     finally:
         shutil.rmtree(mount_root, ignore_errors=True)
 
@@ -104,7 +102,6 @@ def _measure(
     report: Report,
     rig: Rig,
     backing: RealBacking,
-    tmp: Path,
     mount_root: Path,
     count: int,
     cycles: int,
@@ -118,15 +115,10 @@ def _measure(
     rig.record()
     _bare_mounts(devices, mount_root)  # warm-up: the first mount of a new filesystem is slower
     bare = _bare_mounts(devices, mount_root)
-    policy = tmp / "policy.yaml"
-    policy.write_text(policy_text(1, str(mount_root)))
-    policy.chmod(0o644)
+    rig.mount_root = str(mount_root)
+    policy = rig.write_policy("policy.yaml", 1)
     before = set(bed.listeners())
-    workdir = tmp / "agent"
-    workdir.mkdir()
-    agent = ProfiledAgent(
-        policy, rig.env, dry_run=False, workdir=workdir, state_dir=rig.state_dir("agent")
-    ).start(TIMEOUT)
+    agent = rig.start_agent("agent", policy, dry_run=False)
     try:
         tap = EventTap(agent.events_socket)
         sender = Sender(rig.listener(before))
