@@ -27,7 +27,7 @@ import pytest
 from support.actions import WAIT, Loop, Results, change, guard, ledger, loops, needs_loop, root
 
 from nvme_agent.actions import mountcall, mountinfo, proc
-from nvme_agent.actions.guard import Guard
+from nvme_agent.actions.guard import Guard, start_probe
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.mount import do_mount
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
@@ -544,14 +544,11 @@ def test_an_error_while_the_mount_point_is_made_leaves_no_probe_running(
     guard: Guard,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nvme_agent.actions import guard as guard_module
-
     loop = loops("ext4")
     started: list[proc.ToolRun] = []
-    real_start = guard_module.start_probe
 
     def start(devnode: str, deadline: Deadline) -> proc.ToolRun:
-        started.append(real_start(devnode, deadline))
+        started.append(start_probe(devnode, deadline))
         return started[-1]
 
     def make_dirs_fails(*args: object, **kw: object) -> object:

@@ -4,6 +4,7 @@ on disk when the call that made it returns (a mount point is claimed before its 
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from pathlib import Path
 
@@ -145,8 +146,6 @@ def test_the_file_is_every_entry_encoded_afresh_after_any_changes(
 ) -> None:
     """Each entry's line is encoded when it changes, not at every write (issue 13): whatever
     the changes, the file says what encoding every entry anew would say, and reads back."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mounts.json"
         ledger = MountLedger(str(path))
