@@ -204,20 +204,25 @@ def test_hostile_symlink_inside_mount_root_is_not_followed(
     assert not (tmp_path / "escaped").exists()
 
 
-@pytest.mark.parametrize("how", ["uuid", "label", "path"])
+@pytest.mark.parametrize("how", ["uuid", "label", "escaped-label", "path"])
 def test_guard_refuses_devices_listed_in_fstab(
     how: str, loops: Callable[..., Loop], root: Path, ledger: MountLedger, tmp_path: Path
 ) -> None:
-    loop = loops("ext4", label="fstabbed")
+    """By path, UUID or label, a label with characters blkid escapes too (fstab writes a
+    space as ``\\040``; blkid prints it as ``\\ ``)."""
+    loop = loops("ext4", label='fst b$"d' if how == "escaped-label" else "fstabbed")
     uuid = subprocess.run(
         ["blkid", "-c", "/dev/null", "-o", "value", "-s", "UUID", loop.dev],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    spec_field = {"uuid": f"UUID={uuid.upper()}", "label": 'LABEL="fstabbed"', "path": loop.dev}[
-        how
-    ]
+    spec_field = {
+        "uuid": f"UUID={uuid.upper()}",
+        "label": 'LABEL="fstabbed"',
+        "escaped-label": 'LABEL=fst\\040b$"d',
+        "path": loop.dev,
+    }[how]
     fstab = tmp_path / "fstab.guard"
     fstab.write_text(f"# test\n/dev/vda / ext4 defaults 0 1\n{spec_field} /srv/x ext4 noauto 0 2\n")
     guard = Guard(fstab=str(fstab))

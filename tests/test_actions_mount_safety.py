@@ -21,13 +21,13 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import pytest
 from support.actions import WAIT, Loop, Results, change, guard, ledger, loops, needs_loop, root
 
 from nvme_agent.actions import mountcall, mountinfo, proc
-from nvme_agent.actions.guard import Guard, start_probe
+from nvme_agent.actions.guard import Guard
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.mount import do_mount
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
@@ -504,16 +504,28 @@ def test_a_busy_result_names_a_hostile_holder_escaped(
     assert not any(is_unsafe(c) for c in res.message + (res.error or ""))
 
 
-def test_the_type_probe_starts_only_once_fsck_is_done(
+@pytest.mark.parametrize(
+    ("fstab_tags", "fsck", "expected"),
+    [
+        (False, False, ["blkid"]),
+        (True, False, ["blkid"]),  # the guard's identifiers and the type: one probe
+        (False, True, ["e2fsck", "blkid"]),
+        (True, True, ["blkid", "e2fsck", "blkid"]),  # fsck may change the device: again
+    ],
+)
+def test_one_probe_per_mount_and_never_beside_fsck(
+    fstab_tags: bool,
+    fsck: bool,
+    expected: list[str],
     loops: Callable[..., Loop],
     root: Path,
     ledger: MountLedger,
-    guard: Guard,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """blkid runs while the mount point is made (issue 13), but never beside fsck: fsck may
-    change what the device holds, and the probe must see what is mounted."""
+    """blkid runs while the mount point is made (issue 13), once for the fstab guard and the
+    type check, but never beside fsck: fsck may change what the device holds, and the type
+    probe must see what is mounted."""
     loop = loops("ext4")
     bindir, log = tmp_path / "bin", tmp_path / "order.log"
     bindir.mkdir()
@@ -529,11 +541,15 @@ def test_the_type_probe_starts_only_once_fsck_is_done(
         )
         (bindir / tool).chmod(0o755)
     monkeypatch.setitem(proc.BASE_ENV, "PATH", f"{bindir}:{proc.BASE_ENV['PATH']}")
-    spec = dataclasses.replace(spec_for(loop, root, root / "f"), fsck=True)
+    fstab = tmp_path / "fstab.tags"
+    tags = "UUID=0b7c4a52-0000-4000-8000-000000000000 /srv/other ext4 defaults 0 2\n"
+    fstab.write_text(tags if fstab_tags else "/dev/vda1 / ext4 defaults 0 1\n")
+    guard = Guard(fstab=str(fstab))
+    spec = dataclasses.replace(spec_for(loop, root, root / "f"), fsck=fsck)
     out = mount(spec, ledger, guard)
     assert out.status is Status.OK, out
-    assert "fsck: clean" in out.message
-    assert log.read_text().split() == ["e2fsck-start", "e2fsck-end", "blkid-start", "blkid-end"]
+    assert ("fsck: clean" in out.message) is fsck
+    assert log.read_text().split() == [f"{t}-{e}" for t in expected for e in ("start", "end")]
     assert unmount(spec, ledger, guard).status is Status.OK
 
 
@@ -547,17 +563,19 @@ def test_an_error_while_the_mount_point_is_made_leaves_no_probe_running(
     loop = loops("ext4")
     started: list[proc.ToolRun] = []
 
-    def start(devnode: str, deadline: Deadline) -> proc.ToolRun:
-        started.append(start_probe(devnode, deadline))
-        return started[-1]
+    class Recorded(proc.ToolRun):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            started.append(self)
 
     def make_dirs_fails(*args: object, **kw: object) -> object:
         raise ActionError("the mount root went away")
 
-    monkeypatch.setattr("nvme_agent.actions.mount.start_probe", start)
+    monkeypatch.setattr("nvme_agent.actions.probe.ToolRun", Recorded)
     monkeypatch.setattr("nvme_agent.actions.mount.safedirs.make_dirs", make_dirs_fails)
     with pytest.raises(ActionError, match="the mount root went away"):
         mount(spec_for(loop, root, root / "g"), ledger, guard)
     (probe,) = started
+    assert probe.argv[:2] == ["blkid", "-p"]
     assert probe.returncode is not None  # killed or finished, and reaped either way
     assert mounts_of(loop) == []

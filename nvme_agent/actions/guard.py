@@ -8,23 +8,16 @@ fstab mount point are refused, whatever the policy says.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nvme_agent.actions import mountinfo
 from nvme_agent.actions.outcome import ActionError, Deadline
-from nvme_agent.actions.proc import ToolRun, run_tool, tool_error
-from nvme_agent.topology.text import escape
-
-log = logging.getLogger("nvme_agent.actions")
+from nvme_agent.actions.probe import FSTAB_TAGS, DeviceProbe, fstab_form
 
 FSTAB = "/etc/fstab"
 SYSFS_DEV_BLOCK = "/sys/dev/block"
-
-#: fstab source prefixes and the blkid tag each is compared with.
-_TAGS = {"UUID": "UUID", "LABEL": "LABEL", "PARTUUID": "PARTUUID", "PARTLABEL": "PARTLABEL"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,53 +54,10 @@ def parse_fstab(text: str) -> list[FstabEntry]:
 
 
 def probe_ids(devnode: str, timeout: float = 10.0) -> dict[str, str]:
-    """UUID/LABEL/PARTUUID/PARTLABEL/TYPE of a block device from ``blkid`` (no cache)."""
-    try:
-        proc = run_tool(["blkid", "-c", "/dev/null", "-o", "export", devnode], Deadline(timeout))
-    except ActionError as exc:
-        log.warning("blkid %s failed: %s", escape(devnode), exc)
-        return {}
-    ids: dict[str, str] = {}
-    for line in proc.stdout.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            ids[key] = value
-    return ids
-
-
-#: ``blkid -p`` exit statuses (blkid(8)).
-_BLKID_NOTHING = 2
-_BLKID_AMBIVALENT = 8
-
-
-def start_probe(devnode: str, deadline: Deadline) -> ToolRun:
-    """Start blkid's low-level probe of what the device holds *now* (no cache, no udev
-    database); :func:`probed_fstype` reads its answer.
-
-    It runs in a child process, not through libblkid in the daemon: the probe parses what
-    the disk carries, and a crash or a hang there must not take the daemon with it.
-    """
-    return ToolRun(["blkid", "-p", "-o", "export", devnode], deadline)
-
-
-def probed_fstype(probe: ToolRun, devnode: str) -> str:
-    """The filesystem type :func:`start_probe` found.
-
-    Raises :class:`ActionError` when the probe finds nothing, finds several signatures
-    (ambivalent: the kernel might see another type than the plan), or fails.
-    """
-    proc = probe.result()
-    if proc.returncode == _BLKID_NOTHING:
-        raise ActionError(f"{devnode} holds no filesystem signature now")
-    if proc.returncode == _BLKID_AMBIVALENT:
-        raise ActionError(f"{devnode} carries several filesystem signatures (ambivalent probe)")
-    if proc.returncode != 0:
-        raise ActionError(f"probing {devnode} failed: {tool_error(proc)}")
-    for line in proc.stdout.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key == "TYPE" and value:
-            return value
-    raise ActionError(f"{devnode} holds no filesystem type blkid could name")
+    """The fstab tags ``devnode`` can be named by, from its own probe (see
+    :meth:`~nvme_agent.actions.probe.DeviceProbe.identifiers`)."""
+    with DeviceProbe(devnode, Deadline(timeout)) as probe:
+        return probe.identifiers()
 
 
 def whole_disk(dev: str, sysfs: str = SYSFS_DEV_BLOCK) -> str | None:
@@ -168,8 +118,19 @@ class Guard:
                     devs.add(disk)
         return devs
 
-    def check_device(self, source: str, *, for_mount: bool = True) -> None:
-        """Raise :class:`ActionError` if ``source`` is the root device or named in fstab."""
+    def check_device(
+        self,
+        source: str,
+        *,
+        for_mount: bool = True,
+        identifiers: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
+        """Raise :class:`ActionError` if ``source`` is the root device or named in fstab.
+
+        ``identifiers``: the fstab tags the device can be named by, in blkid's ``export``
+        encoding (a mount passes its own probe's); asked only when fstab names a device by
+        tag.  When they cannot be read, the device is refused: it may be the one fstab names.
+        """
         dev = mountinfo.device_number(source)
         if dev is not None and dev in self.root_devices():
             raise ActionError(f"refusing {source} ({dev}): it backs the root filesystem")
@@ -184,18 +145,34 @@ class Guard:
         for entry in self._fstab():
             where = f"{self.fstab}:{entry.line_no}"
             tag, sep, value = entry.spec.partition("=")
-            if sep and tag in _TAGS:
+            if sep and tag in FSTAB_TAGS:
                 if ids is None:
-                    ids = self.probe(source) if dev is not None else {}
-                value = value.strip("\"'")
-                have = ids.get(_TAGS[tag])
-                if have is not None and have.lower() == value.lower():
+                    ids = self._identifiers(source, dev, identifiers, where)
+                have = ids.get(tag)
+                # blkid's encoding is not reversible: fstab's value is compared encoded.
+                if have is not None and have.lower() == fstab_form(value.strip("\"'")).lower():
                     raise ActionError(f"refusing {source}: listed in {where} as {entry.spec}")
             elif entry.spec.startswith("/") and (
                 os.path.realpath(entry.spec) == real
                 or (dev is not None and mountinfo.device_number(entry.spec) == dev)
             ):
                 raise ActionError(f"refusing {source}: listed in {where} as {entry.spec}")
+
+    def _identifiers(
+        self,
+        source: str,
+        dev: str | None,
+        identifiers: Callable[[], Mapping[str, str]] | None,
+        where: str,
+    ) -> Mapping[str, str]:
+        if dev is None:
+            return {}  # not a block device: fstab cannot name it by tag
+        try:
+            return identifiers() if identifiers is not None else self.probe(source)
+        except ActionError as exc:
+            raise ActionError(
+                f"refusing {source}: cannot tell whether {where} names it: {exc}"
+            ) from exc
 
     def check_target(self, target: str) -> None:
         """Raise :class:`ActionError` if ``target`` is ``/`` or an fstab mount point."""

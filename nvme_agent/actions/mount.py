@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable
 
 from nvme_agent.actions import messages, mountcall, mountinfo, safedirs
-from nvme_agent.actions.guard import Guard, probe_ids, probed_fstype, start_probe
+from nvme_agent.actions.guard import Guard
 from nvme_agent.actions.ledger import LedgerEntry, MountLedger
 from nvme_agent.actions.outcome import ActionError, Deadline, Outcome
-from nvme_agent.actions.proc import ToolRun, run_tool, tool_error
+from nvme_agent.actions.probe import DeviceProbe
+from nvme_agent.actions.proc import run_tool, tool_error
 from nvme_agent.actions.unmount import umount_entry
 from nvme_agent.policy.plan import MountSpec
 from nvme_agent.topology.text import escape
@@ -54,14 +55,13 @@ def _gid(group: str | None) -> int:
         raise ActionError(f"unknown mount point group {group!r}") from exc
 
 
-def fsck(source: str, fstype: str | None, deadline: Deadline) -> str:
+def fsck(source: str, fstype: str, deadline: Deadline) -> str:
     """Check the filesystem before mounting; returns a note, raises ActionError on damage.
 
     e2fsck -p: 0 clean, 1 errors fixed, 2 fixed (reboot advised: only relevant for ``/``);
     4 and up: errors left or the check failed.  xfs_repair -n: 0 clean, 1 corruption found;
     2 means a dirty log, which the mount itself replays.
     """
-    fstype = fstype or probe_ids(source).get("TYPE")
     if fstype in EXT_TYPES:
         proc = run_tool(["e2fsck", "-p", source], deadline)
         if proc.returncode == 0:
@@ -82,7 +82,7 @@ def fsck(source: str, fstype: str | None, deadline: Deadline) -> str:
         raise ActionError(
             f"xfs_repair -n found problems on {source} (repair by hand): {tool_error(proc)}"
         )
-    return f"fsck: not supported for {fstype or 'unknown filesystem'}, skipped"
+    return f"fsck: not supported for {fstype}, skipped"
 
 
 def _options(spec: MountSpec) -> list[str]:
@@ -104,13 +104,13 @@ def _allowed(spec: MountSpec, fstype: str) -> None:
         )
 
 
-def _check_type(spec: MountSpec, probe: ToolRun) -> str:
+def _check_type(spec: MountSpec, probe: DeviceProbe) -> str:
     """The type to mount as: planned, allowed, and what the device holds now (``probe``).
 
     The plan was made from udev's view; the device may have been rewritten since (swapped
     under us).  Without ``-t`` mount(8) would probe and the kernel load any module it names.
     """
-    found = probed_fstype(probe, spec.source)
+    found = probe.fstype()
     planned = spec.fstype or found
     _allowed(spec, planned)
     if not compatible(planned, found):
@@ -255,7 +255,7 @@ def _prepare_and_mount(
     target: str,
     created: list[str],
     fd: int,
-    probe: ToolRun,
+    probe: DeviceProbe,
     deadline: Deadline,
 ) -> str | None:
     """The checks on the opened mount point and the device, then the mount."""
@@ -276,25 +276,26 @@ def do_mount(spec: MountSpec, *, ledger: MountLedger, guard: Guard, deadline: De
     dev = mountinfo.device_number(spec.source)
     if dev is None:
         raise ActionError(f"{spec.source} is not a block device (or is gone)")
-    guard.check_device(spec.source)
-    early = _already(spec, target, dev, ledger)
-    if early is not None:
-        return early
-
-    notes: list[str] = []
-    if spec.fsck:
-        notes.append(fsck(spec.source, spec.fstype, deadline))
-
-    uid, gid = _uid(spec.owner), _gid(spec.group)
-    leftover = ledger.get(target)
-    # Directories an earlier mount created and could not remove yet (or created just before a
-    # kill -9) are still ours.
-    known = [] if leftover is None else list(leftover.created_dirs)
-    claim = _claimer(spec, target, dev, known, ledger)
-    # blkid probes the device while the directories are made and claimed (issue 13): both
-    # wait on I/O, and the probe is read only once the mount point is ready.  It starts after
-    # fsck, which may change what the device holds.
-    with start_probe(spec.source, deadline) as probe:
+    # One probe serves the fstab guard (only if fstab names devices by tag) and the type
+    # check (issue 13: it is the largest part of a mount).
+    with DeviceProbe(spec.source, deadline) as probe:
+        guard.check_device(spec.source, identifiers=probe.identifiers)
+        early = _already(spec, target, dev, ledger)
+        if early is not None:
+            return early
+        notes: list[str] = []
+        if spec.fsck:
+            notes.append(fsck(spec.source, spec.fstype or probe.fstype(), deadline))
+            probe.again()  # fsck may change what the device holds: the type is probed after
+        uid, gid = _uid(spec.owner), _gid(spec.group)
+        leftover = ledger.get(target)
+        # Directories an earlier mount created and could not remove yet (or created just
+        # before a kill -9) are still ours.
+        known = [] if leftover is None else list(leftover.created_dirs)
+        claim = _claimer(spec, target, dev, known, ledger)
+        # blkid probes the device while the directories are made and claimed: both wait on
+        # I/O, and the probe is read only once the mount point is ready.
+        probe.start()
         fd, created = safedirs.make_dirs(
             spec.mount_root, target, mode=spec.mode, uid=uid, gid=gid, claim=claim
         )

@@ -65,6 +65,11 @@ class ToolRun:
             self._proc.kill()
         self._proc.communicate()
 
+    def close(self) -> None:
+        """Kill and reap the tool if it is still running (nothing once it was collected)."""
+        if self._proc.returncode is None:
+            self._reap()
+
     def __enter__(self) -> ToolRun:
         return self
 
@@ -74,8 +79,7 @@ class ToolRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._proc.returncode is None:
-            self._reap()
+        self.close()
 
 
 def run_tool(
