@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             else (0.5 if quick else 60.0),
             idle_namespaces=4 if quick else 100,
             reload_rules=5 if quick else 1000,
+            reloads=2 if quick else 5,
             profile=args.profile,
         )
     if "mounts" in groups:

@@ -202,9 +202,9 @@ class Rig:
             proc.wait()
             self.quiet_detach(self.configs)
 
-    def write_policy(self, name: str, rules: int) -> Path:
+    def write_policy(self, name: str, rules: int, variant: int = 0) -> Path:
         path = self.tmp / name
-        path.write_text(policy_text(rules, self.mount_root))
+        path.write_text(policy_text(rules, self.mount_root, variant))
         path.chmod(0o644)
         return path
 
@@ -416,6 +416,7 @@ def run(
     idle_seconds: float,
     idle_namespaces: int,
     reload_rules: int,
+    reloads: int = 5,
     profile: Path | None = None,
 ) -> None:
     reason = unavailable_reason()
@@ -434,12 +435,14 @@ def run(
         rig = Rig(bed, Path(tmp), burst, profile, states)
         rig.record()
         base = rig.bare_monitor(cycles)
-        _daemon_phase(report, rig, base, cycles, reload_rules)
+        _daemon_phase(report, rig, base, cycles, reload_rules, reloads)
         _coldplug_phase(report, rig)
         _idle_phase(report, rig, idle_seconds, idle_namespaces)
 
 
-def _daemon_phase(report: Report, rig: Rig, base: Run, cycles: int, reload_rules: int) -> None:
+def _daemon_phase(
+    report: Report, rig: Rig, base: Run, cycles: int, reload_rules: int, reloads_count: int
+) -> None:
     before = set(rig.bed.listeners())
     agent = rig.start_agent("agent", rig.write_policy("policy.yaml", 1))
     try:
@@ -453,8 +456,11 @@ def _daemon_phase(report: Report, rig: Rig, base: Run, cycles: int, reload_rules
         agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
         rss_burst = _rss(agent.proc.pid)
         _cycles(sender, tap, rig.cycles, cycles, measured)
-        big = rig.write_policy("policy.yaml", reload_rules)
-        reload = _reload_under_load(agent, sender, tap, rig.cycles, big)
+        reloads = []
+        for variant in range(1, reloads_count + 1):
+            # Each reload reads a policy no earlier load has seen: none of its parse is cached.
+            big = rig.write_policy("policy.yaml", reload_rules, variant)
+            reloads.append(_reload_under_load(agent, sender, tap, rig.cycles, big))
         sender.close()
         tap.close()
     except BaseException:
@@ -464,18 +470,29 @@ def _daemon_phase(report: Report, rig: Rig, base: Run, cycles: int, reload_rules
         agent.stop()
     _latency_figures(report, base, measured)
     _burst_figures(report, base, measured, count, rss_burst)
-    worst = max(reload.during, default=0.0)
+    _reload_figure(report, reloads, reload_rules)
+
+
+def _reload_figure(report: Report, reloads: list[ReloadResult], rules: int) -> None:
+    """The median reload (one sample moved by half between runs); the worst event delay and
+    the losses over all of them."""
+    seconds = sorted(r.seconds for r in reloads)
+    median = seconds[len(seconds) // 2]
+    worst = max((d for r in reloads for d in r.during), default=0.0)
+    ok = all(r.ok for r in reloads)
+    lost = sum(r.lost for r in reloads)
     report.figures.append(
         Figure(
-            name=f"reload of a {reload_rules}-rule policy while events flow",
-            value=reload.seconds * 1e3,
+            name=f"reload of a {rules}-rule policy while events flow, median of {len(reloads)}",
+            value=median * 1e3,
             unit="ms",
             target="<= 100 ms; no event lost or delayed past 100 ms",
-            met=reload.ok and reload.seconds <= 0.1 and reload.lost == 0 and worst <= 0.1,
+            met=ok and median <= 0.1 and lost == 0 and worst <= 0.1,
             details={
-                "reload_ok": reload.ok,
-                "events": reload.events,
-                "lost": reload.lost,
+                "reload_ok": ok,
+                "reloads_ms": [r.seconds * 1e3 for r in reloads],
+                "events": sum(r.events for r in reloads),
+                "lost": lost,
                 "worst_delay_ms_during_reload": worst * 1e3,
             },
         )

@@ -26,14 +26,16 @@ PROBES = 20
 FLAT = 1.5
 
 
-def policy_text(rules: int, mount_root: str = MOUNT_ROOT) -> str:
-    """``rules`` rules; only the last matches (every decision evaluates all of them)."""
+def policy_text(rules: int, mount_root: str = MOUNT_ROOT, variant: int = 0) -> str:
+    """``rules`` rules; only the last matches (every decision evaluates all of them).
+    Each ``variant`` has other names and patterns: a policy no earlier load has seen."""
     lines = ["version: 1", "defaults:", f"  mount_root: {mount_root}", "rules:"]
     for i in range(rules - 1):
+        name = f"v{variant}r{i}" if variant else f"r{i}"
         lines += [
-            f"  - name: r{i}",
-            f'    match: {{fs_label: "nomatch-{i}-*"}}',
-            f'    on_add: [{{mount: {{path: "{mount_root}/r{i}/{{label}}"}}}}]',
+            f"  - name: {name}",
+            f'    match: {{fs_label: "nomatch-{variant}-{i}-*"}}',
+            f'    on_add: [{{mount: {{path: "{mount_root}/{name}/{{label}}"}}}}]',
         ]
     lines += [
         "  - name: all-ext4",
