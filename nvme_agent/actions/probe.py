@@ -20,10 +20,9 @@ compared in it (:func:`export_form`).
 from __future__ import annotations
 
 import subprocess
-from types import TracebackType
 
 from nvme_agent.actions.outcome import ActionError, Deadline
-from nvme_agent.actions.proc import ToolRun, tool_error
+from nvme_agent.actions.proc import ClosesOnExit, ToolRun, tool_error
 
 #: ``blkid -p`` exit statuses (blkid(8)).
 _NOTHING = 2
@@ -76,7 +75,7 @@ def parse_export(text: str) -> dict[str, str]:
     return values
 
 
-class DeviceProbe:
+class DeviceProbe(ClosesOnExit):
     """``blkid -p -o export`` of one device, started once and read at most once.
 
     A context manager: leaving the block kills and reaps a probe still running.
@@ -97,7 +96,7 @@ class DeviceProbe:
 
     def again(self) -> None:
         """Forget what was probed: the device may have changed (fsck ran)."""
-        self._close()
+        self.close()
         self._run = self._done = None
 
     def _result(self) -> subprocess.CompletedProcess[str]:
@@ -117,7 +116,7 @@ class DeviceProbe:
         if proc.returncode == _NOTHING:
             return {}
         if proc.returncode != 0:
-            raise ActionError(f"cannot read the identifiers of {self.devnode}: {self._why(proc)}")
+            raise ActionError(self._why(proc))
         values = parse_export(proc.stdout)
         return {tag: values[name] for tag, name in FSTAB_TAGS.items() if values.get(name)}
 
@@ -142,17 +141,7 @@ class DeviceProbe:
             return f"{self.devnode} carries several filesystem signatures (ambivalent probe)"
         return f"probing {self.devnode} failed: {tool_error(proc)}"
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Kill and reap a probe still running."""
         if self._run is not None:
             self._run.close()
-
-    def __enter__(self) -> DeviceProbe:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close()

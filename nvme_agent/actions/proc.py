@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 from nvme_agent.actions.outcome import ActionError, Deadline
 
@@ -16,7 +17,25 @@ BASE_ENV: dict[str, str] = {
 }
 
 
-class ToolRun:
+class ClosesOnExit:
+    """A context manager whose block ends with :meth:`close`, however it ends."""
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ToolRun(ClosesOnExit):
     """A tool started now and collected later, so that other work overlaps its run.
 
     Use it as a context manager: leaving the block without :meth:`result` (an error in the
@@ -69,17 +88,6 @@ class ToolRun:
         """Kill and reap the tool if it is still running (nothing once it was collected)."""
         if self._proc.returncode is None:
             self._reap()
-
-    def __enter__(self) -> ToolRun:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def run_tool(
