@@ -111,6 +111,29 @@ def test_guard_matches_fstab_tags_through_the_probe(tmp_path: Path) -> None:
     assert probed == [str(node), str(node)]
 
 
+def test_guard_refuses_a_device_fstab_names_by_id(tmp_path: Path) -> None:
+    """``ID=`` (mount(8): a ``/dev/disk/by-id`` name, as udev makes them for NVMe) names the
+    device its link leads to; the value is encoded as libblkid does, so ``/`` stays inside."""
+    if os.geteuid() != 0:
+        pytest.skip("a block device node needs root (mknod)")
+    node = tmp_path / "blk"
+    os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(7, 252))  # a loop minor nobody uses
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    (by_id / "nvme-QEMU_NVMe_Ctrl_SN1_1-part1").symlink_to(node)
+    (by_id / "odd\\x2fname").symlink_to(node)
+    (tmp_path / "blk-elsewhere").symlink_to(node)
+    fstab = tmp_path / "fstab"
+    guard = Guard(fstab=str(fstab), by_id=str(by_id))
+    for spec in ("ID=nvme-QEMU_NVMe_Ctrl_SN1_1-part1", 'ID="odd/name"'):
+        fstab.write_text(f"{spec} /data ext4 defaults 0 2\n")
+        with pytest.raises(ActionError, match=r"listed in .*fstab:1 as ID="):
+            guard.check_device(str(node))
+    for spec in ("ID=nvme-other", "ID=../blk-elsewhere", "ID=../blk"):
+        fstab.write_text(f"{spec} /data ext4 defaults 0 2\n")
+        guard.check_device(str(node))  # not a link in by-id: the path cannot climb out
+
+
 def test_ledger_roundtrip_is_atomic_and_survives_corruption(tmp_path: Path) -> None:
     path = tmp_path / "state" / "mounts.json"
     ledger = MountLedger(str(path))

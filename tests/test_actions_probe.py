@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nvme_agent.actions import proc
-from nvme_agent.actions.guard import Guard
+from nvme_agent.actions.guard import Guard, devnode_name
 from nvme_agent.actions.outcome import ActionError, Deadline
 from nvme_agent.actions.probe import C_SPACE, DeviceProbe, export_form, fstab_form, parse_export
 
@@ -63,6 +63,24 @@ def test_export_form_is_what_blkid_prints(image: Path, label: str) -> None:
     assert "\n" not in "".join(ids.values())
 
 
+@needs_tools
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(label=labels)
+def test_devnode_name_is_how_libblkid_encodes_a_link_name(image: Path, label: str) -> None:
+    """fstab's ``ID=`` is looked up as a ``/dev/disk/by-id`` link whose name libblkid
+    encodes (``blkid_encode_string``, which ``blkid -o udev`` prints as ``ID_FS_LABEL_ENC``)."""
+    subprocess.run(["e2label", str(image), label], check=True, capture_output=True)
+    out = subprocess.run(
+        ["blkid", "-p", "-o", "udev", str(image)], check=True, capture_output=True, text=True
+    ).stdout
+    found = parse_export(out).get("ID_FS_LABEL_ENC")
+    trimmed = label.rstrip(C_SPACE)
+    assert found == (devnode_name(trimmed) if trimmed else None)
+    assert "/" not in devnode_name(label)
+
+
 def test_export_form_of_examples() -> None:
     assert export_form("data") == "data"
     assert export_form('a b$"c') == 'a\\ b\\$\\"c'
@@ -75,6 +93,8 @@ def test_parse_export_keeps_the_first_value_of_a_name() -> None:
         "TYPE": "ext4",
         "LABEL": "a=b",
     }
+    # Only a newline ends a line: U+0085 and U+001C are line breaks to str.splitlines.
+    assert parse_export("L=a\x85b\x1cc\nT=x\n") == {"L": "a\x85b\x1cc", "T": "x"}
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """Never touch what is not the agent's: the root filesystem's device and anything in fstab.
 
 The agent mounts hot-plugged namespaces only.  A device that backs ``/`` (or is the disk that
-holds the root partition), a device an ``/etc/fstab`` line names (by path, ``UUID=``, ``LABEL=``,
-``PARTUUID=`` or ``PARTLABEL=``), a device claimed by a stacking driver (dm, md, ...) and an
-fstab mount point are refused, whatever the policy says.
+holds the root partition), a device an ``/etc/fstab`` line names (by path, ``UUID=``,
+``LABEL=``, ``PARTUUID=``, ``PARTLABEL=`` or ``ID=``), a device claimed by a stacking driver
+(dm, md, ...) and an fstab mount point are refused, whatever the policy says.
 """
 
 from __future__ import annotations
@@ -18,6 +18,23 @@ from nvme_agent.actions.probe import FSTAB_TAGS, DeviceProbe, fstab_form
 
 FSTAB = "/etc/fstab"
 SYSFS_DEV_BLOCK = "/sys/dev/block"
+#: Where fstab's ``ID=`` tag is looked up (mount(8): "hardware block device ID as generated
+#: by udevd"): the link of that name, as udev and libblkid encode it.
+BY_ID = "/dev/disk/by-id"
+_DEVNODE_SAFE = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#+-.:=@_")
+
+
+def devnode_name(value: str) -> str:
+    """``value`` as a ``/dev/disk/by-*`` link name: libblkid's ``blkid_encode_string`` (and
+    udev's ``encode_devnode_name``) keep letters, digits, ``#+-.:=@_`` and non-ASCII text,
+    and write every other byte as ``\\xNN`` (so a ``/`` cannot leave the directory)."""
+    out: list[str] = []
+    for ch in value:
+        if ch in _DEVNODE_SAFE or (not ch.isascii() and not 0xDC80 <= ord(ch) <= 0xDCFF):
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +110,11 @@ class Guard:
         fstab: str = FSTAB,
         mountinfo_path: str = mountinfo.MOUNTINFO,
         sysfs: str = SYSFS_DEV_BLOCK,
+        by_id: str = BY_ID,
         probe: Callable[[str], Mapping[str, str]] = probe_ids,
     ) -> None:
         self.fstab = fstab
+        self.by_id = by_id
         self.mountinfo_path = mountinfo_path
         self.sysfs = sysfs
         self.probe = probe
@@ -152,9 +171,15 @@ class Guard:
                 # blkid's encoding is not reversible: fstab's value is compared encoded.
                 if have is not None and have.lower() == fstab_form(value.strip("\"'")).lower():
                     raise ActionError(f"refusing {source}: listed in {where} as {entry.spec}")
-            elif entry.spec.startswith("/") and (
-                os.path.realpath(entry.spec) == real
-                or (dev is not None and mountinfo.device_number(entry.spec) == dev)
+                continue
+            if sep and tag == "ID":
+                path = os.path.join(self.by_id, devnode_name(value.strip("\"'")))
+            elif entry.spec.startswith("/"):
+                path = entry.spec
+            else:
+                continue
+            if os.path.realpath(path) == real or (
+                dev is not None and mountinfo.device_number(path) == dev
             ):
                 raise ActionError(f"refusing {source}: listed in {where} as {entry.spec}")
 

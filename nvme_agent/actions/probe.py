@@ -66,9 +66,10 @@ def fstab_form(value: str) -> str:
 
 
 def parse_export(text: str) -> dict[str, str]:
-    """``NAME=value`` lines; a name given twice keeps its first value."""
+    """``NAME=value`` lines; a name given twice keeps its first value.  Lines end at ``\\n``
+    only (``str.splitlines`` would also end one at U+0085 or U+001C in a value)."""
     values: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         key, sep, value = line.partition("=")
         if sep:
             values.setdefault(key, value)

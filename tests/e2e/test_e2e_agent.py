@@ -230,30 +230,37 @@ def test_restart_replans_only_under_a_changed_policy(
     _until_mounted(g, "remove", 4, NSPART1, timings)
 
 
-def test_a_partition_fstab_names_by_partuuid_is_never_mounted(
+def test_a_partition_fstab_names_by_partuuid_or_id_is_never_mounted(
     agent: Guest, timings: dict[str, object]
 ) -> None:
     """fstab names the partition by ``PARTUUID=`` (what ``blkid -p`` on a real NVMe
-    partition calls ``PART_ENTRY_UUID``): the agent refuses it, naming the fstab line.  The
-    guest's fstab names its root by ``LABEL=``, so every mount here reads the identifiers."""
+    partition calls ``PART_ENTRY_UUID``) or by ``ID=`` (its ``/dev/disk/by-id`` link, made by
+    udev): the agent refuses it, naming the fstab line.  The guest's fstab names its root by
+    ``LABEL=``, so every mount here reads the identifiers."""
     g = agent
     _until_mounted(g, "add", 4, NSPART1, timings)
     part = g.attached()[4]["partitions"][0]
     partuuid = g.sh(f"blkid -p -o value -s PART_ENTRY_UUID /dev/{part}").stdout.strip()
-    assert partuuid, f"no PART_ENTRY_UUID for /dev/{part}"
+    links = g.sh(
+        "for l in /dev/disk/by-id/*; do "
+        f'[ "$(readlink -f "$l")" = /dev/{part} ] && basename "$l"; done; true'
+    ).stdout.split()
+    assert partuuid and links, f"/dev/{part}: PART_ENTRY_UUID {partuuid!r}, by-id {links}"
     _until_mounted(g, "remove", 4, NSPART1, timings)
     g.sh("cp /etc/fstab /run/e2e-fstab.orig")
     try:
-        g.sh(f"echo 'PARTUUID={partuuid} /srv/e2e-fstab ext4 noauto 0 2' >> /etc/fstab")
-        line = len(g.sh("cat /etc/fstab").stdout.splitlines())
-        cursor = g.journal_cursor()
-        g.attach(4)
-        failed = g.wait_journal(cursor, MESSAGE_ID=messages.ACTION_FAILED, NVME_NSID="4")
-        assert failed["ok"], f"{failed}\n{_agent_log(g)}"
-        assert f"listed in /etc/fstab:{line} as PARTUUID={partuuid}" in failed["message"]
-        _settle(g)
-        assert _mount_count(g, NSPART1) == 0
-        g.detach(4)
+        for spec in (f"PARTUUID={partuuid}", f"ID={links[0]}"):
+            entry = f"{spec} /srv/e2e ext4 noauto 0 2"
+            g.sh(f"cp /run/e2e-fstab.orig /etc/fstab && echo '{entry}' >> /etc/fstab")
+            line = len(g.sh("cat /etc/fstab").stdout.splitlines())
+            cursor = g.journal_cursor()
+            g.attach(4)
+            failed = g.wait_journal(cursor, MESSAGE_ID=messages.ACTION_FAILED, NVME_NSID="4")
+            assert failed["ok"], f"{spec}: {failed}\n{_agent_log(g)}"
+            assert f"listed in /etc/fstab:{line} as {spec}" in failed["message"], failed
+            _settle(g)
+            assert _mount_count(g, NSPART1) == 0
+            g.detach(4)
+            _settle(g)
     finally:
         g.sh("cp /run/e2e-fstab.orig /etc/fstab")
-    _settle(g)
