@@ -476,8 +476,7 @@ def _daemon_phase(
 def _reload_figure(report: Report, reloads: list[ReloadResult], rules: int) -> None:
     """The median reload (one sample moved by half between runs); the worst event delay and
     the losses over all of them."""
-    seconds = sorted(r.seconds for r in reloads)
-    median = seconds[len(seconds) // 2]
+    median = statistics.median(r.seconds for r in reloads)
     worst = max((d for r in reloads for d in r.during), default=0.0)
     ok = all(r.ok for r in reloads)
     lost = sum(r.lost for r in reloads)

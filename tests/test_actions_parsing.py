@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -99,16 +100,21 @@ def test_guard_matches_fstab_tags_through_the_probe(tmp_path: Path) -> None:
         return ids
 
     # /dev/null is not a block device: only path rules apply and the probe is never asked.
-    Guard(fstab=str(fstab), probe=probe("rig-data")).check_device("/dev/null")
+    guard = Guard(fstab=str(fstab))
+    guard.check_device("/dev/null", identifiers=functools.partial(probe("rig-data"), "/dev/null"))
     assert probed == []
     if os.geteuid() != 0:
         pytest.skip("a block device node needs root (mknod)")
     node = tmp_path / "blk"
     os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(7, 250))  # a loop minor nobody uses
     with pytest.raises(ActionError, match=r"listed in .*fstab:1 as PARTLABEL"):
-        Guard(fstab=str(fstab), probe=probe("RIG-DATA")).check_device(str(node))
-    Guard(fstab=str(fstab), probe=probe("other")).check_device(str(node))
+        guard.check_device(str(node), identifiers=functools.partial(probe("RIG-DATA"), str(node)))
+    guard.check_device(str(node), identifiers=functools.partial(probe("other"), str(node)))
     assert probed == [str(node), str(node)]
+
+
+def _unasked() -> dict[str, str]:
+    raise AssertionError("identifiers asked of an fstab without tags")
 
 
 def test_guard_refuses_a_device_fstab_names_by_id(tmp_path: Path) -> None:
@@ -128,10 +134,10 @@ def test_guard_refuses_a_device_fstab_names_by_id(tmp_path: Path) -> None:
     for spec in ("ID=nvme-QEMU_NVMe_Ctrl_SN1_1-part1", 'ID="odd/name"'):
         fstab.write_text(f"{spec} /data ext4 defaults 0 2\n")
         with pytest.raises(ActionError, match=r"listed in .*fstab:1 as ID="):
-            guard.check_device(str(node))
+            guard.check_device(str(node), identifiers=_unasked)
     for spec in ("ID=nvme-other", "ID=../blk-elsewhere", "ID=../blk"):
         fstab.write_text(f"{spec} /data ext4 defaults 0 2\n")
-        guard.check_device(str(node))  # not a link in by-id: the path cannot climb out
+        guard.check_device(str(node), identifiers=_unasked)  # by-id only: cannot climb out
 
 
 def test_ledger_roundtrip_is_atomic_and_survives_corruption(tmp_path: Path) -> None:

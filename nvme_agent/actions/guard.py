@@ -9,19 +9,20 @@ holds the root partition), a device an ``/etc/fstab`` line names (by path, ``UUI
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nvme_agent.actions import mountinfo
-from nvme_agent.actions.outcome import ActionError, Deadline
-from nvme_agent.actions.probe import FSTAB_TAGS, DeviceProbe, fstab_form
+from nvme_agent.actions.outcome import ActionError
+from nvme_agent.actions.probe import FSTAB_TAGS, fstab_form
 
 FSTAB = "/etc/fstab"
 SYSFS_DEV_BLOCK = "/sys/dev/block"
 #: Where fstab's ``ID=`` tag is looked up (mount(8): "hardware block device ID as generated
 #: by udevd"): the link of that name, as udev and libblkid encode it.
 BY_ID = "/dev/disk/by-id"
-_DEVNODE_SAFE = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#+-.:=@_")
+_DEVNODE_SAFE = frozenset(string.ascii_letters + string.digits + "#+-.:=@_")
 
 
 def devnode_name(value: str) -> str:
@@ -70,13 +71,6 @@ def parse_fstab(text: str) -> list[FstabEntry]:
     return out
 
 
-def probe_ids(devnode: str, timeout: float = 10.0) -> dict[str, str]:
-    """The fstab tags ``devnode`` can be named by, from its own probe (see
-    :meth:`~nvme_agent.actions.probe.DeviceProbe.identifiers`)."""
-    with DeviceProbe(devnode, Deadline(timeout)) as probe:
-        return probe.identifiers()
-
-
 def whole_disk(dev: str, sysfs: str = SYSFS_DEV_BLOCK) -> str | None:
     """``major:minor`` of the disk a partition ``dev`` belongs to (None if not a partition)."""
     base = os.path.join(sysfs, dev)
@@ -100,8 +94,8 @@ def has_holders(dev: str, sysfs: str = SYSFS_DEV_BLOCK) -> list[str]:
 class Guard:
     """Refuses devices and mount points the agent must never touch.
 
-    Paths are parameters so tests can point them at fixtures; ``probe`` reads a device's
-    identifiers (``blkid`` by default).
+    Paths are parameters so tests can point them at fixtures; a device's identifiers come
+    from the caller's probe (:meth:`check_device`).
     """
 
     def __init__(
@@ -111,13 +105,11 @@ class Guard:
         mountinfo_path: str = mountinfo.MOUNTINFO,
         sysfs: str = SYSFS_DEV_BLOCK,
         by_id: str = BY_ID,
-        probe: Callable[[str], Mapping[str, str]] = probe_ids,
     ) -> None:
         self.fstab = fstab
         self.by_id = by_id
         self.mountinfo_path = mountinfo_path
         self.sysfs = sysfs
-        self.probe = probe
 
     def _fstab(self) -> list[FstabEntry]:
         try:
@@ -141,14 +133,15 @@ class Guard:
         self,
         source: str,
         *,
+        identifiers: Callable[[], Mapping[str, str]],
         for_mount: bool = True,
-        identifiers: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         """Raise :class:`ActionError` if ``source`` is the root device or named in fstab.
 
         ``identifiers``: the fstab tags the device can be named by, in blkid's ``export``
-        encoding (a mount passes its own probe's); asked only when fstab names a device by
-        tag.  When they cannot be read, the device is refused: it may be the one fstab names.
+        encoding (a mount passes its own :class:`~nvme_agent.actions.probe.DeviceProbe`'s);
+        asked only when fstab names a device by tag.  When they cannot be read, the device is
+        refused: it may be the one fstab names.
         """
         dev = mountinfo.device_number(source)
         if dev is not None and dev in self.root_devices():
@@ -164,16 +157,17 @@ class Guard:
         for entry in self._fstab():
             where = f"{self.fstab}:{entry.line_no}"
             tag, sep, value = entry.spec.partition("=")
+            value = value.strip("\"'")
             if sep and tag in FSTAB_TAGS:
                 if ids is None:
                     ids = self._identifiers(source, dev, identifiers, where)
                 have = ids.get(tag)
                 # blkid's encoding is not reversible: fstab's value is compared encoded.
-                if have is not None and have.lower() == fstab_form(value.strip("\"'")).lower():
+                if have is not None and have.lower() == fstab_form(value).lower():
                     raise ActionError(f"refusing {source}: listed in {where} as {entry.spec}")
                 continue
             if sep and tag == "ID":
-                path = os.path.join(self.by_id, devnode_name(value.strip("\"'")))
+                path = os.path.join(self.by_id, devnode_name(value))
             elif entry.spec.startswith("/"):
                 path = entry.spec
             else:
@@ -187,13 +181,13 @@ class Guard:
         self,
         source: str,
         dev: str | None,
-        identifiers: Callable[[], Mapping[str, str]] | None,
+        identifiers: Callable[[], Mapping[str, str]],
         where: str,
     ) -> Mapping[str, str]:
         if dev is None:
             return {}  # not a block device: fstab cannot name it by tag
         try:
-            return identifiers() if identifiers is not None else self.probe(source)
+            return identifiers()
         except ActionError as exc:
             raise ActionError(
                 f"refusing {source}: cannot tell whether {where} names it: {exc}"
