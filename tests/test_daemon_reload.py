@@ -12,14 +12,18 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.inproc import InProcess, gate, gated
 
+from nvme_agent.cli.commands import run as run_command
+from nvme_agent.cli.main import main as cli_main
 from nvme_agent.policy import load_policy
 from nvme_agent.policy.spec import Policy
+from nvme_agent.service import operations, reconcile
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: sockets below /run")
 
@@ -165,6 +169,91 @@ def test_sighup_while_a_reload_runs_is_coalesced_too(monkeypatch: pytest.MonkeyP
         assert d.request({"cmd": "reload"})["generation"] == 4  # 2: asked, 3: SIGHUP
 
 
+# ---------------------------------------------------------------------- assessments
+class GatedDrift:
+    """The real ``drift`` of the daemon's assessments, its first call held at ``release``;
+    how each call ended is kept, in order."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls = 0
+        self.outcomes: list[str] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, *args: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.release.wait(60)
+        try:
+            found = reconcile.drift(*args)
+        except reconcile.CalledOff:
+            self._ended("called off")
+            raise
+        self._ended("done")
+        return found
+
+    def _ended(self, how: str) -> None:
+        with self._cond:
+            self.outcomes.append(how)
+            self._cond.notify_all()
+
+    def wait(self, count: int) -> list[str]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.outcomes) >= count, 60), self.outcomes
+            return list(self.outcomes)
+
+
+@pytest.fixture
+def assessments(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedDrift]:
+    gated_drift = GatedDrift()
+    monkeypatch.setattr(operations, "drift", gated_drift)
+    try:
+        yield gated_drift
+    finally:
+        gated_drift.release.set()
+
+
+def test_a_reload_that_begins_calls_off_the_last_ones_assessment_and_a_failed_one_assesses_again(
+    monkeypatch: pytest.MonkeyPatch, assessments: GatedDrift
+) -> None:
+    with InProcess(monkeypatch) as d:
+        d.policy.write_text(OTHER)
+        assert d.request({"cmd": "reload"})["generation"] == 2
+        assert assessments.entered.wait(30)  # generation 2's assessment, held
+        d.policy.write_text(BROKEN)
+        assert d.request({"cmd": "reload"})["ok"] is False  # called it off as it began
+        assert assessments.wait(1) == ["done"]  # generation 2, which stays, assessed again
+        assessments.release.set()
+        assert assessments.wait(2) == ["done", "called off"]  # no decision after the gate
+        assert assessments.calls == 2
+
+
+def test_a_failed_reload_after_a_finished_assessment_assesses_nothing_again(
+    monkeypatch: pytest.MonkeyPatch, assessments: GatedDrift
+) -> None:
+    assessments.release.set()
+    with InProcess(monkeypatch) as d:
+        d.policy.write_text(OTHER)
+        assert d.request({"cmd": "reload"})["generation"] == 2
+        assert assessments.wait(1) == ["done"]
+        d.policy.write_text(BROKEN)
+        assert d.request({"cmd": "reload"})["ok"] is False
+        assert d.request({"cmd": "status"})["ok"] is True  # the loop turned after the answer
+        assert assessments.calls == 1
+
+
+def test_a_stop_calls_off_the_running_assessment(
+    monkeypatch: pytest.MonkeyPatch, assessments: GatedDrift
+) -> None:
+    with InProcess(monkeypatch) as d:
+        d.policy.write_text(OTHER)
+        assert d.request({"cmd": "reload"})["generation"] == 2
+        assert assessments.entered.wait(30)
+    assessments.release.set()  # the daemon has stopped
+    assert assessments.wait(1) == ["called off"]
+
+
 # ---------------------------------------------------------------------- start-up
 def run_agent(tmp: Path, policy: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("UMOCKDEV_DIR", "LD_PRELOAD")}
@@ -227,3 +316,24 @@ def test_a_bad_state_file_is_moved_aside_and_the_daemon_starts(
         assert json.loads((d.base / "run" / "topology.json").read_text())["topology"]
         assert any("moved aside" in r.getMessage() for r in caplog.records)
         assert d.request({"cmd": "status"})["ok"] is True
+
+
+def test_the_daemon_program_switches_threads_every_millisecond(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``nvme-agent run`` owns its process and sets the interval before the daemon starts
+    (an event's wait behind a reload's parse is bounded by it); a library caller's process
+    keeps its own."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(BROKEN)
+    before = sys.getswitchinterval()
+    assert before != run_command.SWITCH_INTERVAL  # CPython's default: the test can fail
+    argv = ["run", "--policy", str(policy), "--runtime-dir", str(tmp_path / "run")]
+    try:
+        assert cli_main([*argv, "--state-dir", str(tmp_path / "state")]) == 1  # a bad policy
+        assert sys.getswitchinterval() == pytest.approx(run_command.SWITCH_INTERVAL)
+    finally:
+        sys.setswitchinterval(before)
+    with InProcess(monkeypatch) as d:  # the daemon alone leaves it as it is
+        assert d.request({"cmd": "status"})["ok"] is True
+        assert sys.getswitchinterval() == before

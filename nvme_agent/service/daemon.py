@@ -184,7 +184,7 @@ class Daemon:
             config.policy_path,
             load,
             config.reload_timeout,
-            reloading=self._notify_reloading,
+            reloading=self._reload_starting,
             apply=self.ops.apply_reload,
             ready=self._notify_reloaded,
         )
@@ -316,7 +316,8 @@ class Daemon:
             raise StartupError(f"cannot start with the invalid policy {path}:", outcome.errors)
         return outcome.policy
 
-    def _notify_reloading(self) -> None:
+    def _reload_starting(self) -> None:
+        self.ops.reload_starting()
         if self._ready:  # before READY=1 the manager expects no reload protocol
             self.notifier.reloading()
 

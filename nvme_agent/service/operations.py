@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from nvme_agent.outputs.journal import (
@@ -39,6 +40,7 @@ from nvme_agent.service.eject import (
     unmounts_of,
 )
 from nvme_agent.service.reconcile import (
+    CalledOff,
     Drift,
     Target,
     drift,
@@ -66,7 +68,10 @@ class Operations:
         #: Present targets whose add plan the policy in force would change (last assessed).
         self._pending: set[Target] = set()
         self._assessment: asyncio.Task[list[Drift]] | None = None
-        self._assessed_generation = 0
+        #: Set to call off the running assessment's worker thread (see :meth:`_call_off`).
+        self._assessment_off = threading.Event()
+        #: The policy in force has an assessment that was called off before it finished.
+        self._unassessed = False
 
     # ------------------------------------------------------------------ plain requests
     @property
@@ -157,6 +162,8 @@ class Operations:
                 {"NVME_POLICY": str(path)},
             )
             d.events.publish({"type": "reload-failed", "nsid": None, "errors": errors})
+            if self._unassessed:  # called off when this parse began: the policy stays
+                self._assess_soon()
             d.metrics_changed()
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             error = f"policy {path} not reloaded: {errors[0] if errors else '?'}{more}"
@@ -178,17 +185,38 @@ class Operations:
         return {"ok": True, "generation": d.generation}
 
     def _assess_soon(self) -> None:
+        self._call_off()
+        off = self._assessment_off = threading.Event()
+        self._unassessed = True
+        self._assessment = self.d.loop.create_task(self._after_reload(self.d.generation, off))
+
+    def _call_off(self) -> None:
+        """Stop the running assessment, its worker thread included.
+
+        Cancelling the task alone would leave the thread deciding to the end (up to a second
+        of CPU with a thousand namespaces and rules, holding the GIL against the loop and
+        against the next parse) for an answer nobody takes.
+        """
+        self._assessment_off.set()
         if self._assessment is not None:
             self._assessment.cancel()
-        self._assessment = self.d.loop.create_task(self._after_reload(self.d.generation))
 
-    async def _after_reload(self, generation: int) -> list[Drift]:
+    def reload_starting(self) -> None:
+        """A parse begins: the assessment of the policy in force is called off.  A reload
+        that succeeds makes its answer moot; one that fails assesses that policy again."""
+        self._call_off()
+
+    async def _after_reload(self, generation: int, off: threading.Event) -> list[Drift]:
         """Which present targets the new policy would treat differently: logged, counted,
         and applied at once with ``reconcile_on_reload``."""
         d = self.d
-        found = self._valid(await self._drift())
+        try:
+            found = self._valid(await self._drift(off))
+        except CalledOff:
+            raise asyncio.CancelledError from None  # as the task: called off is cancelled
         if generation != d.generation:
             return found  # a newer reload assesses again
+        self._unassessed = False
         self._pending = {t for item in found if (t := Target.of(item.change)) is not None}
         nsids = drifted_namespaces(found)
         if found and d.policy.defaults.reconcile_on_reload:
@@ -215,12 +243,18 @@ class Operations:
             {"NVME_POLICY": str(self.d.config.policy_path)},
         )
 
-    async def _drift(self) -> list[Drift]:
+    async def _drift(self, off: threading.Event | None = None) -> list[Drift]:
+        """:func:`drift` in a worker thread; called off once ``off`` is set."""
         d = self.d
         snap, policy = d.topology.snapshot(), d.policy
         applied, ejected = d.applied.copy(), d.books.ejected_keys()
         return await asyncio.to_thread(
-            drift, snap, policy, applied, lambda ns: DiskKey.of(ns) in ejected
+            drift,
+            snap,
+            policy,
+            applied,
+            lambda ns: DiskKey.of(ns) in ejected,
+            off.is_set if off is not None else (lambda: False),
         )
 
     def _valid(self, found: list[Drift]) -> list[Drift]:
@@ -265,8 +299,8 @@ class Operations:
         return len({t.disk for t in self._pending})
 
     def cancel(self) -> None:
-        if self._assessment is not None:
-            self._assessment.cancel()
+        """The daemon stops: no assessment keeps a thread (and the exit) waiting."""
+        self._call_off()
 
     # ------------------------------------------------------------------ reconcile
     async def reconcile(
