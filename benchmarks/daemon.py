@@ -282,13 +282,50 @@ def _cycles(sender: Sender, tap: EventTap, cycles: list[Cycle], count: int, run:
 class ReloadResult:
     seconds: float
     ok: bool
-    during: list[float]  # latencies (s) of events sent while the reload ran
+    during: list[float]  # latencies (s) of events sent while the reload or its assessment ran
     lost: int
     events: int
+    assessed: float  # seconds from the request to the end of the assessment after it
+
+
+def _reconcile_pending(generation: Any) -> Callable[[Any], bool]:
+    def match(record: Any) -> bool:
+        return (
+            isinstance(record, dict)
+            and record.get("type") == "reconcile-pending"
+            and record.get("generation") == generation
+        )
+
+    return match
+
+
+def _reload(agent: AgentProcess, tap: EventTap) -> tuple[int, int, int, dict[str, Any]]:
+    """One reload request: (began, answered, assessed) in ns, and the answer.
+
+    After the swap the daemon decides every present namespace under the new policy in a
+    worker thread (:func:`nvme_agent.service.reconcile.drift`; its ``reconcile-pending``
+    record says when that is done): with a thousand of them and a thousand rules it is the
+    longer part of a reload's cost to the events, so it counts as part of the reload.
+    """
+    start = len(tap)
+    began = time.monotonic_ns()
+    answer = agent.request({"cmd": "reload"}, timeout=TIMEOUT)
+    ended = time.monotonic_ns()
+    match = _reconcile_pending(answer.get("generation"))
+    _, assessed, _ = tap.wait(match, start, TIMEOUT, b'"reconcile-pending"')
+    return began, ended, assessed, answer
+
+
+def _quiet_reload(agent: AgentProcess, tap: EventTap) -> float:
+    """Seconds a reload takes with no event flowing (the baseline)."""
+    began, ended, _, answer = _reload(agent, tap)
+    if not answer.get("ok"):
+        raise RuntimeError(f"the quiet reload failed: {answer}")
+    return (ended - began) / 1e9
 
 
 def _reload_under_load(
-    agent: AgentProcess, sender: Sender, tap: EventTap, cycles: list[Cycle], policy: Path
+    agent: AgentProcess, sender: Sender, tap: EventTap, cycles: list[Cycle]
 ) -> ReloadResult:
     """Reload a large policy while the load generator keeps sending remove/add cycles."""
     results: list[tuple[int, int | None]] = []
@@ -321,9 +358,7 @@ def _reload_under_load(
     thread = threading.Thread(target=load, name="reload-load", daemon=True)
     thread.start()
     wait_results(4)
-    began = time.monotonic_ns()
-    answer = agent.request({"cmd": "reload"}, timeout=TIMEOUT)
-    ended = time.monotonic_ns()
+    began, ended, assessed, answer = _reload(agent, tap)
     with cond:
         seen = len(results)
     wait_results(seen + 4)
@@ -332,7 +367,7 @@ def _reload_under_load(
     during = [
         (stamp - sent) / 1e9
         for sent, stamp in results
-        if stamp is not None and sent < ended and stamp > began
+        if stamp is not None and sent < max(ended, assessed) and stamp > began
     ]
     return ReloadResult(
         seconds=(ended - began) / 1e9,
@@ -340,6 +375,7 @@ def _reload_under_load(
         during=during,
         lost=sum(1 for _, stamp in results if stamp is None),
         events=len(results),
+        assessed=(assessed - began) / 1e9,
     )
 
 
@@ -456,11 +492,14 @@ def _daemon_phase(
         agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
         rss_burst = _rss(agent.proc.pid)
         _cycles(sender, tap, rig.cycles, cycles, measured)
-        reloads = []
+        quiet, reloads = [], []
         for variant in range(1, reloads_count + 1):
             # Each reload reads a policy no earlier load has seen: none of its parse is cached.
-            big = rig.write_policy("policy.yaml", reload_rules, variant)
-            reloads.append(_reload_under_load(agent, sender, tap, rig.cycles, big))
+            # The baseline's and the measured ones alternate, so a slow moment hits both.
+            rig.write_policy("policy.yaml", reload_rules, 2 * variant - 1)
+            quiet.append(_quiet_reload(agent, tap))
+            rig.write_policy("policy.yaml", reload_rules, 2 * variant)
+            reloads.append(_reload_under_load(agent, sender, tap, rig.cycles))
         sender.close()
         tap.close()
     except BaseException:
@@ -470,30 +509,46 @@ def _daemon_phase(
         agent.stop()
     _latency_figures(report, base, measured)
     _burst_figures(report, base, measured, count, rss_burst)
-    _reload_figure(report, reloads, reload_rules)
+    _reload_figures(report, quiet, reloads, reload_rules)
 
 
-def _reload_figure(report: Report, reloads: list[ReloadResult], rules: int) -> None:
-    """The median reload (one sample moved by half between runs); the worst event delay and
-    the losses over all of them."""
+def _reload_figures(
+    report: Report, quiet: list[float], reloads: list[ReloadResult], rules: int
+) -> None:
+    """The median reload (one sample moved by half between runs) against the median quiet
+    one; the worst event delay and the losses over all of them and their assessments."""
     median = statistics.median(r.seconds for r in reloads)
     worst = max((d for r in reloads for d in r.during), default=0.0)
     ok = all(r.ok for r in reloads)
     lost = sum(r.lost for r in reloads)
+    n = len(reloads)
     report.figures.append(
         Figure(
-            name=f"reload of a {rules}-rule policy while events flow, median of {len(reloads)}",
+            name=f"reload of a {rules}-rule policy while events flow, median of {n}",
             value=median * 1e3,
             unit="ms",
-            target="<= 100 ms; no event lost or delayed past 100 ms",
-            met=ok and median <= 0.1 and lost == 0 and worst <= 0.1,
+            baseline=f"the same reload, no events flowing, median of {len(quiet)}",
+            baseline_value=statistics.median(quiet) * 1e3,
+            target="<= 100 ms",
+            met=ok and median <= 0.1,
             details={
                 "reload_ok": ok,
                 "reloads_ms": [r.seconds * 1e3 for r in reloads],
-                "events": sum(r.events for r in reloads),
+                "quiet_reloads_ms": [q * 1e3 for q in quiet],
+                "assessed_ms": [r.assessed * 1e3 for r in reloads],
                 "lost": lost,
-                "worst_delay_ms_during_reload": worst * 1e3,
             },
+        )
+    )
+    report.figures.append(
+        Figure(
+            name=f"events during those {n} reloads and the assessments after them: "
+            "worst uevent -> plan",
+            value=worst * 1e3,
+            unit="ms",
+            target="none lost or delayed past 100 ms",
+            met=lost == 0 and worst <= 0.1,
+            details={"events": sum(r.events for r in reloads), "lost": lost},
         )
     )
 
