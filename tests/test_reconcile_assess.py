@@ -46,6 +46,7 @@ def after(n: int) -> Callable[[], bool]:
 def decisions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The nsid of every decision ``assess`` makes (the real ``decide``, counted)."""
     seen: list[int] = []
+
     def counted(change: Any, *args: Any) -> Any:
         seen.append(change.nsid)
         return decide(change, *args)

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 #: 5 ms).  While a worker thread computes (a reload's parse, the assessment after it: up to a
 #: second with a thousand rules and namespaces), the loop gets the GIL back only when the
 #: interval ends, and it gives the GIL up at every system call an event makes: at 5 ms an
-#: event waited up to ~100 ms behind a reload, at 1 ms ~30 ms (CONTRIBUTING.md, sixth round).
+#: event waited up to 120-155 ms behind a reload and its assessment, at 1 ms 40-51 ms
+#: (CONTRIBUTING.md, sixth round).
 #: Without such a thread nothing waits for the GIL and the interval changes nothing.
 SWITCH_INTERVAL = 0.001
 
