@@ -311,6 +311,8 @@ def _reload(agent: AgentProcess, tap: EventTap) -> tuple[int, int, int, dict[str
     began = time.monotonic_ns()
     answer = agent.request({"cmd": "reload"}, timeout=TIMEOUT)
     ended = time.monotonic_ns()
+    if not answer.get("ok"):
+        return began, ended, ended, answer  # nothing new to assess; the caller reports it
     match = _reconcile_pending(answer.get("generation"))
     _, assessed, _ = tap.wait(match, start, TIMEOUT, b'"reconcile-pending"')
     return began, ended, assessed, answer

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from nvme_agent.harness.bed import Bed, unavailable_reason
+
+
+@pytest.fixture(autouse=True)
+def switch_interval() -> Iterator[None]:
+    """A test that runs ``nvme-agent run`` in this process (which sets the interpreter's
+    thread switch interval, as the daemon's program) leaves the next test CPython's."""
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
 
 
 @pytest.fixture(scope="session")

@@ -214,15 +214,26 @@ def assessments(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedDrift]:
         gated_drift.release.set()
 
 
+def reload_to(d: InProcess, text: str, **request: Any) -> dict[str, Any]:
+    d.policy.write_text(text)
+    return d.request({"cmd": "reload", **request})
+
+
+def assessment_task(d: InProcess) -> Any:
+    async def task() -> Any:
+        assert d.daemon is not None
+        return d.daemon.ops._assessment
+
+    return d.call(task())
+
+
 def test_a_reload_that_begins_calls_off_the_last_ones_assessment_and_a_failed_one_assesses_again(
     monkeypatch: pytest.MonkeyPatch, assessments: GatedDrift
 ) -> None:
     with InProcess(monkeypatch) as d:
-        d.policy.write_text(OTHER)
-        assert d.request({"cmd": "reload"})["generation"] == 2
+        assert reload_to(d, OTHER)["generation"] == 2
         assert assessments.entered.wait(30)  # generation 2's assessment, held
-        d.policy.write_text(BROKEN)
-        assert d.request({"cmd": "reload"})["ok"] is False  # called it off as it began
+        assert reload_to(d, BROKEN)["ok"] is False  # called it off as it began
         assert assessments.wait(1) == ["done"]  # generation 2, which stays, assessed again
         assessments.release.set()
         assert assessments.wait(2) == ["done", "called off"]  # no decision after the gate
@@ -234,21 +245,49 @@ def test_a_failed_reload_after_a_finished_assessment_assesses_nothing_again(
 ) -> None:
     assessments.release.set()
     with InProcess(monkeypatch) as d:
-        d.policy.write_text(OTHER)
-        assert d.request({"cmd": "reload"})["generation"] == 2
-        assert assessments.wait(1) == ["done"]
-        d.policy.write_text(BROKEN)
-        assert d.request({"cmd": "reload"})["ok"] is False
-        assert d.request({"cmd": "status"})["ok"] is True  # the loop turned after the answer
+        # With ``assess`` the answer waits for the assessment: it is over.
+        assert reload_to(d, OTHER, assess=True)["pending"] == []
+        finished = assessment_task(d)
+        assert finished.done() and assessments.outcomes == ["done"]
+        assert reload_to(d, BROKEN)["ok"] is False
+        assert assessment_task(d) is finished  # none was started for the policy that stays
         assert assessments.calls == 1
+
+
+def test_an_assessed_reload_whose_follow_up_fails_still_says_what_is_pending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The follow-up parse of a reload asked meanwhile calls off the first one's assessment as
+    it begins; when it fails, the first policy stays and its answer waits for its assessment
+    made again."""
+    read, release = threading.Event(), threading.Event()
+    calls = [0]
+
+    def load(path: Path) -> Policy:
+        policy = load_policy(path)  # read first (the follow-up raises here), then held
+        calls[0] += 1
+        if calls[0] == 2:
+            read.set()
+            release.wait(60)
+        return policy
+
+    with InProcess(monkeypatch, load=load) as d:
+        assert d.daemon is not None
+        d.policy.write_text(OTHER)
+        first = d.submit(d.daemon.ops.reload(assess=True))
+        assert read.wait(30)
+        d.policy.write_text(BROKEN)
+        follow_up = d.submit(d.daemon.ops.reload())
+        release.set()
+        assert follow_up.result(30)["ok"] is False
+        assert first.result(30) == {"ok": True, "generation": 2, "pending": []}
 
 
 def test_a_stop_calls_off_the_running_assessment(
     monkeypatch: pytest.MonkeyPatch, assessments: GatedDrift
 ) -> None:
     with InProcess(monkeypatch) as d:
-        d.policy.write_text(OTHER)
-        assert d.request({"cmd": "reload"})["generation"] == 2
+        assert reload_to(d, OTHER)["generation"] == 2
         assert assessments.entered.wait(30)
     assessments.release.set()  # the daemon has stopped
     assert assessments.wait(1) == ["called off"]

@@ -67,11 +67,13 @@ class Operations:
         self.d = daemon
         #: Present targets whose add plan the policy in force would change (last assessed).
         self._pending: set[Target] = set()
-        self._assessment: asyncio.Task[list[Drift]] | None = None
+        self._assessment: asyncio.Task[None] | None = None
         #: Set to call off the running assessment's worker thread (see :meth:`_call_off`).
         self._assessment_off = threading.Event()
-        #: The policy in force has an assessment that was called off before it finished.
-        self._unassessed = False
+        #: What the assessment of the policy in force found.  Pending until one finishes (one
+        #: called off is made again when the reload that called it off fails); None once a
+        #: newer policy, or the stop, made it moot.  None before the first reload.
+        self._verdict: asyncio.Future[list[Drift] | None] | None = None
 
     # ------------------------------------------------------------------ plain requests
     @property
@@ -137,12 +139,12 @@ class Operations:
         """Re-read the policy (coalesced with reloads already under way); with ``assess``,
         also say which present namespaces the new policy would treat differently."""
         answer = await self.d.reloader.request()
-        task = self._assessment
-        if not (assess and answer.get("ok")) or task is None:
-            return answer
-        try:
-            found = await asyncio.shield(task)
-        except asyncio.CancelledError:
+        verdict = self._verdict
+        if not (assess and answer.get("ok")) or answer.get("generation") != self.d.generation:
+            return answer  # (a newer policy came in meanwhile: its reload says what it changes)
+        assert verdict is not None  # made with the generation
+        found = await asyncio.shield(verdict)
+        if found is None:
             return answer
         nsids = drifted_namespaces(found)
         key = "reconciled" if self.d.policy.defaults.reconcile_on_reload else "pending"
@@ -162,8 +164,8 @@ class Operations:
                 {"NVME_POLICY": str(path)},
             )
             d.events.publish({"type": "reload-failed", "nsid": None, "errors": errors})
-            if self._unassessed:  # called off when this parse began: the policy stays
-                self._assess_soon()
+            if self._verdict is not None and not self._verdict.done():
+                self._assess_soon()  # called off when this parse began; the policy stays
             d.metrics_changed()
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             error = f"policy {path} not reloaded: {errors[0] if errors else '?'}{more}"
@@ -180,22 +182,32 @@ class Operations:
             log.warning("policy: %s", warning)
         d.events.publish({"type": "reloaded", "nsid": None, "generation": d.generation})
         d.persist()  # the generation
+        self._moot()
+        self._verdict = d.loop.create_future()
         self._assess_soon()
         d.metrics_changed()
         return {"ok": True, "generation": d.generation}
 
     def _assess_soon(self) -> None:
+        """Assess the policy in force (for :attr:`_verdict`) in a worker thread."""
         self._call_off()
         off = self._assessment_off = threading.Event()
-        self._unassessed = True
-        self._assessment = self.d.loop.create_task(self._after_reload(self.d.generation, off))
+        assert self._verdict is not None
+        task = self._after_reload(self.d.generation, off, self._verdict)
+        self._assessment = self.d.loop.create_task(task)
+
+    def _moot(self) -> None:
+        """Nobody needs the verdict on the policy in force any more: those who wait get None."""
+        if self._verdict is not None and not self._verdict.done():
+            self._verdict.set_result(None)
 
     def _call_off(self) -> None:
         """Stop the running assessment, its worker thread included.
 
         Cancelling the task alone would leave the thread deciding to the end (up to a second
         of CPU with a thousand namespaces and rules, holding the GIL against the loop and
-        against the next parse) for an answer nobody takes.
+        against the next parse) for an answer nobody takes.  A thread that has just finished
+        has its answer dropped all the same: a failed reload then assesses once more.
         """
         self._assessment_off.set()
         if self._assessment is not None:
@@ -206,17 +218,26 @@ class Operations:
         that succeeds makes its answer moot; one that fails assesses that policy again."""
         self._call_off()
 
-    async def _after_reload(self, generation: int, off: threading.Event) -> list[Drift]:
+    async def _after_reload(
+        self,
+        generation: int,
+        off: threading.Event,
+        verdict: asyncio.Future[list[Drift] | None],
+    ) -> None:
         """Which present targets the new policy would treat differently: logged, counted,
-        and applied at once with ``reconcile_on_reload``."""
+        and applied at once with ``reconcile_on_reload``; the ``verdict`` says it."""
         d = self.d
         try:
             found = self._valid(await self._drift(off))
-        except CalledOff:
-            raise asyncio.CancelledError from None  # as the task: called off is cancelled
-        if generation != d.generation:
-            return found  # a newer reload assesses again
-        self._unassessed = False
+        except CalledOff:  # in case: calling off cancels this task too, which ends it first
+            return
+        except Exception as exc:  # nobody awaits this task: the verdict carries it
+            log.exception("assessing policy generation %d failed", generation)
+            if not verdict.done():
+                verdict.set_exception(exc)
+            return
+        if verdict is not self._verdict or verdict.done():
+            return  # in case: a newer policy calls this assessment off first
         self._pending = {t for item in found if (t := Target.of(item.change)) is not None}
         nsids = drifted_namespaces(found)
         if found and d.policy.defaults.reconcile_on_reload:
@@ -232,7 +253,7 @@ class Operations:
             {"type": "reconcile-pending", "nsid": None, "generation": generation, "nsids": nsids}
         )
         d.metrics_changed()
-        return found
+        verdict.set_result(found)
 
     def _log_reconcile(self, message: str, nsids: list[int]) -> None:
         shown = ", ".join(str(n) for n in nsids[:20]) + (" ..." if len(nsids) > 20 else "")
@@ -299,8 +320,10 @@ class Operations:
         return len({t.disk for t in self._pending})
 
     def cancel(self) -> None:
-        """The daemon stops: no assessment keeps a thread (and the exit) waiting."""
+        """The daemon stops: the running assessment is called off, its thread ended, and
+        whoever waits for it answered."""
         self._call_off()
+        self._moot()
 
     # ------------------------------------------------------------------ reconcile
     async def reconcile(
