@@ -265,17 +265,13 @@ class Operations:
         )
 
     async def _drift(self, off: threading.Event | None = None) -> list[Drift]:
-        """:func:`drift` in a worker thread; called off once ``off`` is set."""
+        """:func:`drift` in a worker thread; called off once ``off`` is set (never without)."""
         d = self.d
         snap, policy = d.topology.snapshot(), d.policy
         applied, ejected = d.applied.copy(), d.books.ejected_keys()
+        off = off if off is not None else threading.Event()
         return await asyncio.to_thread(
-            drift,
-            snap,
-            policy,
-            applied,
-            lambda ns: DiskKey.of(ns) in ejected,
-            off.is_set if off is not None else (lambda: False),
+            drift, snap, policy, applied, lambda ns: DiskKey.of(ns) in ejected, off.is_set
         )
 
     def _valid(self, found: list[Drift]) -> list[Drift]:
