@@ -10,9 +10,11 @@ Phases, on one bed with the sysfs tree written beforehand without events ("quiet
 
 1. record: the bed attaches every namespace once (the burst's datagrams) and detaches a few
    (the remove datagrams of the latency cycles);
-2. baseline: the bare monitor gets the burst, then the remove/add cycles one at a time;
-3. daemon: the same burst (every plan decided, none lost), its memory after it, the same
-   cycles, then a reload of a large policy while cycles keep flowing;
+2. baseline: the bare monitor gets the burst;
+3. daemon: the same burst (every plan decided, none lost), its memory after it, then the
+   remove/add cycles one at a time, each sent to the bare monitor (still running) just before
+   the daemon, so a slow moment of the machine hits both; then reloads of a large policy,
+   alternated with the same reloads while cycles keep flowing;
 4. coldplug: every namespace present, daemon start until ``READY=1``, against a bare
    enumeration in a fresh process, alternated three times (medians);
 5. idle: a daemon that knows ``idle_namespaces`` namespaces, watched doing nothing.
@@ -126,6 +128,7 @@ class Rig:
         ]
         self.burst: list[bytes] = []
         self.cycles: list[Cycle] = []
+        self.teardown: list[bytes] = []  # every namespace's removal (record(teardown=True))
         # A dry run's: never created, nothing is mounted (the mount figures set their own).
         self.mount_root = MOUNT_ROOT
 
@@ -143,8 +146,11 @@ class Rig:
         self.bed.apply(events, quiet=True)
 
     # ------------------------------------------------------------------ recording
-    def record(self) -> None:
-        """The burst's datagrams and the cycles'; leaves no namespace in sysfs."""
+    def record(self, *, teardown: bool = False) -> None:
+        """The burst's datagrams and the cycles'; leaves no namespace in sysfs.
+
+        ``teardown``: also every namespace's removal (all its datagrams, not only the
+        disk's), for figures that take the burst back and send it again."""
         subset = self.configs[:CYCLE_NAMESPACES]
         with Recorder(str(self.bed.root)) as rec:
             events: list[Event] = []
@@ -157,8 +163,17 @@ class Rig:
                 sent = rec.take(len(self.bed.apply(detach)))
                 remove = next(d for d in sent if _is_disk(d, "remove"))
                 self.cycles.append(Cycle(cfg.nsid, remove, adds[cfg.nsid]))
-        self.quiet_attach(subset)
-        self.quiet_detach(self.configs)
+                self.teardown += sent
+            if teardown:
+                events = []
+                for cfg in self.configs[CYCLE_NAMESPACES:]:
+                    events += self.bed.layout.detach(cfg.ctrl, cfg.nsid)
+                if events:
+                    self.teardown += rec.take(len(self.bed.apply(events)))
+        if not teardown:
+            self.teardown = []
+            self.quiet_attach(subset)
+            self.quiet_detach(self.configs)
 
     def listener(self, before: set[str]) -> str:
         new = set(self.bed.listeners()) - before - {RECORDER_NAME}
@@ -167,7 +182,9 @@ class Rig:
         return os.path.join(str(self.bed.root), new.pop())
 
     # ------------------------------------------------------------------ receivers
-    def bare_monitor(self, cycles: int) -> Run:
+    @contextlib.contextmanager
+    def bare_monitor(self) -> Iterator[BareMonitor]:
+        """The baseline's receiver, running until the end of the ``with``."""
         before = set(self.bed.listeners())
         proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.baremonitor"],
@@ -181,26 +198,13 @@ class Rig:
             tap = LineTap(proc.stdout)
             tap.wait(lambda line: line == "ready", 0, 30)
             sender = Sender(self.listener(before))
-            self.quiet_attach(self.configs)
-            wanted = sum(1 for d in self.burst if describe(d).get("SUBSYSTEM") in SUBSYSTEMS)
-            run = Run()
-            _burst(sender, self.burst, tap, lambda _line: True, wanted, run)
-            for i in range(cycles):
-                cycle = self.cycles[i % len(self.cycles)]
-                for datagram, kind, out in (
-                    (cycle.remove, "remove block ", run.remove),
-                    (cycle.add, "add block ", run.add),
-                ):
-                    start = len(tap)
-                    sent = sender.send(datagram)
-                    _, stamp, _ = tap.wait(_starts(kind), start, 10)
-                    out.append(stamp - sent)
-            sender.close()
-            return run
+            try:
+                yield BareMonitor(self, sender, tap)
+            finally:
+                sender.close()
         finally:
             proc.terminate()
             proc.wait()
-            self.quiet_detach(self.configs)
 
     def write_policy(self, name: str, rules: int, variant: int = 0) -> Path:
         path = self.tmp / name
@@ -225,6 +229,37 @@ class Rig:
             profile=profile,
         )
         return agent.start(TIMEOUT)
+
+
+@dataclass
+class BareMonitor:
+    """A bare ``pyudev`` monitor in its own process (:mod:`benchmarks.baremonitor`)."""
+
+    rig: Rig
+    sender: Sender
+    tap: LineTap
+
+    def burst(self) -> Run:
+        """The whole burst, with every namespace in sysfs for it, and none after it."""
+        self.rig.quiet_attach(self.rig.configs)
+        try:
+            wanted = sum(1 for d in self.rig.burst if describe(d).get("SUBSYSTEM") in SUBSYSTEMS)
+            run = Run()
+            _burst(self.sender, self.rig.burst, self.tap, lambda _line: True, wanted, run)
+            return run
+        finally:
+            self.rig.quiet_detach(self.rig.configs)
+
+    def cycle(self, cycle: Cycle, run: Run) -> None:
+        """One removal and addition (their namespace must be in sysfs)."""
+        for datagram, kind, out in (
+            (cycle.remove, "remove block ", run.remove),
+            (cycle.add, "add block ", run.add),
+        ):
+            start = len(self.tap)
+            sent = self.sender.send(datagram)
+            _, stamp, _ = self.tap.wait(_starts(kind), start, 10)
+            out.append(stamp - sent)
 
 
 def _starts(prefix: str) -> Callable[[Any], bool]:
@@ -265,9 +300,21 @@ def _burst(
         run.burst_after_last = (done - last) / 1e9
 
 
-def _cycles(sender: Sender, tap: EventTap, cycles: list[Cycle], count: int, run: Run) -> None:
+def _cycles(
+    sender: Sender,
+    tap: EventTap,
+    cycles: list[Cycle],
+    count: int,
+    run: Run,
+    bare: BareMonitor | None = None,
+    base: Run | None = None,
+) -> None:
+    """``count`` cycles through the daemon; each after the same cycle through ``bare`` (into
+    ``base``) when given, so that both see the machine at the same moments."""
     for i in range(count):
         cycle = cycles[i % len(cycles)]
+        if bare is not None and base is not None:
+            bare.cycle(cycle, base)
         for datagram, kind, out in (
             (cycle.remove, "namespace-removed", run.remove),
             (cycle.add, "namespace-added", run.add),
@@ -472,14 +519,21 @@ def run(
     ):
         rig = Rig(bed, Path(tmp), burst, profile, states)
         rig.record()
-        base = rig.bare_monitor(cycles)
-        _daemon_phase(report, rig, base, cycles, reload_rules, reloads)
+        with rig.bare_monitor() as bare:
+            base = bare.burst()
+            _daemon_phase(report, rig, bare, base, cycles, reload_rules, reloads)
         _coldplug_phase(report, rig)
         _idle_phase(report, rig, idle_seconds, idle_namespaces)
 
 
 def _daemon_phase(
-    report: Report, rig: Rig, base: Run, cycles: int, reload_rules: int, reloads_count: int
+    report: Report,
+    rig: Rig,
+    bare: BareMonitor,
+    base: Run,
+    cycles: int,
+    reload_rules: int,
+    reloads_count: int,
 ) -> None:
     before = set(rig.bed.listeners())
     agent = rig.start_agent("agent", rig.write_policy("policy.yaml", 1))
@@ -493,7 +547,7 @@ def _daemon_phase(
         _burst(sender, rig.burst, tap, plan_for("namespace-added"), count, measured, PLAN)
         agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
         rss_burst = _rss(agent.proc.pid)
-        _cycles(sender, tap, rig.cycles, cycles, measured)
+        _cycles(sender, tap, rig.cycles, cycles, measured, bare, base)
         quiet, reloads = [], []
         for variant in range(1, reloads_count + 1):
             # Each reload reads a policy no earlier load has seen: none of its parse is cached.

@@ -76,10 +76,14 @@ def test_daemon_figures_lose_no_event(tmp_path: Path) -> None:
 def test_real_mount_figures_leave_nothing_behind(tmp_path: Path) -> None:
     data = bench(tmp_path, "--only", "mounts")
     assert "mounts" not in data["skipped"]
-    burst = next(f for f in data["figures"] if f["name"].endswith("parallel runner"))
+    burst = next(f for f in data["figures"] if "parallel runner" in f["name"])
+    # Every round's burst was mounted, taken back and mounted again, each beside its baseline.
     assert burst["details"]["mounted"] == 2
+    assert len(burst["details"]["bursts_s"]) == len(burst["details"]["serial_s"]) == 3
+    assert None not in burst["details"]["bursts_s"]
     one = next(f for f in data["figures"] if f["name"].startswith("uevent -> real mount"))
-    assert one["details"]["failed_mounts"] == 0 and one["details"]["agent"]["n"] == 2
+    assert one["details"]["failed_mounts"] == 0
+    assert one["details"]["agent"]["n"] == one["details"]["bare_mount"]["n"] == 2
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         assert "nvme-agent-bench" not in f.read()
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=False).stdout
