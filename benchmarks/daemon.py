@@ -13,8 +13,9 @@ Phases, on one bed with the sysfs tree written beforehand without events ("quiet
 2. baseline: the bare monitor gets the burst;
 3. daemon: the same burst (every plan decided, none lost), its memory after it, then the
    remove/add cycles one at a time, each sent to the bare monitor (still running) just before
-   the daemon, so a slow moment of the machine hits both; then reloads of a large policy,
-   alternated with the same reloads while cycles keep flowing;
+   the daemon, the daemon settled first, so a slow moment of the machine hits both; then
+   reloads of fresh large policies with no events, alternated with others of the same size
+   while cycles keep flowing;
 4. coldplug: every namespace present, daemon start until ``READY=1``, against a bare
    enumeration in a fresh process, alternated three times (medians);
 5. idle: a daemon that knows ``idle_namespaces`` namespaces, watched doing nothing.
@@ -300,21 +301,40 @@ def _burst(
         run.burst_after_last = (done - last) / 1e9
 
 
+def settle(agent: AgentProcess) -> None:
+    """Wait until the agent is done with what it did last (its state written and its records
+    sent too: that is done on the loop before the next request is read), so a baseline does
+    not share the machine with it."""
+    answer = agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
+    if not answer.get("ok"):
+        raise RuntimeError(f"the agent did not settle: {answer}")
+
+
+@dataclass
+class Beside:
+    """A baseline taken next to each measured cycle: ``settle`` the daemon, then the same
+    cycle through ``bare`` into ``run``."""
+
+    bare: BareMonitor
+    run: Run
+    settle: Callable[[], None]
+
+
 def _cycles(
     sender: Sender,
     tap: EventTap,
     cycles: list[Cycle],
     count: int,
     run: Run,
-    bare: BareMonitor | None = None,
-    base: Run | None = None,
+    beside: Beside | None = None,
 ) -> None:
-    """``count`` cycles through the daemon; each after the same cycle through ``bare`` (into
-    ``base``) when given, so that both see the machine at the same moments."""
+    """``count`` cycles through the daemon; each after the same cycle through the baseline
+    when given, so that both see the machine at the same moments."""
     for i in range(count):
         cycle = cycles[i % len(cycles)]
-        if bare is not None and base is not None:
-            bare.cycle(cycle, base)
+        if beside is not None:
+            beside.settle()
+            beside.bare.cycle(cycle, beside.run)
         for datagram, kind, out in (
             (cycle.remove, "namespace-removed", run.remove),
             (cycle.add, "namespace-added", run.add),
@@ -547,7 +567,8 @@ def _daemon_phase(
         _burst(sender, rig.burst, tap, plan_for("namespace-added"), count, measured, PLAN)
         agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
         rss_burst = _rss(agent.proc.pid)
-        _cycles(sender, tap, rig.cycles, cycles, measured, bare, base)
+        beside = Beside(bare, base, lambda: settle(agent))
+        _cycles(sender, tap, rig.cycles, cycles, measured, beside)
         quiet, reloads = [], []
         for variant in range(1, reloads_count + 1):
             # Each reload reads a policy no earlier load has seen: none of its parse is cached.

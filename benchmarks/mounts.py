@@ -15,6 +15,7 @@ detached on the way out (also after an error).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -32,6 +33,7 @@ from benchmarks.daemon import (
     Rig,
     plan_for,
     scratch_parent,
+    settle,
     state_root,
 )
 from benchmarks.report import Figure, Report, summary
@@ -84,9 +86,33 @@ def _bare_mounts(devices: list[str], root: Path) -> list[float]:
             times.append(time.perf_counter() - started)
     finally:
         for target in targets:
-            subprocess.run(["umount", str(target)], check=False, capture_output=True)
-            target.rmdir()
+            _unmount_bare(target)
     return times
+
+
+def _unmount_bare(target: Path) -> None:
+    """Unmount a baseline's mount point (lazily if it is busy) and remove it; never a
+    recursive removal, which would go into a filesystem still mounted."""
+    done = subprocess.run(["umount", str(target)], check=False, capture_output=True)
+    if done.returncode != 0:
+        subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
+    with contextlib.suppress(OSError):
+        target.rmdir()
+
+
+def _remove_bare_root(root: Path) -> None:
+    for target in root.iterdir():
+        _unmount_bare(target)
+    with contextlib.suppress(OSError):
+        root.rmdir()
+
+
+def _results_ok(tap: EventTap, action: str, at: int, count: int, what: str) -> None:
+    """Wait for ``count`` results of ``action`` since ``at``; raise unless all came, ok."""
+    seen, _ = tap.wait_count(mount_result(action=action), at, count, TIMEOUT, RESULT)
+    ok = tap.count(lambda r: mount_result(action=action)(r) and r.get("status") == "ok", at)
+    if seen < count or ok < count:
+        raise RuntimeError(f"{what}: {ok} of {count} {action}s done ({seen} results)")
 
 
 @dataclass
@@ -169,17 +195,8 @@ def _measure(
         finally:
             agent.stop()
     finally:
-        shutil.rmtree(bare_root, ignore_errors=True)
+        _remove_bare_root(bare_root)
     _figures(report, rounds, pairs, count, failed, planned)
-
-
-def _settle(agent: AgentProcess) -> None:
-    """Wait until the agent is done with what it did last (its state written too: that is
-    done on the loop before the next request is read), so a baseline does not share the
-    machine with it."""
-    answer = agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
-    if not answer.get("ok"):
-        raise RuntimeError(f"the agent did not settle: {answer}")
 
 
 def _rounds(
@@ -193,23 +210,28 @@ def _rounds(
 ) -> Rounds:
     """:data:`ROUNDS` times: every device mounted one by one (bare), then the whole burst sent
     to the agent, then taken back (every namespace removed, so unmounted) but after the last.
-    Each burst is next to its own baseline, so a slow moment of the machine hits both."""
+    Each burst is next to its own baseline, so a slow moment of the machine hits both; each
+    starts with what was written before it on disk (``sync``) and the agent settled."""
     rounds = Rounds()
     for round_ in range(ROUNDS):
+        os.sync()
         rounds.serial.append(sum(_bare_mounts(devices, bare_root)))
+        os.sync()
         at = len(tap)
         first = sender.send(rig.burst[0])
         for datagram in rig.burst[1:]:
             sender.send(datagram)
-        mounted, done = tap.wait_count(mount_result(), at, count, TIMEOUT, RESULT)
-        rounds.mounted.append(mounted)
+        _, done = tap.wait_count(mount_result(), at, count, TIMEOUT, RESULT)
+        rounds.mounted.append(
+            tap.count(lambda r: mount_result()(r) and r.get("status") == "ok", at)
+        )
         rounds.burst.append((done - first) / 1e9 if done is not None else None)
         if round_ < ROUNDS - 1:
             at = len(tap)
             for datagram in rig.teardown:
                 sender.send(datagram)
-            tap.wait_count(mount_result(action="unmount"), at, count, TIMEOUT, RESULT)
-            _settle(agent)
+            _results_ok(tap, "unmount", at, count, f"taking back burst {round_ + 1}")
+            settle(agent)
     return rounds
 
 
@@ -217,16 +239,19 @@ def _pairs(
     rig: Rig, agent: AgentProcess, sender: Sender, tap: EventTap, bare_root: Path, cycles: int
 ) -> Pairs:
     """Each cycle: the namespace removed (the agent unmounts it), its device mounted and
-    unmounted by a bare mount(8), then the namespace added again (the agent mounts it)."""
+    unmounted by a bare mount(8), then the namespace added again (the agent mounts it).  Each
+    timed mount starts with the agent settled and what was written before it on disk."""
     pairs = Pairs()
     for i in range(cycles):
         cycle = rig.cycles[i % len(rig.cycles)]
         at = len(tap)
         sender.send(cycle.remove)
-        tap.wait(mount_result(cycle.nsid, "unmount"), at, TIMEOUT, RESULT)
-        _settle(agent)
+        _results_ok(tap, "unmount", at, 1, f"removing nsid {cycle.nsid}")
+        settle(agent)
         device = rig.configs[cycle.nsid - 1].devname or ""
+        os.sync()
         (bare,) = _bare_mounts([device], bare_root)
+        os.sync()
         at = len(tap)
         sent = sender.send(cycle.add)
         _, stamp, result = tap.wait(mount_result(cycle.nsid), at, TIMEOUT, RESULT)
