@@ -153,6 +153,7 @@ class Rig:
         ``teardown``: also every namespace's removal (all its datagrams, not only the
         disk's), for figures that take the burst back and send it again."""
         subset = self.configs[:CYCLE_NAMESPACES]
+        removals: list[bytes] = []
         with Recorder(str(self.bed.root)) as rec:
             events: list[Event] = []
             for cfg in self.configs:
@@ -164,15 +165,15 @@ class Rig:
                 sent = rec.take(len(self.bed.apply(detach)))
                 remove = next(d for d in sent if _is_disk(d, "remove"))
                 self.cycles.append(Cycle(cfg.nsid, remove, adds[cfg.nsid]))
-                self.teardown += sent
+                removals += sent
             if teardown:
                 events = []
                 for cfg in self.configs[CYCLE_NAMESPACES:]:
                     events += self.bed.layout.detach(cfg.ctrl, cfg.nsid)
                 if events:
-                    self.teardown += rec.take(len(self.bed.apply(events)))
+                    removals += rec.take(len(self.bed.apply(events)))
+                self.teardown = removals
         if not teardown:
-            self.teardown = []
             self.quiet_attach(subset)
             self.quiet_detach(self.configs)
 
@@ -565,7 +566,7 @@ def _daemon_phase(
         measured = Run()
         count = len(rig.configs)
         _burst(sender, rig.burst, tap, plan_for("namespace-added"), count, measured, PLAN)
-        agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
+        settle(agent)
         rss_burst = _rss(agent.proc.pid)
         beside = Beside(bare, base, lambda: settle(agent))
         _cycles(sender, tap, rig.cycles, cycles, measured, beside)
@@ -753,7 +754,7 @@ def _idle_phase(report: Report, rig: Rig, seconds: float, namespaces: int) -> No
     agent = rig.start_agent("idle", rig.write_policy("idle.yaml", 1))
     try:
         assert agent.proc is not None
-        agent.request({"cmd": "settle", "timeout": TIMEOUT}, timeout=TIMEOUT + 5)
+        settle(agent)
         proc = psutil.Process(agent.proc.pid)
         rss = _rss(proc.pid)
         # The control connection's close still wakes the daemon once after the answer.

@@ -48,13 +48,17 @@ OPTIONS = "nodev,nosuid,noatime"
 ROUNDS = 3
 
 
-def mount_result(nsid: int | None = None, action: str = "mount") -> Any:
+def mount_result(nsid: int | None = None, action: str = "mount", *, ok: bool | None = None) -> Any:
+    """Matches an ``action-result`` of ``action`` (of ``nsid``); ``ok``: only those whose
+    status is ``ok`` (True) or is not (False)."""
+
     def match(record: Any) -> bool:
         return (
             isinstance(record, dict)
             and record.get("type") == "action-result"
             and record.get("action") == action
             and (nsid is None or record.get("nsid") == nsid)
+            and (ok is None or (record.get("status") == "ok") is ok)
         )
 
     return match
@@ -110,7 +114,7 @@ def _remove_bare_root(root: Path) -> None:
 def _results_ok(tap: EventTap, action: str, at: int, count: int, what: str) -> None:
     """Wait for ``count`` results of ``action`` since ``at``; raise unless all came, ok."""
     seen, _ = tap.wait_count(mount_result(action=action), at, count, TIMEOUT, RESULT)
-    ok = tap.count(lambda r: mount_result(action=action)(r) and r.get("status") == "ok", at)
+    ok = tap.count(mount_result(action=action, ok=True), at, RESULT)
     if seen < count or ok < count:
         raise RuntimeError(f"{what}: {ok} of {count} {action}s done ({seen} results)")
 
@@ -186,9 +190,7 @@ def _measure(
             start = len(tap)
             rounds = _rounds(rig, agent, sender, tap, devices, bare_root, count)
             pairs = _pairs(rig, agent, sender, tap, bare_root, cycles)
-            failed = tap.count(
-                lambda r: mount_result()(r) and r.get("status") != "ok", start, RESULT
-            )
+            failed = tap.count(mount_result(ok=False), start, RESULT)
             planned = tap.count(plan_for("namespace-added"), start, PLAN)
             sender.close()
             tap.close()
@@ -222,9 +224,7 @@ def _rounds(
         for datagram in rig.burst[1:]:
             sender.send(datagram)
         _, done = tap.wait_count(mount_result(), at, count, TIMEOUT, RESULT)
-        rounds.mounted.append(
-            tap.count(lambda r: mount_result()(r) and r.get("status") == "ok", at)
-        )
+        rounds.mounted.append(tap.count(mount_result(ok=True), at, RESULT))
         rounds.burst.append((done - first) / 1e9 if done is not None else None)
         if round_ < ROUNDS - 1:
             at = len(tap)

@@ -368,11 +368,9 @@ def test_the_daemon_program_switches_threads_every_millisecond(
     before = sys.getswitchinterval()
     assert before != run_command.SWITCH_INTERVAL  # CPython's default: the test can fail
     argv = ["run", "--policy", str(policy), "--runtime-dir", str(tmp_path / "run")]
-    try:
-        assert cli_main([*argv, "--state-dir", str(tmp_path / "state")]) == 1  # a bad policy
-        assert sys.getswitchinterval() == pytest.approx(run_command.SWITCH_INTERVAL)
-    finally:
-        sys.setswitchinterval(before)
+    assert cli_main([*argv, "--state-dir", str(tmp_path / "state")]) == 1  # a bad policy
+    assert sys.getswitchinterval() == pytest.approx(run_command.SWITCH_INTERVAL)
+    sys.setswitchinterval(before)  # (after a failure, conftest's switch_interval restores it)
     with InProcess(monkeypatch) as d:  # the daemon alone leaves it as it is
         assert d.request({"cmd": "status"})["ok"] is True
         assert sys.getswitchinterval() == before
